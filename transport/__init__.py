@@ -3,10 +3,11 @@
 from transport.clock import EmulatedClock
 from transport.endpoint import LinkStats, Receiver, SendBatch, Sender
 from transport.shaper import Downlink, TokenBucket
-from transport.wire import Message, WireError, decode, encode, wire_size
+from transport.wire import FLUSH, Message, WireError, decode, encode, wire_size
 
 __all__ = [
     "Downlink",
+    "FLUSH",
     "EmulatedClock",
     "LinkStats",
     "Message",

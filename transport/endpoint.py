@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import zmq
 
 from transport.clock import EmulatedClock
-from transport.shaper import Downlink, TokenBucket
-from transport.wire import Message, WireError, decode, encode, wire_size
+from transport.shaper import Downlink, Egress, TokenBucket
+from transport.wire import FLUSH, Message, WireError, decode, encode, wire_size
 
 # A tiny high-water mark: the emulated uplink is the only queue; ZeroMQ must not hide another.
 SEND_HWM = 4
@@ -40,6 +40,10 @@ class LinkStats:
     malformed_messages: int = 0
     inbox_overflow_messages: int = 0
     late_deliveries: int = 0  # released after their emulated delivery time (host overloaded)
+    # Received but cut in the downlink queue by the sender's flush (its sender counted them sent).
+    flushed_bytes: Counter = field(default_factory=Counter)  # per source
+    total_flushed: int = 0
+    flushed_messages: int = 0
     max_delivery_lateness: float = 0.0  # emulated seconds
 
     def per_peer(self) -> dict[str, dict[int, int]]:
@@ -48,6 +52,7 @@ class LinkStats:
             "sent": dict(self.sent_bytes),
             "dropped": dict(self.dropped_bytes),
             "delivered": dict(self.delivered_bytes),
+            "flushed": dict(self.flushed_bytes),
         }
 
     def totals(self) -> dict[str, float]:
@@ -61,8 +66,21 @@ class LinkStats:
             "messages_malformed": self.malformed_messages,
             "messages_inbox_overflow": self.inbox_overflow_messages,
             "late_deliveries": self.late_deliveries,
+            "bytes_flushed_downlink": self.total_flushed,
+            "messages_flushed_downlink": self.flushed_messages,
             "max_delivery_lateness": self.max_delivery_lateness,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Booked:
+    """A message booked on the links: it leaves the uplink at `u_end`, its path at `t_end`."""
+
+    msg: Message
+    size: int
+    u_end: float
+    t_start: float
+    t_end: float
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,23 @@ class Sender(threading.Thread):
 
     A message occupies the uplink for size/rate emulated seconds and is handed to ZeroMQ when
     its last byte has left. A `replace` batch arriving meanwhile cuts it: the message is lost.
+
+    `paths` (destination -> bucket) adds a per-destination path rate beside the uplink, as
+    Kollaps shapes a geo-distributed topology. A message first reserves the uplink, serially,
+    and the path to its destination from its uplink start on:
+    `p_start, p_end = path.reserve(size, at=u_start)`. It is stamped
+    `t_start = max(u_start, p_start)`, `t_end = max(u_end, p_end)`. Messages to one destination
+    queue FIFO on its path (one TCP connection). A path slower than the uplink does not hold
+    the uplink: the next message starts at `u_end`, a fluid approximation of parallel TCP
+    flows. Each path is its own pipe: flows to different destinations never share a path.
+    Past `u_end` a message waits in `held` until `t_end` and only then goes to ZeroMQ, so a
+    `replace` batch drops everything not fully transmitted, on the uplink or on a path, and
+    frees every link at once, as the artifact's flush (sockets closed with linger=0) does.
+    The flush also reaches what has left this node but still queues in a receiver's downlink
+    (TCP back-pressure would have kept it here): every peer sent to since the last flush gets
+    an unshaped `flush` notice, and drops what of ours it has not delivered yet.
+    Without `paths` (None or empty) only the uplink shapes, exactly as before. The timing
+    itself lives in `Egress`.
     """
 
     def __init__(
@@ -91,14 +126,21 @@ class Sender(threading.Thread):
         stop: threading.Event,
         stats: LinkStats,
         max_backlog: int = 10_000,
+        paths: dict[int, TokenBucket] | None = None,
     ):
         super().__init__(name=f"sender-{node_id}", daemon=True)
         self.ctx, self.node_id, self.peers = ctx, node_id, peers
         self.uplink, self.clock, self.outbox = uplink, clock, outbox
         self.stop, self.stats, self.max_backlog = stop, stats, max_backlog
+        self.egress = Egress(uplink, paths)
         # (message, emulated time it was queued): a message waiting while the link was busy
         # starts exactly when the link frees, however late this thread wakes up.
         self.backlog: deque[tuple[Message, float]] = deque()
+        # The message on the uplink, then those past it still crossing their path (by t_end).
+        self.on_uplink: _Booked | None = None
+        self.held: list[tuple[float, int, _Booked]] = []
+        self._seq = itertools.count()
+        self.sent_since_flush: set[int] = set()
         self.error: BaseException | None = None
         self.connected = threading.Event()
         self.started_clock = threading.Event()
@@ -135,37 +177,67 @@ class Sender(threading.Thread):
         self.stats.total_dropped += size
         self.stats.dropped_messages += 1
 
-    def _take(self, command: SendBatch) -> bool:
-        """Apply a batch; True when it asked to replace (so an in-flight message is cut)."""
+    def _take(self, command: SendBatch, now: float, sockets: dict[int, zmq.Socket]) -> None:
+        """Apply a batch at `now`; `replace` first drops all that is not fully sent."""
         if command.replace:
-            while self.backlog:
-                old, _ = self.backlog.popleft()
-                self._drop(old, wire_size(old))
-        now = self.clock.now()
+            for msg, _ in self.backlog:
+                self._drop(msg, wire_size(msg))
+            self.backlog.clear()
+            if self.on_uplink is not None:
+                self._drop(self.on_uplink.msg, self.on_uplink.size)
+                self.on_uplink = None
+            for _, _, booked in self.held:
+                self._drop(booked.msg, booked.size)
+            self.held.clear()
+            self.egress.cut(now)
+            for dst in sorted(self.sent_since_flush):
+                notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
+                self._hand_over(sockets[dst], encode(notice))
+            self.sent_since_flush.clear()
         for msg in command.messages:
             if len(self.backlog) >= self.max_backlog:
                 oldest, _ = self.backlog.popleft()
                 self._drop(oldest, wire_size(oldest))
             self.backlog.append((msg, now))
-        return command.replace
 
     def _loop(self, sockets: dict[int, zmq.Socket]) -> None:
         while not self.stop.is_set():
-            if not self.backlog:
-                try:
-                    self._take(self.outbox.get(timeout=POLL_MS / 1000))
-                except queue.Empty:
-                    pass
-                continue
-            msg, queued_at = self.backlog.popleft()
-            size = wire_size(msg)
-            t_start, t_end = self.uplink.reserve(size, at=queued_at)
-            if self._wait_on_wire(t_end):
-                self._drop(msg, size)
-                self.uplink.abort(self.clock.now())
-                continue
+            wait = min(POLL_MS / 1000, self.clock.wall_until(self._next_due()))
+            try:
+                command = self.outbox.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                command = None
+            now = self.clock.now()
+            self._advance(sockets, now)  # what was fully sent before the batch came is not cut
+            if command is not None:
+                self._take(command, now, sockets)
+
+    def _next_due(self) -> float:
+        """Emulated time of the next step: the uplink or the earliest held message finishes."""
+        if self.on_uplink is None:
+            if self.backlog:
+                return float("-inf")  # a batch waits for the idle uplink: start it now
+            due = float("inf")
+        else:
+            due = self.on_uplink.u_end
+        return min(due, self.held[0][0]) if self.held else due
+
+    def _advance(self, sockets: dict[int, zmq.Socket], now: float) -> None:
+        """Bring the schedule to `now`: move messages off the uplink, hand over what has arrived."""
+        while self.on_uplink is not None or self.backlog:
+            if self.on_uplink is None:
+                msg, queued_at = self.backlog.popleft()
+                size = wire_size(msg)
+                self.on_uplink = _Booked(msg, size, *self.egress.reserve(msg.dst, size, queued_at))
+            if self.on_uplink.u_end > now:
+                break
+            heapq.heappush(self.held, (self.on_uplink.t_end, next(self._seq), self.on_uplink))
+            self.on_uplink = None
+        while self.held and self.held[0][0] <= now:
             if self.stop.is_set():
                 return
+            _, _, booked = heapq.heappop(self.held)
+            msg = booked.msg
             stamped = Message(
                 msg.kind,
                 msg.src,
@@ -174,29 +246,16 @@ class Sender(threading.Thread):
                 msg.frag,
                 msg.buffers,
                 msg.aux,
-                t_start,
-                t_end,
+                booked.t_start,
+                booked.t_end,
             )
             if self._hand_over(sockets[msg.dst], encode(stamped)):
-                self.stats.sent_bytes[msg.dst] += size
-                self.stats.total_sent += size
+                self.sent_since_flush.add(msg.dst)
+                self.stats.sent_bytes[msg.dst] += booked.size
+                self.stats.total_sent += booked.size
                 self.stats.sent_messages += 1
             else:
-                self._drop(msg, size)
-
-    def _wait_on_wire(self, t_end: float) -> bool:
-        """Wait while the message is on the wire; True if a replacing batch cut it."""
-        while not self.stop.is_set():
-            delay = self.clock.wall_until(t_end)
-            if delay <= 0:
-                return False
-            try:
-                command = self.outbox.get(timeout=delay)
-            except queue.Empty:
-                return False
-            if self._take(command):
-                return True
-        return False
+                self._drop(msg, booked.size)
 
     def _hand_over(self, sock: zmq.Socket, frames: list) -> bool:
         """Give the frames to ZeroMQ, waiting (bounded, stoppable) if the peer is not draining."""
@@ -240,6 +299,8 @@ class Receiver(threading.Thread):
         self.started_clock = threading.Event()
         self.error: BaseException | None = None
         self._pending: list[tuple[float, int, Message, int]] = []
+        self._booked: dict[int, tuple[float, float]] = {}  # seq -> downlink (start, finish)
+        self._released_finish = float("-inf")  # the downlink is busy until this for released ones
         self._pending_bytes = 0
         self._seq = itertools.count()
 
@@ -296,19 +357,55 @@ class Receiver(threading.Thread):
         if msg.dst != self.node_id or msg.src not in self.known_sources:
             self.stats.malformed_messages += 1
             return
+        if msg.kind == FLUSH:
+            self._flush(msg.src, msg.t_start)
+            return
         size = sum(len(f.buffer) for f in frames)
         if self._pending_bytes + size > self.max_pending_bytes:
             self.stats.inbox_overflow_messages += 1
             return
-        deliver_at = self.downlink.deliver_at(size, msg.t_start, msg.t_end)
-        heapq.heappush(self._pending, (deliver_at, next(self._seq), msg, size))
+        start, finish, deliver_at = self.downlink.book(size, msg.t_start, msg.t_end)
+        seq = next(self._seq)
+        heapq.heappush(self._pending, (deliver_at, seq, msg, size))
+        self._booked[seq] = (start, finish)
         self._pending_bytes += size
+
+    def _flush(self, src: int, at: float) -> None:
+        """`src` flushed at `at`: what of its traffic was not delivered by then is lost, and
+        what queued behind it in the downlink moves up into the share it frees."""
+        cut = [e for e in self._pending if e[2].src == src and e[0] > at]
+        if not cut:
+            return
+        for *_, size in cut:
+            self._pending_bytes -= size
+            self.stats.flushed_bytes[src] += size
+            self.stats.total_flushed += size
+            self.stats.flushed_messages += 1
+        cut_seqs = {e[1] for e in cut}
+        kept = [e for e in self._pending if e[1] not in cut_seqs]
+        # The downlink stays as booked up to the flush; a message cut midway held it till then.
+        busy_until = [self._released_finish]
+        busy_until += [at for e in cut if self._booked[e[1]][0] < at]
+        busy_until += [self._booked[e[1]][1] for e in kept if self._booked[e[1]][0] <= at]
+        behind = sorted((e for e in kept if self._booked[e[1]][0] > at), key=lambda e: e[1])
+        rebooked = self.downlink.rebook(
+            [(size, msg.t_start, msg.t_end) for _, _, msg, size in behind], max(busy_until)
+        )
+        moved = {}
+        for (_, seq, msg, size), (start, finish, deliver_at) in zip(behind, rebooked, strict=True):
+            self._booked[seq] = (start, finish)
+            moved[seq] = (deliver_at, seq, msg, size)
+        for seq in cut_seqs:
+            del self._booked[seq]
+        self._pending = [moved.get(e[1], e) for e in kept]
+        heapq.heapify(self._pending)
 
     def _release(self) -> None:
         now = self.clock.now()
         while self._pending and self._pending[0][0] <= now:
-            deliver_at, _, msg, size = heapq.heappop(self._pending)
+            deliver_at, seq, msg, size = heapq.heappop(self._pending)
             self._pending_bytes -= size
+            self._released_finish = max(self._released_finish, self._booked.pop(seq)[1])
             lateness = now - deliver_at
             if lateness > LATE_AFTER:
                 self.stats.late_deliveries += 1

@@ -11,11 +11,13 @@ class TokenBucket:
     Scheduling by virtual finish time (`free_at = max(now, free_at) + size/rate`) instead of
     sleep-then-refill means a late wake-up never loses capacity: the next message starts from
     when the link really became free, not from when the sender noticed.
+
+    `rate_bps=float("inf")` is an unlimited link: every message takes zero time on it.
     """
 
     def __init__(self, rate_bps: float, burst_bytes: int = 0, clock: Callable[[], float] = None):
-        if rate_bps <= 0:
-            raise ValueError("rate_bps must be > 0")
+        if not rate_bps > 0:  # also refuses NaN
+            raise ValueError("rate_bps must be > 0 (float('inf') for unlimited)")
         if burst_bytes < 0:
             raise ValueError("burst_bytes must be >= 0")
         if clock is None:
@@ -44,9 +46,38 @@ class TokenBucket:
         return max(start, now - self.burst_s), max(finish, now)
 
     def abort(self, now: float | None = None) -> None:
-        """The message on the wire was cut: the link is free from `now`, not from its finish."""
+        """What was booked on the link was cut: the link is free from `now`, not from its finish."""
         now = self.clock() if now is None else now
         self.free_at = min(self.free_at, now)
+
+
+class Egress:
+    """A node's uplink plus optional per-destination paths: the timing of `Sender`'s model.
+
+    `reserve` books the uplink (serial), then the path to `dst` from the uplink start on, and
+    returns `(u_end, t_start, t_end)`: the message leaves the uplink at `u_end` and has fully
+    crossed its path at `t_end`, the later of the two finishes. Without a path for `dst` it is
+    the uplink alone.
+    """
+
+    def __init__(self, uplink: TokenBucket, paths: dict[int, TokenBucket] | None = None):
+        self.uplink = uplink
+        self.paths = dict(paths or {})
+
+    def reserve(self, dst: int, nbytes: int, at: float | None = None) -> tuple[float, float, float]:
+        u_start, u_end = self.uplink.reserve(nbytes, at=at)
+        path = self.paths.get(dst)
+        if path is None:
+            return u_end, u_start, u_end
+        p_start, p_end = path.reserve(nbytes, at=u_start)
+        return u_end, max(u_start, p_start), max(u_end, p_end)
+
+    def cut(self, now: float | None = None) -> None:
+        """Everything not yet fully sent was cut at `now`: the uplink and every path free then."""
+        now = self.uplink.clock() if now is None else now
+        self.uplink.abort(now)
+        for path in self.paths.values():
+            path.abort(now)
 
 
 class Downlink:
@@ -63,6 +94,18 @@ class Downlink:
         self.bucket = TokenBucket(rate_bps, clock=clock)
         self.latency_s = float(latency_s)
 
+    def book(self, nbytes: int, t_start: float, t_end: float) -> tuple[float, float, float]:
+        """Reserve the downlink for a message: (downlink start, downlink finish, delivery)."""
+        start, finish = self.bucket.reserve(nbytes, at=t_start + self.latency_s)
+        return start, finish, max(t_end + self.latency_s, finish)
+
     def deliver_at(self, nbytes: int, t_start: float, t_end: float) -> float:
-        _, finish = self.bucket.reserve(nbytes, at=t_start + self.latency_s)
-        return max(t_end + self.latency_s, finish)
+        return self.book(nbytes, t_start, t_end)[2]
+
+    def rebook(
+        self, queued: list[tuple[int, float, float]], free_from: float
+    ) -> list[tuple[float, float, float]]:
+        """Messages cut from the queue free their share: the link is free from `free_from`
+        and `queued` (nbytes, t_start, t_end), in their original order, are booked again."""
+        self.bucket.free_at = free_from
+        return [self.book(*q) for q in queued]

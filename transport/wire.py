@@ -10,7 +10,12 @@ import numpy as np
 
 WIRE_VERSION = 1
 # Algorithms name what they send; anything else is refused at the door.
-KINDS = frozenset({"fragment", "model", "ping", "pong", "gossip", "relay", "reduce", "gather"})
+# Transport control: "the sender flushed at t_start", so the receiver drops what of that
+# sender's traffic it had not fully delivered by then (see Receiver). Carries no data.
+FLUSH = "flush"
+KINDS = frozenset(
+    {"fragment", "model", "ping", "pong", "gossip", "relay", "reduce", "gather", FLUSH}
+)
 DTYPES = frozenset({"float16", "float32", "float64", "int32", "int64", "uint8"})
 HEADER_KEYS = frozenset(
     {"v", "kind", "src", "dst", "round", "frag", "t_start", "t_end", "aux", "bufs"}
