@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,6 +42,23 @@ def load_evals(run_dir: Path) -> list[dict]:
     for path in sorted((run_dir / "eval").glob("worker*.jsonl")):
         records.extend(read_jsonl(path))
     return records
+
+
+def consensus_curve(run_dir: Path, num_nodes: int) -> list[dict]:
+    """Consensus distance (1/n) sum_i ||x_i - mean x||^2 at each instant every node's kept
+    snapshot exists (`eval.keep_snapshots=true`); empty when snapshots were not kept."""
+    by_t: dict[int, dict[int, Path]] = defaultdict(dict)
+    for path in (run_dir / "snapshots" / "kept").glob("n*_t*.npy"):
+        node, t = path.stem[1:].split("_t")
+        by_t[int(t)][int(node)] = path
+    curve = []
+    for t in sorted(by_t):
+        if len(by_t[t]) < num_nodes:
+            continue
+        models = np.stack([np.load(p, allow_pickle=False) for p in by_t[t].values()])
+        spread = models - models.mean(axis=0)
+        curve.append({"t": t / 1000, "distance": float((spread**2).sum(axis=1).mean())})
+    return curve
 
 
 def accuracy_curve(evals: list[dict], num_nodes: int) -> list[dict]:
@@ -147,6 +166,7 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         },
         "pids": outcome.pids,
         "curve": curve,
+        "consensus": consensus_curve(plan.run_dir, run.num_nodes),
     }
 
 
@@ -233,3 +253,14 @@ def write_report(plan, outcome) -> dict:
     write_json_atomic(plan.run_dir / "links.json", links)
     plot(summary, plan.run_dir / "accuracy.png")
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m launcher.report DIR [DIR ...] [--out OUT]`: compare runs, see compare.py."""
+    from launcher.compare import main as compare_main  # imported late: compare imports this
+
+    return compare_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

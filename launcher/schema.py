@@ -13,6 +13,27 @@ from node.models import MODELS
 
 PARTITIONS = ("kshard", "iid")
 DATASETS = ("mnist1d",)
+# Keys every network profile has, and the keys each profile adds: a key of another profile
+# is refused by name, so that a stragglers setting never silently rides along with geo.
+NETWORK_KEYS = frozenset({"name", "latency_ms", "overrides"})
+NETWORK_PROFILES = {
+    "uniform": frozenset({"rate_mbps"}),
+    "stragglers": frozenset(
+        {"rate_mbps", "num_stragglers", "straggler_fraction", "slowdown", "straggler_ids"}
+    ),
+    "geo": frozenset(
+        {
+            "region_names",
+            "nodes_per_region",
+            "num_regions",
+            "matrix_mbps",
+            "intra_region_mbps",
+            "rate_scale",
+            "uplink_mbps",
+            "downlink_mbps",
+        }
+    ),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +41,7 @@ class NetworkConfig:
     name: str
     links: tuple[LinkSpec, ...]  # one per node, overrides applied
     stragglers: tuple[int, ...]
+    regions: tuple[str, ...] = ()  # per node, geo profile only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +58,7 @@ class RunConfig:
     eval_interval: float
     targets: tuple[float, ...]
     eval_workers: int
+    keep_snapshots: bool
     bind: str
     max_message_bytes: int
     start_timeout: float
@@ -85,27 +108,11 @@ def _node_ids(value, key: str, num_nodes: int) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _network(cfg: dict, num_nodes: int) -> NetworkConfig:
-    known = {
-        "name",
-        "rate_mbps",
-        "latency_ms",
-        "overrides",
-        "num_stragglers",
-        "straggler_fraction",
-        "slowdown",
-        "straggler_ids",
-    }
-    net = _section(cfg, "network", known)
-    name = net.get("name")
-    require(
-        name in ("uniform", "stragglers"),
-        "network.name",
-        f"unknown profile {name!r}",
-        "use network=uniform or network=stragglers",
-    )
+def _access_links(
+    net: dict, name: str, num_nodes: int, latency: float
+) -> tuple[list[dict], tuple[int, ...]]:
+    """uniform and stragglers: every node's access link; stragglers get rate / slowdown."""
     rate = _num(net, "rate_mbps", "network.", low=1e-6)
-    latency = _num(net, "latency_ms", "network.", low=0)
     stragglers: tuple[int, ...] = ()
     slowdown = 1.0
     if name == "stragglers":
@@ -149,6 +156,125 @@ def _network(cfg: dict, num_nodes: int) -> NetworkConfig:
     for node in range(num_nodes):
         r = rate / slowdown if node in stragglers else rate
         links.append({"up_mbps": r, "down_mbps": r, "latency_ms": latency})
+    return links, stragglers
+
+
+def _geo_links(net: dict, num_nodes: int, latency: float) -> tuple[list[dict], tuple[str, ...]]:
+    """Regions of `nodes_per_region` contiguous node ids, in region order; each node gets a
+    path rate to every other node: the region pair's, or `intra_region_mbps` within a region.
+    Every rate, the access links' too, is multiplied by `rate_scale`."""
+    names = net.get("region_names")
+    require(
+        isinstance(names, list) and len(names) >= 1 and all(isinstance(n, str) for n in names),
+        "network.region_names",
+        f"{names!r} is not a list of region names",
+        "e.g. network.region_names=[ohio,oregon]",
+    )
+    require(
+        len(set(names)) == len(names),
+        "network.region_names",
+        "repeats a region",
+        "list each region once",
+    )
+    per = _num(net, "nodes_per_region", "network.", kind=int, low=1)
+    count = len(names)
+    if net.get("num_regions") is not None:
+        count = _num(net, "num_regions", "network.", kind=int, low=1, high=len(names))
+    if num_nodes != count * per:
+        # Suggest a split of num_nodes over the first regions, 2+ nodes per region if possible.
+        splits = [(r, num_nodes // r) for r in range(1, len(names) + 1) if num_nodes % r == 0]
+        r, p = max(splits, key=lambda s: (s[1] >= 2, s[0]))
+        require(
+            False,
+            "num_nodes",
+            f"{num_nodes} nodes do not fill {count} geo regions of {per} nodes",
+            f"use num_nodes={count * per} for {count} regions of {per}, or set "
+            f"network.nodes_per_region (and network.num_regions, the first regions in order), "
+            f"e.g. network.num_regions={r} network.nodes_per_region={p}",
+        )
+    matrix = net.get("matrix_mbps")
+    require(
+        isinstance(matrix, dict),
+        "network.matrix_mbps",
+        "missing or not a mapping",
+        "map region -> region -> Mbit/s, each pair of regions once",
+    )
+    pair: dict[frozenset, float] = {}
+    for a, row in matrix.items():
+        key = f"network.matrix_mbps.{a}"
+        unknown_fix = f"use one of {names}, or add it to network.region_names"
+        require(a in names, key, f"unknown region {a!r}", unknown_fix)
+        require(isinstance(row, dict), key, "not a mapping", "map other regions to Mbit/s")
+        for b in row:
+            require(b in names, f"{key}.{b}", f"unknown region {b!r}", unknown_fix)
+            require(b != a, f"{key}.{b}", "is a region with itself", "use intra_region_mbps")
+            require(
+                frozenset((a, b)) not in pair,
+                f"{key}.{b}",
+                f"the pair {a}-{b} is given twice (rates are symmetric)",
+                f"keep one of network.matrix_mbps.{a}.{b} and network.matrix_mbps.{b}.{a}",
+            )
+            pair[frozenset((a, b))] = _num(row, b, f"{key}.", low=1e-6)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            require(
+                frozenset((a, b)) in pair,
+                f"network.matrix_mbps.{a}.{b}",
+                f"the pair {a}-{b} is missing",
+                f"add network.matrix_mbps.{a}.{b} (Mbit/s, symmetric: once per pair)",
+            )
+    scale = _num(net, "rate_scale", "network.", low=1e-6, fix="e.g. 1.0 for the rates as given")
+    intra = _num(net, "intra_region_mbps", "network.", low=1e-6)
+    access = {}
+    for k in ("uplink_mbps", "downlink_mbps"):
+        access[k] = math.inf
+        if net.get(k) is not None:
+            access[k] = scale * _num(net, k, "network.", low=1e-6, fix="Mbit/s, or null")
+    region_of = tuple(names[node // per] for node in range(num_nodes))
+    links = []
+    for node, here in enumerate(region_of):
+        paths = {
+            dst: scale * (intra if there == here else pair[frozenset((here, there))])
+            for dst, there in enumerate(region_of)
+            if dst != node
+        }
+        links.append(
+            {
+                "up_mbps": access["uplink_mbps"],
+                "down_mbps": access["downlink_mbps"],
+                "latency_ms": latency,
+                "paths": paths,
+            }
+        )
+    return links, region_of
+
+
+def _network(cfg: dict, num_nodes: int) -> NetworkConfig:
+    raw = cfg.get("network")
+    name = raw.get("name") if isinstance(raw, dict) else None
+    if isinstance(raw, dict):
+        require(
+            name in NETWORK_PROFILES,
+            "network.name",
+            f"unknown profile {name!r}",
+            "use network=uniform, network=stragglers or network=geo",
+        )
+        for key in sorted(set(raw) - NETWORK_KEYS - NETWORK_PROFILES[name]):
+            owner = next((p for p, keys in NETWORK_PROFILES.items() if key in keys), None)
+            require(
+                owner is None,
+                f"network.{key}",
+                f"is a key of the {owner} profile, not of {name}",
+                f"remove it, or use network={owner}",
+            )
+    net = _section(cfg, "network", NETWORK_KEYS | NETWORK_PROFILES.get(name, frozenset()))
+    latency = _num(net, "latency_ms", "network.", low=0)
+    stragglers: tuple[int, ...] = ()
+    regions: tuple[str, ...] = ()
+    if name == "geo":
+        links, regions = _geo_links(net, num_nodes, latency)
+    else:
+        links, stragglers = _access_links(net, name, num_nodes, latency)
     overrides = net.get("overrides") or {}
     require(
         isinstance(overrides, dict),
@@ -169,7 +295,10 @@ def _network(cfg: dict, num_nodes: int) -> NetworkConfig:
         for k in over:
             links[node_id][k] = _num(over, k, key + ".", low=1e-6 if k != "latency_ms" else 0)
     return NetworkConfig(
-        name=name, links=tuple(LinkSpec(**link) for link in links), stragglers=stragglers
+        name=name,
+        links=tuple(LinkSpec(**link) for link in links),
+        stragglers=stragglers,
+        regions=regions,
     )
 
 
@@ -189,10 +318,22 @@ def _algorithm(cfg: dict, num_nodes: int) -> AlgorithmConfig:
         if f.name == "name":
             values[f.name] = algo["name"]
             continue
+        if f.type in ("str", str):
+            value = algo.get(f.name)
+            require(
+                isinstance(value, str),
+                f"algorithm.{f.name}",
+                f"{value!r} is not a string",
+                f"set algorithm.{f.name}",
+            )
+            values[f.name] = value
+            continue
         kind = int if f.type in ("int", int) else float
         values[f.name] = _num(algo, f.name, "algorithm.", kind=kind)
     config = config_cls(**values)
-    if hasattr(config, "degree"):
+    if hasattr(config, "check"):
+        config.check(num_nodes)  # the algorithm's own whole-run checks (e.g. its graph)
+    elif hasattr(config, "degree"):
         require(
             config.degree <= num_nodes - 1,
             "algorithm.degree",
@@ -236,18 +377,37 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     else:
         tdf = None
     compute = _section(
-        cfg, "compute", {"step_time", "overrides", "threads", "calibration_margin", "pace"}
+        cfg,
+        "compute",
+        {
+            "step_time",
+            "overrides",
+            "threads",
+            "calibration_margin",
+            "pace",
+            "stragglers",
+            "slowdown",
+        },
     )
     pace = compute.get("pace", True)
     require(isinstance(pace, bool), "compute.pace", f"{pace!r} is not a boolean", "true or false")
     step_time = _num(compute, "step_time", "compute.", low=1e-6)
     step_times = [step_time] * num_nodes
+    slow = _node_ids(list(compute.get("stragglers") or []), "compute.stragglers", num_nodes)
+    if slow:
+        slowdown = _num(compute, "slowdown", "compute.", low=1.0, fix="e.g. 5 for 5x slower steps")
+        for node in slow:
+            step_times[node] = step_time * slowdown
     for node, value in (compute.get("overrides") or {}).items():
         key = f"compute.overrides.{node}"
         node_id = int(node) if str(node).isdigit() else -1
         require(0 <= node_id < num_nodes, key, "is not a node id", f"use 0..{num_nodes - 1}")
         step_times[node_id] = _num({"v": value}, "v", key, low=1e-6)
-    ev = _section(cfg, "eval", {"interval", "targets", "workers"})
+    ev = _section(cfg, "eval", {"interval", "targets", "workers", "keep_snapshots"})
+    keep = ev.get("keep_snapshots", False)
+    require(
+        isinstance(keep, bool), "eval.keep_snapshots", f"{keep!r} is not a boolean", "true/false"
+    )
     interval = _num(ev, "interval", "eval.", low=1e-3)
     require(
         interval <= duration,
@@ -327,6 +487,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         eval_interval=interval,
         targets=tuple(float(t) for t in targets),
         eval_workers=_num({"w": workers}, "w", "eval.workers", kind=int, low=1),
+        keep_snapshots=keep,
         bind=bind,
         max_message_bytes=_num(tr, "max_message_bytes", "transport.", kind=int, low=1024),
         start_timeout=_num(launch, "start_timeout", "launch.", low=1.0),

@@ -148,6 +148,7 @@ class Launch:
                     run.dataset,
                     1,
                     child,
+                    run.keep_snapshots,
                 ),
             )
             proc.start()

@@ -53,11 +53,13 @@ class DivShareConfig(AlgorithmConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class LinkSpec:
-    """One node's access link, in emulated units."""
+    """One node's access link, in emulated units; `inf` Mbit/s is an unlimited link."""
 
     up_mbps: float
     down_mbps: float
     latency_ms: float
+    # Per-destination path rate in Mbit/s beside the uplink (geo profile); empty = none.
+    paths: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

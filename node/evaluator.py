@@ -55,8 +55,10 @@ def run_evaluator(
     data: DataSpec,
     threads: int,
     conn: Connection,
+    keep: bool = False,
 ) -> None:
-    """Evaluate snapshots as they appear; after 'finish', drain what is left and exit."""
+    """Evaluate snapshots as they appear; after 'finish', drain what is left and exit.
+    Evaluated snapshots are deleted, or moved to `snapshots/kept/` when `keep` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(19)  # nodes keep the CPU; evaluation only takes what they leave idle
     configure_torch(threads)
@@ -64,6 +66,8 @@ def run_evaluator(
     model = build_model(model_name, 0)
     flat = flatten_parameters(model)
     folder = Path(run_dir) / "snapshots"
+    if keep:
+        (folder / "kept").mkdir(exist_ok=True)
     out = open(Path(run_dir) / "eval" / f"worker{worker}.jsonl", "a")
     finishing = False
     try:
@@ -89,7 +93,10 @@ def run_evaluator(
                 record = {"node": node, "t": t, "accuracy": accuracy, "loss": loss}
                 out.write(json.dumps(record) + "\n")
                 out.flush()
-                path.unlink(missing_ok=True)
+                if keep:
+                    path.replace(folder / "kept" / path.name)
+                else:
+                    path.unlink(missing_ok=True)
                 send(conn, {"type": "eval", **record})
     finally:
         out.close()

@@ -31,7 +31,6 @@ from transport import (
 
 INBOX_SIZE = 4096
 OUTBOX_SIZE = 256
-READY_TIMEOUT = 30.0  # emulated seconds a synchronous round waits before counting a miss
 
 
 def flatten_parameters(model: torch.nn.Module) -> torch.Tensor:
@@ -120,6 +119,7 @@ class Node:
             layer_sizes=layer_sizes,
             rng=random.Random(spec.seed * 1_000_003 + spec.node_id),
             partition_seed=spec.data.partition_seed,
+            now=self._now,
         )
         self.algorithm = algorithm_cls(spec.algorithm, ctx)
         (self.run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -171,6 +171,11 @@ class Node:
         """Open a connection to every peer; sending waits for `start`."""
         self.peers = {p: ep for p, ep in peers.items() if p != self.spec.node_id}
         uplink = TokenBucket(self.spec.link.up_mbps * 1e6, clock=self._now)
+        paths = {
+            dst: TokenBucket(mbps * 1e6, clock=self._now)
+            for dst, mbps in self.spec.link.paths.items()
+            if dst in self.peers
+        }
         self.sender = Sender(
             self.ctx,
             self.spec.node_id,
@@ -180,6 +185,7 @@ class Node:
             self.outbox,
             self.stop,
             self.stats,
+            paths=paths,
         )
         self.sender.start()
         if not self.sender.connected.wait(30.0):
@@ -223,6 +229,13 @@ class Node:
                 break  # the run ended mid-round: no exchange for a partial round
             self._send(self.algorithm.round_messages(round_, self.flat), self.algorithm.drop_unsent)
             received += self._wait_ready(round_)
+            if self.algorithm.ready_timeout > 0 and spec.pace:
+                # A synchronous round resumes computing when its wait ended; the evaluation
+                # grid instants passed while waiting saw the model from before the wait.
+                deadline = max(deadline, self.clock.now())
+                while deadline >= next_snapshot - 1e-9 and next_snapshot <= spec.duration:
+                    self._snapshot(next_snapshot)
+                    next_snapshot += spec.eval_interval
             merge = self.algorithm.aggregate(round_, self.flat)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
@@ -281,7 +294,7 @@ class Node:
                 self._send(replies, replace=False)
 
     def _wait_ready(self, round_: int) -> int:
-        received, give_up = 0, self.clock.now() + READY_TIMEOUT
+        received, give_up = 0, self.clock.now() + self.algorithm.ready_timeout
         while not self.algorithm.ready(round_) and not self.stop.is_set():
             if self.clock.now() > give_up:
                 self.counters["ready_misses"] += 1
@@ -291,6 +304,8 @@ class Node:
         return received
 
     def _send(self, outgoing: list[Outgoing], replace: bool) -> None:
+        if not outgoing and not replace:
+            return
         node, messages = self.spec.node_id, []
         for out in outgoing:
             messages.append(

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from launcher.main import CONF_DIR
 from launcher.schema import validate
+from node.algorithms import ALGORITHMS
 from node.config import ConfigError
 
 
@@ -91,3 +92,106 @@ def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
         validate(composed(*overrides))
     assert err.value.key == key
     assert fix in str(err.value)
+
+
+GEO_SCALE = 0.0917
+
+
+def test_geo_experiment_gives_every_node_a_path_rate_per_region_pair():
+    run = validate(composed("+experiment=geo_10regions"))
+    net = run.network
+    assert (net.name, len(net.links), net.stragglers) == ("geo", 60, ())
+    assert net.regions[:7] == ("capetown",) * 6 + ("tokyo",) and net.regions[59] == "oregon"
+    rate = {(a, b): net.links[a].paths[b] for a in range(60) for b in net.links[a].paths}
+    assert rate[0, 18] == pytest.approx(21 * GEO_SCALE)  # capetown -> sydney, the slowest
+    assert rate[24, 30] == pytest.approx(405 * GEO_SCALE)  # stockholm -> milan, the fastest
+    assert rate[41, 42] == pytest.approx(30 * GEO_SCALE)  # bahrain -> saopaulo
+    assert rate[13, 41] == pytest.approx(336 * GEO_SCALE)  # mumbai -> bahrain
+    assert rate[53, 59] == pytest.approx(105 * GEO_SCALE)  # ohio -> oregon
+    assert rate[1, 5] == pytest.approx(405 * GEO_SCALE)  # within capetown (assumption)
+    assert all(rate[a, b] == rate[b, a] for a, b in rate)
+    assert all(
+        len(link.paths) == 59 and node not in link.paths for node, link in enumerate(net.links)
+    )
+    assert net.links[0].up_mbps == float("inf") and net.links[0].down_mbps == float("inf")
+    assert net.links[0].latency_ms == 1.0
+
+
+def test_geo_uses_the_first_regions_for_small_runs_and_keeps_overrides():
+    run = validate(
+        composed(
+            "network=geo",
+            "num_nodes=4",
+            "algorithm.degree=2",
+            "network.num_regions=2",
+            "network.nodes_per_region=2",
+            "network.uplink_mbps=60",
+            "+network.overrides.3={up_mbps: 1.5}",
+        )
+    )
+    net = run.network
+    assert net.regions == ("capetown", "capetown", "tokyo", "tokyo")
+    assert net.links[0].paths == pytest.approx(
+        {1: 405 * GEO_SCALE, 2: 26 * GEO_SCALE, 3: 26 * GEO_SCALE}
+    )
+    assert net.links[0].up_mbps == pytest.approx(60 * GEO_SCALE)
+    assert net.links[3].up_mbps == 1.5 and net.links[3].paths[0] == pytest.approx(26 * GEO_SCALE)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fix"),
+    [
+        (["num_nodes=4", "algorithm.degree=2"], "num_nodes", "network.num_regions=2"),
+        (["num_nodes=50"], "num_nodes", "num_nodes=60 for 10 regions of 6"),
+        (["~network.matrix_mbps.ohio"], "network.matrix_mbps.ohio.oregon", "add network"),
+        (["+network.matrix_mbps.oregon={ohio: 1}"], "network.matrix_mbps.oregon.ohio", "keep one"),
+        (["network.matrix_mbps.tokyo.mumbai=0"], "network.matrix_mbps.tokyo.mumbai", ">="),
+        (["+network.matrix_mbps.ohio.paris=5"], "network.matrix_mbps.ohio.paris", "region_names"),
+        (["network.intra_region_mbps=-1"], "network.intra_region_mbps", ">="),
+        (["+network.slowdown=5"], "network.slowdown", "network=stragglers"),
+        (["network.num_regions=11"], "network.num_regions", "<= 10"),
+    ],
+)
+def test_bad_geo_config_names_the_key_and_the_fix(overrides, key, fix):
+    with pytest.raises(ConfigError) as err:
+        validate(composed("network=geo", *overrides))
+    assert err.value.key == key
+    assert fix in str(err.value)
+
+
+def test_uniform_refuses_a_geo_key_by_name():
+    with pytest.raises(ConfigError) as err:
+        validate(composed("network=uniform", "+network.rate_scale=0.5"))
+    assert err.value.key == "network.rate_scale" and "network=geo" in str(err.value)
+
+
+def test_compute_stragglers_take_slowdown_times_the_step_and_overrides_still_win():
+    run = validate(
+        composed(
+            "num_nodes=4",
+            "algorithm.degree=2",
+            "compute.stragglers=[0,2]",
+            "compute.slowdown=5",
+            "+compute.overrides.2=0.01",
+        )
+    )
+    assert run.step_times == pytest.approx((0.02425, 0.00485, 0.01, 0.00485))
+    with pytest.raises(ConfigError, match="compute.stragglers"):
+        validate(composed("num_nodes=4", "algorithm.degree=2", "compute.stragglers=[4]"))
+
+
+@pytest.mark.parametrize(
+    "experiment", ["artifact_7of60", "stragglers_30of60", "compute_stragglers", "geo_10regions"]
+)
+def test_every_experiment_composes_and_validates(experiment):
+    run = validate(composed(f"+experiment={experiment}"))
+    assert run.num_nodes == 60
+
+
+def test_every_algorithm_config_validates_and_a_bad_topology_names_the_key():
+    for name in ALGORITHMS:
+        assert validate(composed(f"algorithm={name}")).algorithm.name == name
+    with pytest.raises(ConfigError, match="algorithm.topology"):
+        validate(composed("algorithm=dpsgd", "algorithm.topology=star"))
+    with pytest.raises(ConfigError, match="algorithm.degree"):
+        validate(composed("num_nodes=5", "algorithm=dpsgd", "algorithm.degree=3"))
