@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,10 +33,34 @@ class NodeContext:
     layer_sizes: tuple[int, ...]
     rng: random.Random
     partition_seed: int
+    now: Callable[[], float] = lambda: 0.0  # this node's emulated clock, for timeouts
 
     @property
     def peers(self) -> list[int]:
         return [n for n in range(self.num_nodes) if n != self.node_id]
+
+    @property
+    def model_size(self) -> int:
+        return sum(self.layer_sizes)
+
+
+def model_values(msg: Message, size: int) -> torch.Tensor:
+    """The one float32 vector of `size` values a full-model message must carry, as a tensor
+    of its own (the receive buffer is not kept alive); ValueError if it is anything else."""
+    if len(msg.buffers) != 1:
+        raise ValueError(f"{msg.kind} from {msg.src} carries {len(msg.buffers)} buffers, not 1")
+    (values,) = msg.buffers
+    if values.dtype != np.float32 or values.shape != (size,):
+        raise ValueError(f"{msg.kind} from {msg.src} is not a float32 vector of {size}")
+    return torch.from_numpy(values.copy())
+
+
+def uniform_mean(own: torch.Tensor, received: list[torch.Tensor]) -> torch.Tensor:
+    """(own + sum of received) / (1 + k): equal weights, the artifact's and EL's rule."""
+    total = own.clone()
+    for values in received:
+        total += values
+    return total / (1 + len(received))
 
 
 class Algorithm(Protocol):
@@ -49,6 +74,7 @@ class Algorithm(Protocol):
     """
 
     drop_unsent: bool  # True: a new round's batch replaces what is still unsent (and counts it)
+    ready_timeout: float  # emulated seconds `ready` may keep a round waiting before a miss
 
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]: ...
 

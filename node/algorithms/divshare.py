@@ -51,6 +51,7 @@ class DivShare:
     """
 
     drop_unsent = True
+    ready_timeout = 0.0  # never waits
     kind = "fragment"
 
     def __init__(self, config: DivShareConfig, ctx: NodeContext):
