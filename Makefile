@@ -4,9 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 N ?= 60
 ARGS ?=
+ALGOS ?= divshare,swift,adpsgd
+SEEDS ?= 1
+EXPERIMENT ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup emulate test test-fast lint format bench clean
+.PHONY: help setup emulate compare test lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +27,10 @@ setup: $(STAMP)  ## create .venv and install what is missing
 
 emulate: $(STAMP)  ## run the default experiment: make emulate N=60 ARGS="algorithm.degree=2"
 	$(PY) -m launcher num_nodes=$(N) $(ARGS)
+
+compare: $(STAMP)  ## one run per algorithm and seed, then a comparison: make compare N=60 SEEDS=1,2
+	$(PY) -m launcher -m $(if $(EXPERIMENT),+experiment=$(EXPERIMENT)) num_nodes=$(N) \
+		algorithm=$(ALGOS) seed=$(SEEDS) $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (unit + process tests + 4-node CI smoke test)
 	$(PY) -m pytest -q

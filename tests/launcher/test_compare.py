@@ -1,0 +1,360 @@
+"""The multi-run comparison: labels, hand-computed numbers, the files, the CLI and a real sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from launcher.compare import (
+    CompareCallback,
+    CompareError,
+    assign_labels,
+    bytes_sent_at,
+    compare,
+    find_run_dirs,
+    load_run,
+    write_comparison,
+)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MB = 1e6
+
+
+def make_run(
+    path: Path,
+    *,
+    overrides: list[str],
+    means: list[float],
+    algorithm: str = "divshare",
+    seed: int = 1,
+    num_nodes: int = 2,
+    duration: float = 4.0,
+    targets: list[float] | None = None,
+    lagged: bool = False,
+    sent: int = 2_000_000,
+    dropped: int = 500_000,
+    tdf: float = 10.0,
+    nodes: dict[int, list[tuple[float, int]]] | None = None,
+) -> Path:
+    """A run dir as the launcher writes it; the curve is evaluated at t = 0, 2, 4, ..."""
+    targets = [0.3, 0.5] if targets is None else targets
+    curve = [
+        {"t": 2.0 * i, "mean": m, "min": m - 0.05, "max": m + 0.05, "loss": 1 - m}
+        for i, m in enumerate(means)
+    ]
+    summary = {
+        "algorithm": algorithm,
+        "num_nodes": num_nodes,
+        "stragglers": [0],
+        "duration_emulated_s": duration,
+        "tdf": tdf,
+        "status": "ok",
+        "time_to_accuracy": {f"{t:g}": None for t in targets},  # recomputed from the curve
+        "final_mean_accuracy": means[-1],
+        "final_worst_accuracy": means[-1] - 0.05,
+        "totals": {"bytes_sent": sent, "bytes_dropped": dropped, "bytes_delivered": sent},
+        "lag": {"lagged": lagged, "max_behind_s": 0.0, "tolerance_s": 0.06, "lagging_nodes": []},
+        "curve": curve,
+    }
+    config = {
+        "algorithm": {"name": algorithm},
+        "seed": seed,
+        "eval": {"targets": targets},
+        "network": {"name": "uniform"},
+        "num_nodes": num_nodes,
+    }
+    (path / ".hydra").mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "config.json").write_text(json.dumps(config))
+    (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (path / "nodes").mkdir()
+    nodes = nodes if nodes is not None else {0: [(2.0, sent // 4), (4.0, sent // 2)]}
+    for node, records in nodes.items():
+        lines = [
+            json.dumps({"t": t, "round": i, "bytes_sent": b}) for i, (t, b) in enumerate(records)
+        ]
+        (path / "nodes" / f"{node:03d}.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """divshare (reference), swift with two seeds, adpsgd: hand-chosen curves.
+
+    time to 0.3 / 0.5: divshare 2.0 / 4.0; swift seed 1: 1.0 / 2.0, seed 2: 2.0 / 3.0;
+    adpsgd 3.0 / never.
+    """
+    common = ["num_nodes=2", "duration=4"]
+    make_run(
+        tmp_path / "0", overrides=[*common, "algorithm=divshare", "seed=1"], means=[0.1, 0.3, 0.5]
+    )
+    make_run(
+        tmp_path / "1",
+        overrides=[*common, "algorithm=swift", "seed=1"],
+        algorithm="swift",
+        means=[0.1, 0.5, 0.6],
+        sent=1_000_000,
+    )
+    make_run(
+        tmp_path / "2",
+        overrides=[*common, "algorithm=swift", "seed=2"],
+        algorithm="swift",
+        seed=2,
+        means=[0.1, 0.3, 0.7],
+        sent=3_000_000,
+    )
+    make_run(
+        tmp_path / "10",
+        overrides=[*common, "algorithm=adpsgd", "seed=1"],
+        algorithm="adpsgd",
+        means=[0.1, 0.2, 0.4],
+        lagged=True,
+    )
+    return tmp_path
+
+
+def _group(result, label):
+    return next(g for g in result["groups"] if g["label"] == label)
+
+
+def test_sweep_jobs_are_taken_in_job_number_order(sweep):
+    (sweep / "3").mkdir()  # a job still running: no summary yet
+    dirs, warnings = find_run_dirs([sweep])
+    assert [d.name for d in dirs] == ["0", "1", "2", "10"] and not warnings
+
+
+def test_labels_drop_seed_and_common_overrides_and_keep_first_appearance(sweep):
+    runs = [load_run(d) for d in find_run_dirs([sweep])[0]]
+    groups = assign_labels(runs)
+    assert [g.label for g in groups] == [
+        "algorithm=divshare",
+        "algorithm=swift",
+        "algorithm=adpsgd",
+    ]
+    assert [r.seed for r in groups[1].runs] == [1, 2]
+
+
+def test_label_is_the_algorithm_when_only_seeds_differ(tmp_path):
+    make_run(tmp_path / "a", overrides=["num_nodes=2", "seed=1"], means=[0.1, 0.4])
+    make_run(tmp_path / "b", overrides=["num_nodes=2", "seed=2"], seed=2, means=[0.1, 0.4])
+    make_run(tmp_path / "c", overrides=["num_nodes=2"], algorithm="el", means=[0.1, 0.4])
+    (tmp_path / "c" / "config.json").write_text("{}")  # falls back on summary["algorithm"]
+    runs = [load_run(tmp_path / d) for d in "abc"]
+    assert [(g.label, len(g.runs)) for g in assign_labels(runs)] == [("divshare", 2), ("el", 1)]
+
+
+def test_time_to_target_mean_std_and_speedup_are_the_hand_computed_ones(sweep):
+    result = compare([sweep])
+    assert result["reference"] == "algorithm=divshare" and result["targets"] == ["0.3", "0.5"]
+    ref, swift, adpsgd = result["groups"]
+    assert ref["time_to_accuracy"]["0.3"] == {"mean": 2.0, "std": 0.0, "reached": 1}
+    assert ref["speedup"] == {"0.3": 1.0, "0.5": 1.0}
+    # swift: 0.3 at 1.0 (1/2 of the way 0.1 -> 0.5 over 0..2) and at 2.0; 0.5 at 2.0 and 3.0
+    assert swift["time_to_accuracy"]["0.3"] == pytest.approx(
+        {"mean": 1.5, "std": 0.5, "reached": 2}
+    )
+    assert swift["time_to_accuracy"]["0.5"] == pytest.approx(
+        {"mean": 2.5, "std": 0.5, "reached": 2}
+    )
+    assert swift["speedup"] == pytest.approx({"0.3": 2.0 / 1.5, "0.5": 4.0 / 2.5})
+    assert swift["final_mean_accuracy"] == pytest.approx({"mean": 0.65, "std": 0.05})
+    assert swift["bytes_sent_mb"] == pytest.approx({"mean": 2.0, "std": 1.0})
+    # adpsgd: 0.3 half way from 0.2 (t=2) to 0.4 (t=4) -> 3.0, twice as slow as 2/3; 0.5 never
+    assert adpsgd["time_to_accuracy"]["0.3"]["mean"] == pytest.approx(3.0)
+    assert adpsgd["speedup"]["0.3"] == pytest.approx(2.0 / 3.0)
+    assert adpsgd["time_to_accuracy"]["0.5"] == {"mean": None, "std": None, "reached": 0}
+    assert adpsgd["speedup"]["0.5"] is None and adpsgd["lagged"] and result["lagged"]
+
+
+def test_a_target_one_seed_missed_is_not_reached_with_the_count(tmp_path):
+    make_run(tmp_path / "0", overrides=["seed=1"], means=[0.1, 0.3, 0.5])
+    make_run(tmp_path / "1", overrides=["seed=2"], seed=2, means=[0.1, 0.3, 0.4])
+    out = tmp_path / "out"
+    result = write_comparison([tmp_path / "0", tmp_path / "1"], out)
+    (group,) = result["groups"]
+    assert group["label"] == "divshare"
+    assert group["time_to_accuracy"]["0.5"] == {"mean": None, "std": None, "reached": 1}
+    assert group["speedup"]["0.5"] is None
+    assert (
+        "| divshare | 2 (1, 2) | 2.00 ± 0.00 | not reached (1/2) |"
+        in (out / "comparison.md").read_text()
+    )
+
+
+def test_bytes_are_interpolated_per_node_and_summed():
+    nodes = [
+        [{"t": 1.0, "bytes_sent": 100}, {"t": 3.0, "bytes_sent": 300}],
+        [{"t": 2.0, "bytes_sent": 50}],
+        [],  # a node that never finished a round sent nothing we know of
+    ]
+    # node 0: 0, 50, 100, 200, 300, 300 (flat after its last round); node 1: 0, 12.5, 25, 50, ..
+    got = bytes_sent_at(nodes, [0.0, 0.5, 1.0, 2.0, 3.0, 4.0])
+    assert got.tolist() == pytest.approx([0.0, 62.5, 125.0, 250.0, 350.0, 350.0])
+
+
+def test_group_bytes_curve_is_the_mean_over_seeds_on_the_eval_grid(tmp_path):
+    make_run(tmp_path / "0", overrides=["seed=1"], means=[0.1, 0.3, 0.5], nodes={0: [(4.0, 4e6)]})
+    make_run(
+        tmp_path / "1", overrides=["seed=2"], seed=2, means=[0.1, 0.5, 0.7], nodes={0: [(2.0, 4e6)]}
+    )
+    (group,) = compare([tmp_path])["groups"]
+    assert group["curve"]["t"] == [0.0, 2.0, 4.0]
+    assert group["curve"]["mb"] == pytest.approx([0.0, (2.0 + 4.0) / 2, 4.0])
+    assert group["curve"]["mean"] == pytest.approx([0.1, 0.4, 0.6])
+    assert group["curve"]["min"] == pytest.approx([0.05, 0.25, 0.45])
+    assert group["curve"]["max"] == pytest.approx([0.15, 0.55, 0.75])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "what"), [("num_nodes", 3, "num_nodes"), ("duration", 8.0, "duration")]
+)
+def test_runs_of_different_size_or_length_are_refused_naming_the_dirs(tmp_path, key, value, what):
+    make_run(tmp_path / "a", overrides=["seed=1"], means=[0.1, 0.4])
+    make_run(tmp_path / "b", overrides=["seed=2"], means=[0.1, 0.4], **{key: value})
+    with pytest.raises(CompareError, match=f"disagree on {what}") as err:
+        compare([tmp_path / "a", tmp_path / "b"])
+    assert str(tmp_path / "a") in str(err.value) and str(tmp_path / "b") in str(err.value)
+
+
+def test_different_targets_warn_and_take_the_union(tmp_path):
+    make_run(tmp_path / "a", overrides=["seed=1"], means=[0.1, 0.4], targets=[0.3])
+    make_run(tmp_path / "b", overrides=["seed=2"], means=[0.1, 0.4], targets=[0.2, 0.3])
+    result = compare([tmp_path / "a", tmp_path / "b"])
+    assert result["targets"] == ["0.2", "0.3"]
+    assert any("different accuracy targets" in w for w in result["warnings"])
+
+
+def test_no_run_dir_is_refused(tmp_path):
+    with pytest.raises(CompareError, match="no run directory"):
+        compare([tmp_path])
+
+
+def test_the_four_outputs_are_written_into_the_sweep_dir(sweep):
+    write_comparison([sweep])
+    names = {p.name for p in sweep.iterdir() if p.is_file()}
+    assert names == {
+        "comparison.md",
+        "comparison.csv",
+        "comparison.json",
+        "comparison_accuracy.png",
+        "comparison_bytes.png",
+    }  # and no temporary left behind
+    for png in ("comparison_accuracy.png", "comparison_bytes.png"):
+        assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (sweep / png).stat().st_size > 10_000
+    md = (sweep / "comparison.md").read_text()
+    assert "2 nodes, 4 emulated seconds, network uniform, 1 stragglers" in md
+    assert "| label | runs (seeds) | time to 0.3 (s) | time to 0.5 (s) |" in md
+    assert "| algorithm=swift | 2 (1, 2) | 1.50 ± 0.50 | 2.50 ± 0.50 | 65.0 ± 5.0% |" in md
+    assert "| algorithm=adpsgd | 1 (1) | 3.00 | not reached |" in md
+    assert "| yes | 0.67 |  |" in md and "ddof=0" in md and "not faithful" in md
+    with open(sweep / "comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == [
+        "algorithm=divshare",
+        "algorithm=swift",
+        "algorithm=adpsgd",
+    ]
+    assert float(rows[1]["tta_0.3_mean_s"]) == pytest.approx(1.5)
+    assert float(rows[1]["tta_0.3_std_s"]) == pytest.approx(0.5)
+    assert float(rows[1]["speedup_0.5"]) == pytest.approx(1.6)
+    assert rows[2]["tta_0.5_mean_s"] == "" and rows[2]["tta_0.5_seeds_reached"] == "0"
+    saved = json.loads((sweep / "comparison.json").read_text())
+    assert saved["groups"][1]["speedup"]["0.3"] == pytest.approx(2.0 / 1.5)
+
+
+def test_callback_writes_into_the_sweep_dir_and_never_raises(sweep, tmp_path_factory, capsys):
+    CompareCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert (sweep / "comparison.md").exists()
+    assert "| algorithm=swift |" in capsys.readouterr().out
+    empty = tmp_path_factory.mktemp("empty")
+    CompareCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(empty)}}}))
+    CompareCallback().on_multirun_end(OmegaConf.create({}))  # not even a sweep dir
+    err = capsys.readouterr().err
+    assert err.count("comparison not written") == 2 and "no run directory" in err
+
+
+# ---------------------------------------------------------------- the real commands
+
+
+def _run(args: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+        pytest.fail(f"{args} did not finish in {timeout}s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.process
+def test_cli_compares_two_run_dirs(tmp_path):
+    a = make_run(tmp_path / "a", overrides=["algorithm=divshare"], means=[0.1, 0.3, 0.5])
+    b = make_run(tmp_path / "b", overrides=["algorithm=swift"], algorithm="swift", means=[0.1, 0.5])
+    res = _run([sys.executable, "-m", "launcher.report", str(a), str(b)], timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "| algorithm=swift | 1 (1) | 1.00 | 2.00 |" in res.stdout
+    out = tmp_path / "comparison"  # two run dirs: ./comparison
+    assert (out / "comparison_accuracy.png").stat().st_size > 0
+    assert "| algorithm=divshare |" in (out / "comparison.md").read_text()
+
+
+@pytest.mark.process
+def test_cli_refuses_an_empty_dir_with_exit_2(tmp_path):
+    res = _run([sys.executable, "-m", "launcher.report", str(tmp_path)], timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"compare: error: no run directory (one with summary.json) found in: {tmp_path}"
+    ]
+
+
+@pytest.mark.process
+def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "launcher",
+        "-m",
+        "num_nodes=3",
+        "algorithm=divshare",
+        "algorithm.degree=2",
+        "algorithm.fraction=0.5,1.0",
+        "network=uniform",
+        "duration=2",
+        "eval.interval=1",
+        "compute.calibration_margin=4",
+        "dataset.num_samples=3000",  # MNIST-1D is generated in tmp_path: keep it small
+        "launch.progress_interval=2",
+        f"data_root={tmp_path / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    res = _run(args, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    sweep = tmp_path / "sweep"
+    md = (sweep / "comparison.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| algorithm.fraction=")]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| algorithm.fraction=0.5",
+        "| algorithm.fraction=1.0",
+    ]
+    for png in ("comparison_accuracy.png", "comparison_bytes.png"):
+        assert (sweep / png).stat().st_size > 10_000
+    assert "comparison written to" in res.stdout
