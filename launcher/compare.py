@@ -240,7 +240,11 @@ def group_stats(group: Group, targets: tuple[float, ...]) -> dict:
         "final_mean_accuracy": _ms(r.summary.get("final_mean_accuracy") for r in runs),
         "final_worst_accuracy": _ms(r.summary.get("final_worst_accuracy") for r in runs),
         "bytes_sent_mb": _ms(_mb(t.get("bytes_sent")) for t in totals),
-        "bytes_dropped_mb": _ms(_mb(t.get("bytes_dropped")) for t in totals),
+        # Lost to a flush: never sent, plus sent but cut in the receiver's downlink queue.
+        "bytes_dropped_mb": _ms(
+            _mb((t.get("bytes_dropped") or 0) + (t.get("bytes_flushed_downlink") or 0))
+            for t in totals
+        ),
         "tdf": _ms(r.summary.get("tdf") for r in runs),
         "lagged_runs": sum(bool(r.summary.get("lag", {}).get("lagged")) for r in runs),
         "lagged": any(r.summary.get("lag", {}).get("lagged") for r in runs),
@@ -385,7 +389,8 @@ def render_markdown(result: dict) -> str:
         "seed reached it (else how many did), and the speed-up is the ratio of the means. Times "
         "are emulated seconds, recomputed from each run's accuracy curve (linear between "
         "evaluation instants, as in summary.json). A run marked lagged fell behind its compute "
-        "schedule: its timings are not faithful." + lagged,
+        "schedule: its timings are not faithful. Dropped = bytes a flush discarded: never "
+        "sent, or sent and cut while queued in the receiver's downlink." + lagged,
         "",
         markdown_table(result),
     ]

@@ -121,6 +121,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
             "messages_malformed",
             "messages_inbox_overflow",
             "late_deliveries",
+            "bytes_flushed_downlink",
+            "messages_flushed_downlink",
         )
     }
     behind = {n: r.get("behind_max", 0.0) for n, r in reports.items()}
@@ -226,6 +228,7 @@ def render(summary: dict) -> str:
         f"time to accuracy  {ttas or 'no targets'}",
         f"traffic           sent {tot['bytes_sent'] / mb:.1f} MB, delivered "
         f"{tot['bytes_delivered'] / mb:.1f} MB, dropped {tot['bytes_dropped'] / mb:.1f} MB "
+        f"+ {tot.get('bytes_flushed_downlink', 0) / mb:.1f} MB flushed from downlinks "
         f"(malformed messages {tot['messages_malformed']})",
         f"time dilation     tdf {summary['tdf'] or 0:.2f} ({summary['calibration']['mode']}); "
         f"wall {summary['wall_seconds']:.0f} s for {summary['duration_emulated_s']:g} s emulated",
