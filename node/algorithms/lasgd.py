@@ -1,0 +1,239 @@
+"""LASGD (Avidor et al., arXiv 2203.13085): local asynchronous SGD with ring All-Reduce sync.
+
+RECONSTRUCTION, not the paper's algorithm: its pseudo-code is not public (the project's
+reference notes, baselines-and-peers.md A.1, say so). What is built is the working
+reconstruction given there: computation never waits for the network; a synchronisation process
+repeatedly snapshots s = x, averages the snapshots of all nodes with a ring All-Reduce and
+folds the average back keeping the local progress made meanwhile, x <- avg + (x - s).
+
+The synchronisation "thread" is an event-driven state machine run by the training thread
+between local steps (no thread of its own), over the node's shaped ZeroMQ links:
+
+- All-Reduce k starts at this node's first round boundary (`round_messages`) after its
+  All-Reduce k-1 completed and at least `sync_every` rounds after it started k-1. One
+  All-Reduce is in flight per node at a time. Ring order by id: i sends only to i+1 mod n.
+- The model is split np.array_split-like into n segments, each into `chunks` pieces; piece
+  p = g * chunks + c is chunk c of segment g and travels as its own message (`frag` = p), so
+  more chunks pipeline a segment along the ring. Reduce-scatter ("reduce", aux {"ar": k,
+  "step": s}): node i starts segment i; a node adds its own snapshot of the piece to what it
+  received and passes it on; after n-1 hops node i holds the sum of segment i+1, divides it
+  by n once and starts the all-gather ("gather"), which passes that average on n-2 more hops.
+  Each sum is computed once, so every node ends with a bitwise-identical average. Per
+  All-Reduce a node sends 2(n-1) segments, 2(n-1)/n of the model, plus headers.
+- A neighbour may already be in All-Reduce k while this node still trains towards its start
+  of k. Its messages are kept (by k) until this node starts k at its own round boundary: a
+  message does NOT make a node start early. The snapshot is then always a round-boundary
+  model, the cadence stays the configured one per node rather than the fastest node's, and
+  the cost is bounded: the wait for the last node's boundary is at most one round (a few
+  steps of skew when every node computes at the same speed).
+- The average is folded back in `on_message` as soon as the last piece arrives, as
+  adpsgd_atomic does: the next local step already starts from it, no round of extra
+  staleness; the runtime's evaluation sees it at the next round boundary. `aggregate` only
+  reports counters. `ready` is always true: rounds never wait.
+- A dead ring member is not survived: an All-Reduce that makes no progress for `timeout`
+  emulated seconds raises RuntimeError (not ValueError, which the runtime would count as a
+  rejected message), which ends the node and so the run. The ring is not re-formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from node.algorithms.base import NodeContext, Outgoing
+from node.config import AlgorithmConfig, require
+from transport import Message
+
+
+@dataclass(frozen=True, kw_only=True)
+class LASGDConfig(AlgorithmConfig):
+    """`sync_every`: rounds between two All-Reduce starts at least; `chunks`: pieces per ring
+    segment; `timeout`: emulated seconds an All-Reduce may go without progress."""
+
+    sync_every: int
+    chunks: int
+    timeout: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.sync_every >= 1, "algorithm.sync_every", "must be >= 1", "use e.g. 1")
+        require(self.chunks >= 1, "algorithm.chunks", "must be >= 1", "use e.g. 1")
+        require(self.timeout > 0, "algorithm.timeout", "must be > 0", "use e.g. 10.0")
+
+
+def split(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
+    """np.array_split's bounds for [start, stop) in `parts`: the first ones one longer."""
+    size, extra = divmod(stop - start, parts)
+    bounds, lo = [], start
+    for j in range(parts):
+        hi = lo + size + (j < extra)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def pieces(size: int, num_nodes: int, chunks: int) -> list[tuple[int, int]]:
+    """(start, stop) of every piece: n segments of the flat vector, each in `chunks` pieces;
+    piece g * chunks + c is chunk c of segment g."""
+    return [p for lo, hi in split(0, size, num_nodes) for p in split(lo, hi, chunks)]
+
+
+@dataclass
+class AllReduce:
+    """One All-Reduce in flight at this node: its snapshot and the averages gathered so far."""
+
+    k: int
+    snapshot: np.ndarray  # s: the model when this node started k; never mutated
+    average: np.ndarray  # filled piece by piece
+    started: float
+    progressed: float  # emulated time of the start or of the last message that advanced it
+    reduced: set[int] = field(default_factory=set)  # pieces whose partial sum came in
+    averaged: set[int] = field(default_factory=set)  # pieces whose average this node holds
+
+
+class LASGD:
+    """Local SGD that never waits, plus one ring All-Reduce at a time; see the module doc."""
+
+    drop_unsent = False  # a replacing batch would cut the collective's messages
+    ready_timeout = 0.0  # rounds never wait: the All-Reduce overlaps computation
+
+    def __init__(self, config: LASGDConfig, ctx: NodeContext):
+        self.config, self.ctx = config, ctx
+        self.n, self.me = ctx.num_nodes, ctx.node_id
+        self.next, self.prev = (self.me + 1) % self.n, (self.me - 1) % self.n
+        self.pieces = pieces(ctx.model_size, self.n, config.chunks)
+        self.active: AllReduce | None = None
+        self.next_k = 0  # the All-Reduce this node starts next
+        self.last_start = -config.sync_every  # the round it started the previous one
+        # Reduce messages of All-Reduce next_k that came before this node started it:
+        # (kind, piece) -> (step, values), in arrival order.
+        self.early: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
+        self.counts = {"allreduces": 0, "allreduce_latency": 0.0, "allreduce_early": 0}
+
+    # ---- the protocol --------------------------------------------------------------------
+    def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
+        if self.n == 1:
+            return []
+        self._check_stall()
+        if self.active is not None or round - self.last_start < self.config.sync_every:
+            return []
+        self.last_start = round
+        return self._start(params)
+
+    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+        k, p, step, values = self._validate(msg)
+        if self.active is not None and k == self.active.k:
+            return self._advance(msg.kind, p, step, values, params)
+        if k != self.next_k or (msg.kind, p) in self.early:
+            raise ValueError(f"LASGD: {msg.kind} {p} of All-Reduce {k} from {msg.src} is stale")
+        if msg.kind == "gather":  # needs this node's snapshot: impossible before it starts
+            raise ValueError(f"LASGD: gather of All-Reduce {k} before node {self.me} started it")
+        # Kept as a copy: the receive buffer is not held on to.
+        self.early[(msg.kind, p)] = (step, values.copy())
+        self.counts["allreduce_early"] += 1
+        self._check_stall()
+        return []
+
+    def ready(self, round: int) -> bool:
+        return True
+
+    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
+        return {**self.counts, "allreduce_in_flight": int(self.active is not None)}
+
+    # ---- the state machine ---------------------------------------------------------------
+    def _start(self, params: torch.Tensor) -> list[Outgoing]:
+        now = self.ctx.now()
+        snapshot = params.detach().numpy().copy()
+        self.active = AllReduce(self.next_k, snapshot, np.empty_like(snapshot), now, now)
+        self.next_k += 1
+        chunks = self.config.chunks
+        out = [
+            self._send("reduce", p, 0, snapshot[slice(*self.pieces[p])])
+            for p in range(self.me * chunks, (self.me + 1) * chunks)
+        ]
+        early, self.early = self.early, {}
+        for (kind, p), (step, values) in early.items():
+            out += self._advance(kind, p, step, values, params)
+        return out
+
+    def _advance(
+        self, kind: str, p: int, step: int, values: np.ndarray, params: torch.Tensor
+    ) -> list[Outgoing]:
+        ar, lo_hi = self.active, slice(*self.pieces[p])
+        done = ar.reduced if kind == "reduce" else ar.averaged
+        if p in done:
+            raise ValueError(f"LASGD: {kind} {p} of All-Reduce {ar.k} arrived twice")
+        done.add(p)
+        ar.progressed = self.ctx.now()
+        if kind == "reduce":
+            partial = values + ar.snapshot[lo_hi]  # float32: one more node's share of the sum
+            if step + 2 < self.n:
+                return [self._send("reduce", p, step + 1, partial)]
+            average = partial / np.float32(self.n)  # the one sum of this piece, divided once
+            ar.average[lo_hi] = average
+            ar.averaged.add(p)
+            out = [self._send("gather", p, 0, average)]
+        else:
+            ar.average[lo_hi] = values
+            forward = step + 2 < self.n
+            out = [self._send("gather", p, step + 1, ar.average[lo_hi])] if forward else []
+        if len(ar.averaged) == len(self.pieces):
+            self._fold(params)
+        return out
+
+    def _fold(self, params: torch.Tensor) -> None:
+        """x <- avg + (x - s): the exact average plus the local steps taken meanwhile."""
+        ar, self.active = self.active, None
+        progress = params - torch.from_numpy(ar.snapshot)
+        torch.add(torch.from_numpy(ar.average), progress, out=params)
+        self.counts["allreduces"] += 1
+        self.counts["allreduce_latency"] = self.ctx.now() - ar.started
+
+    def _send(self, kind: str, p: int, step: int, values: np.ndarray) -> Outgoing:
+        return Outgoing(self.next, kind, values, frag=p, aux={"ar": self.active.k, "step": step})
+
+    def _validate(self, msg: Message) -> tuple[int, int, int, np.ndarray]:
+        """(All-Reduce, piece, step, values) of a well-formed ring message; ValueError if not."""
+        k, step, p = msg.aux.get("ar"), msg.aux.get("step"), msg.frag
+        if msg.kind not in ("reduce", "gather") or msg.src != self.prev or self.n == 1:
+            raise ValueError(f"LASGD: unexpected {msg.kind} from {msg.src} at node {self.me}")
+        if type(k) is not int or type(step) is not int or not 0 <= step <= self.n - 2:
+            raise ValueError(f"LASGD: {msg.kind} from {msg.src} has a bad aux {msg.aux}")
+        if not 0 <= p < len(self.pieces):
+            raise ValueError(f"LASGD: {msg.kind} from {msg.src} has a bad piece {p}")
+        # The ring fixes which segment travels at which step: prev - step (reduce), prev + 1
+        # - step (gather).
+        segment = (self.prev - step + (msg.kind == "gather")) % self.n
+        if p // self.config.chunks != segment:
+            raise ValueError(f"LASGD: {msg.kind} step {step} from {msg.src} carries piece {p}")
+        lo, hi = self.pieces[p]
+        if len(msg.buffers) != 1:
+            raise ValueError(f"LASGD: {msg.kind} from {msg.src} carries {len(msg.buffers)} buffers")
+        (values,) = msg.buffers
+        if values.dtype != np.float32 or values.shape != (hi - lo,):
+            raise ValueError(f"LASGD: {msg.kind} from {msg.src} is not float32 x {hi - lo}")
+        return k, p, step, values
+
+    def _check_stall(self) -> None:
+        ar = self.active
+        if ar is None:
+            return
+        stalled = self.ctx.now() - ar.progressed
+        if stalled <= self.config.timeout:
+            return
+        every = set(range(len(self.pieces)))
+        chunks = self.config.chunks
+        own = set(range(self.me * chunks, (self.me + 1) * chunks))
+        missing_reduce = sorted(every - own - ar.reduced)
+        missing_gather = sorted(every - ar.averaged)
+        raise RuntimeError(
+            f"LASGD: All-Reduce {ar.k} stalled for {stalled:.1f} s waiting for node {self.prev} "
+            f"(node {self.me} still lacks reduce pieces {missing_reduce} and gather pieces "
+            f"{missing_gather}; the dead member may be further up the ring); a ring member is "
+            f"gone: timeout ends the run, the ring is not re-formed"
+        )
+
+
+__all__ = ["LASGD", "LASGDConfig", "pieces", "split"]

@@ -1,0 +1,407 @@
+"""LASGD's ring All-Reduce: hand-computed averages between instances in one process, then the
+same state machine over real sockets and shaped links in N node processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from node.algorithms import ALGORITHMS
+from node.algorithms.base import NodeContext
+from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
+from node.config import ConfigError
+from transport import (
+    Downlink,
+    EmulatedClock,
+    LinkStats,
+    Message,
+    Receiver,
+    SendBatch,
+    Sender,
+    TokenBucket,
+)
+
+
+def config(chunks=1, timeout=10.0, sync_every=1):
+    return LASGDConfig(
+        name="lasgd",
+        lr=0.05,
+        batch_size=8,
+        local_steps=4,
+        sync_every=sync_every,
+        chunks=chunks,
+        timeout=timeout,
+    )
+
+
+def ring(n, layers, chunks=1, now=lambda: 0.0, timeout=10.0, sync_every=1):
+    return [
+        LASGD(
+            config(chunks, timeout, sync_every),
+            NodeContext(
+                node_id=i,
+                num_nodes=n,
+                layer_sizes=layers,
+                rng=random.Random(i),
+                partition_seed=1,
+                now=now,
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def deliver(out, src):
+    """The message node `out.dst` gets for Outgoing `out` from `src` (a read-only buffer, as
+    np.frombuffer on a received frame is)."""
+    values = out.values.copy()
+    values.flags.writeable = False
+    return Message(out.kind, src, out.dst, 0, out.frag, (values,), dict(out.aux))
+
+
+class Net:
+    """In-flight messages between in-process instances, delivered in any order we choose."""
+
+    def __init__(self, algos, params):
+        self.algos, self.params, self.wire, self.sent = algos, params, [], {}
+
+    def post(self, src, outgoing):
+        for out in outgoing:
+            assert out.dst == (src + 1) % len(self.algos)  # ring: only to the next node
+            self.sent[src] = self.sent.get(src, 0) + out.values.nbytes
+            self.wire.append(deliver(out, src))
+
+    def start(self, node, round=0):
+        self.post(node, self.algos[node].round_messages(round, self.params[node]))
+
+    def run(self, rng=None, hold=lambda msg: False):
+        """Deliver until nothing is left but what `hold` keeps back; returns the held."""
+        held = []
+        while self.wire:
+            msg = self.wire.pop(rng.randrange(len(self.wire)) if rng else 0)
+            if hold(msg):
+                held.append(msg)
+                continue
+            self.post(msg.dst, self.algos[msg.dst].on_message(msg, self.params[msg.dst]))
+        return held
+
+
+def vec(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# x_0, x_1, x_2 of 7 values; sums [9, 6, 12, 9, 9, 3, 9] -> mean [3, 2, 4, 3, 3, 1, 3].
+X3 = [vec(3, 0, 6, -3, 9, 1, 2), vec(0, 3, 6, 3, 0, 1, 5), vec(6, 3, 0, 9, 0, 1, 2)]
+MEAN3 = vec(3, 2, 4, 3, 3, 1, 3)
+
+
+def test_split_is_array_split_and_pieces_split_each_segment():
+    assert split(0, 10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert pieces(10, 3, 1) == [(0, 4), (4, 7), (7, 10)]
+    # segment 0 = 0..4 in 2, segment 1 = 4..7 in 2, segment 2 = 7..10 in 2
+    assert pieces(10, 3, 2) == [(0, 2), (2, 4), (4, 6), (6, 7), (7, 9), (9, 10)]
+    assert pieces(2, 3, 1) == [(0, 1), (1, 2), (2, 2)]  # more nodes than values: empty ones
+    for size, parts in [(7, 4), (100, 7), (5, 5), (33, 2)]:
+        expected = np.array_split(np.arange(size), parts)
+        assert [list(range(lo, hi)) for lo, hi in split(0, size, parts)] == [
+            a.tolist() for a in expected
+        ]
+
+
+def test_three_nodes_end_with_the_exact_mean_bitwise_identical():
+    algos, params = ring(3, (4, 3)), [x.clone() for x in X3]
+    net = Net(algos, params)
+    for i in range(3):
+        net.start(i)
+    net.run()
+    for i in range(3):
+        assert torch.equal(params[i], MEAN3)
+        stats = algos[i].aggregate(0, params[i])
+        assert stats["allreduces"] == 1 and stats["allreduce_in_flight"] == 0
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+@pytest.mark.parametrize("n", [3, 4])
+def test_any_delivery_order_gives_every_node_the_exact_mean(n, chunks):
+    # x_i = base + d_i with sum_i d_i = 0: the mean is `base`, exactly.
+    gen = torch.Generator().manual_seed(n * 10 + chunks)
+    base = torch.randint(-50, 50, (11,), generator=gen).float()
+    offsets = torch.randint(-20, 20, (n, 11), generator=gen).float()
+    offsets[-1] = -offsets[:-1].sum(0)
+    params = [base + offsets[i] for i in range(n)]
+    algos = ring(n, (6, 5), chunks)
+    net = Net(algos, params)
+    for i in random.Random(n).sample(range(n), n):
+        net.start(i)
+    net.run(rng=random.Random(chunks))
+    for i in range(n):
+        assert torch.equal(params[i], base), i
+        assert algos[i].counts["allreduces"] == 1 and algos[i].active is None
+
+
+def test_the_fold_back_keeps_the_local_progress_made_meanwhile():
+    algos, params = ring(3, (4, 3)), [x.clone() for x in X3]
+    net = Net(algos, params)
+    for i in range(3):
+        net.start(i)
+    params[0] += vec(0.5, -1, 0, 0, 0, 2, 0.25)  # local steps taken while the ring works
+    net.run()
+    # x <- avg + (x - s) = mean + progress; the others had no progress: the mean itself
+    assert torch.equal(params[0], vec(3.5, 1, 4, 3, 3, 3, 3.25))
+    assert torch.equal(params[1], MEAN3) and torch.equal(params[2], MEAN3)
+
+
+def test_messages_of_an_all_reduce_a_node_has_not_started_are_kept_until_it_starts():
+    algos, params = ring(3, (4, 3)), [x.clone() for x in X3]
+    net = Net(algos, params)
+    net.start(1)
+    net.start(2)
+    net.run()
+    # Node 0 got node 2's segment (step 0) and node 1's summed by node 2 (step 1) but does
+    # not start early; nothing completes without it.
+    assert torch.equal(params[0], X3[0]) and algos[0].active is None
+    assert algos[0].counts["allreduce_early"] == 2 and algos[0].next_k == 0
+    assert all(a.counts["allreduces"] == 0 for a in algos)
+    net.start(0)  # its round boundary: the snapshot, then the kept message
+    net.run()
+    assert all(torch.equal(p, MEAN3) for p in params)
+
+    # All-Reduce 1 completes at nodes 1 and 2 while node 0 still waits for its last gather
+    # (step 1: it forwards no further); they start All-Reduce 2 and reach node 0 with it.
+    params[:] = [x.clone() * 2 for x in X3]
+    for i in range(3):
+        net.start(i, round=1)
+
+    def last_gather_to_0(m):
+        return m.dst == 0 and m.kind == "gather" and m.aux["step"] == 1
+
+    held = net.run(hold=last_gather_to_0)
+    assert len(held) == 1 and algos[0].active.k == 1
+    assert algos[1].active is None and algos[2].active is None
+    for i in (1, 2):
+        net.start(i, round=2)
+    assert net.run(hold=last_gather_to_0) == []
+    # the same two reduce messages, of All-Reduce 2 this time, kept while node 0 is in 1
+    assert algos[0].counts["allreduce_early"] == 4 and algos[0].active.k == 1
+    with pytest.raises(ValueError, match="stale"):  # the same one twice
+        algos[0].on_message(
+            Message("reduce", 2, 0, 0, 2, (np.zeros(2, np.float32),), {"ar": 2, "step": 0}),
+            params[0],
+        )
+    net.wire = held
+    net.run()
+    assert algos[0].counts["allreduces"] == 2 and algos[0].active is None
+    assert all(torch.equal(p, MEAN3 * 2) for p in params)
+    net.start(0, round=2)
+    net.run()
+    assert all(torch.equal(p, MEAN3 * 2) for p in params)
+    assert [a.counts["allreduces"] for a in algos] == [3, 3, 3]
+
+
+def test_bytes_sent_per_node_per_all_reduce_are_2_n_minus_1_over_n_of_the_model():
+    n, size = 4, 24
+    for chunks in (1, 3):
+        algos = ring(n, (12, 12), chunks)
+        params = [torch.full((size,), float(i)) for i in range(n)]
+        net = Net(algos, params)
+        for i in range(n):
+            net.start(i)
+        net.run()
+        model_bytes = size * 4
+        assert net.sent == {i: 2 * (n - 1) * model_bytes // n for i in range(n)}  # 144 B
+        assert all(torch.equal(p, torch.full((size,), 1.5)) for p in params)
+    # Uneven segments (3, 2, 2 values): node i sends every segment but i+1 (reduce) and
+    # every segment but i+2 (gather).
+    algos, params = ring(3, (4, 3)), [x.clone() for x in X3]
+    net = Net(algos, params)
+    for i in range(3):
+        net.start(i)
+    net.run()
+    assert net.sent == {0: (14 - 2 - 2) * 4, 1: (14 - 2 - 3) * 4, 2: (14 - 3 - 2) * 4}
+
+
+def test_a_stalled_all_reduce_ends_the_run_with_a_clear_error(fake_clock):
+    algos, params = ring(3, (4, 3), now=fake_clock), [x.clone() for x in X3]
+    net = Net(algos, params)
+    net.start(0)
+    net.start(1)  # node 2 is dead: it never starts, never answers
+    fake_clock.t = 8.0
+    net.run()  # node 1 gets node 0's reduce at t = 8: progress
+    fake_clock.t = 17.0
+    net.start(1, round=1)  # 9 s without progress: still waiting
+    with pytest.raises(RuntimeError, match=r"All-Reduce 0 stalled for 17.0 s waiting for node 2"):
+        net.start(0, round=1)
+    fake_clock.t = 18.5
+    with pytest.raises(RuntimeError, match="a ring member is gone") as err:
+        algos[1].round_messages(2, params[1])
+    assert not isinstance(err.value, ValueError)  # the runtime must not count it as rejected
+    assert "stalled for 10.5 s waiting for node 0" in str(err.value)
+
+
+def test_malformed_ring_messages_are_rejected():
+    algos, params = ring(3, (4, 3)), [x.clone() for x in X3]
+    algos[0].round_messages(0, params[0])
+
+    def send(kind, src, frag, values, **aux):
+        values = np.asarray(values, dtype=np.float32)
+        return algos[0].on_message(Message(kind, src, 0, 0, frag, (values,), aux), params[0])
+
+    for bad, match in [
+        (("reduce", 1, 2, [0, 0], {"ar": 0, "step": 0}), "unexpected"),  # not from prev
+        (("gossip", 2, 2, [0, 0], {"ar": 0, "step": 0}), "unexpected"),
+        (("reduce", 2, 2, [0, 0], {"ar": 0, "step": 2}), "bad aux"),  # steps are 0..n-2
+        (("reduce", 2, 2, [0, 0], {"ar": 0}), "bad aux"),
+        (("reduce", 2, 1, [0, 0], {"ar": 0, "step": 0}), "carries piece"),  # 2's is seg 2
+        (("reduce", 2, 2, [0, 0, 0], {"ar": 0, "step": 0}), "float32 x 2"),
+        (("reduce", 2, 2, [0, 0], {"ar": 5, "step": 0}), "stale"),
+    ]:
+        kind, src, frag, values, aux = bad
+        with pytest.raises(ValueError, match=match):
+            send(kind, src, frag, values, **aux)
+    send("reduce", 2, 2, [1, 1], ar=0, step=0)
+    with pytest.raises(ValueError, match="twice"):
+        send("reduce", 2, 2, [1, 1], ar=0, step=0)
+    assert algos[0].counts["allreduces"] == 0
+
+
+def test_rounds_never_wait_and_all_reduces_start_every_sync_every_rounds():
+    (algo, _), x = ring(2, (3,), sync_every=2), torch.zeros(3)
+    assert algo.ready(0) and algo.ready_timeout == 0.0 and algo.drop_unsent is False
+    assert len(algo.round_messages(0, x)) == 1
+    algo.active = None  # as if it had completed
+    assert algo.round_messages(1, x) == [] and len(algo.round_messages(2, x)) == 1
+
+
+def test_config_is_registered_and_checked():
+    assert ALGORITHMS["lasgd"] == (LASGD, LASGDConfig)
+    for key, value in [("chunks", 0), ("sync_every", 0), ("timeout", 0.0)]:
+        with pytest.raises(ConfigError, match=f"algorithm.{key}"):
+            LASGDConfig(**{**config().__dict__, key: value})
+
+
+# ---- the same ring over real processes, sockets and shaped links --------------------------
+RATE = 1e9  # bit/s: generous, so the test is quick
+SIZE = 1001  # uneven segments for every N below
+
+
+def _send(outbox, node, outgoing):
+    if outgoing:
+        batch = tuple(Message(o.kind, node, o.dst, 0, o.frag, (o.values,), o.aux) for o in outgoing)
+        outbox.put(SendBatch(batch), timeout=5)
+
+
+def _ring_node(node, n, values, t0, delay, conn):
+    """One node process: real Sender/Receiver threads and LASGD driven by a drain loop."""
+    torch.set_num_threads(1)
+    ctx, stop, stats = zmq.Context(), threading.Event(), LinkStats()
+    inbox, outbox = queue.Queue(maxsize=4096), queue.Queue(maxsize=256)
+    clock = EmulatedClock(t0, 1.0)
+    threads = []
+    try:
+        down = Downlink(RATE, 0.001, clock=clock.now)
+        rx = Receiver(ctx, node, "tcp://127.0.0.1:0", down, None, inbox, stop, stats, 1 << 24)
+        rx.start()
+        threads.append(rx)
+        if not rx.bound.wait(10):
+            raise RuntimeError(f"node {node} did not bind")
+        conn.send(rx.endpoint)
+        if not conn.poll(20):
+            raise RuntimeError(f"node {node} got no peers")
+        peers = conn.recv()
+        up = TokenBucket(RATE, clock=clock.now)
+        tx = Sender(ctx, node, peers, up, None, outbox, stop, stats)
+        tx.start()
+        threads.append(tx)
+        if not tx.connected.wait(10):
+            raise RuntimeError(f"node {node} did not connect")
+        tx.start_clock(clock)
+        rx.start_clock(clock, frozenset(peers))
+        layers = (SIZE,)
+        nctx = NodeContext(node, n, layers, random.Random(node), 1, now=clock.now)
+        algo = LASGD(config(chunks=2), nctx)
+        params = torch.from_numpy(np.array(values, dtype=np.float32))
+        deadline, start_at = time.monotonic() + 20, time.monotonic() + delay
+        started = False
+        while algo.counts["allreduces"] < 1 and time.monotonic() < deadline:
+            if not started and time.monotonic() >= start_at:  # this node's round boundary
+                _send(outbox, node, algo.round_messages(0, params))
+                started = True
+            try:
+                msg = inbox.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            _send(outbox, node, algo.on_message(msg, params))
+        # The last gathers this node forwards must leave before its sockets close.
+        while stats.sent_messages < 2 * (n - 1) * 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn.send((params.numpy().tobytes(), stats.total_sent, dict(algo.counts)))
+    except BaseException as exc:
+        conn.send(repr(exc))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        ctx.destroy(linger=0)
+        conn.close()
+
+
+@pytest.mark.process
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_ring_all_reduce_over_real_processes_gives_every_node_the_exact_mean(n):
+    gen = np.random.default_rng(n)
+    base = gen.integers(-1000, 1000, SIZE).astype(np.float32)
+    offsets = gen.integers(-100, 100, (n, SIZE)).astype(np.float32)
+    offsets[-1] = -offsets[:-1].sum(0)
+    mp_ctx = mp.get_context("fork")  # torch is already loaded here: no re-import per node
+    t0 = time.monotonic()
+    procs, conns = [], []
+    try:
+        for i in range(n):
+            parent, child = mp_ctx.Pipe()
+            # Node 0 reaches its round boundary last: the others' messages wait for it.
+            delay = 0.3 if i == 0 else 0.05 * i
+            args = (i, n, (base + offsets[i]).tolist(), t0, delay, child)
+            proc = mp_ctx.Process(target=_ring_node, args=args, daemon=True)
+            proc.start()
+            child.close()
+            procs.append(proc)
+            conns.append(parent)
+        endpoints = {}
+        for i, conn in enumerate(conns):
+            assert conn.poll(30), f"node {i} sent no endpoint"
+            endpoints[i] = conn.recv()
+        for i, conn in enumerate(conns):
+            conn.send({j: ep for j, ep in endpoints.items() if j != i})
+        results = []
+        for i, conn in enumerate(conns):
+            assert conn.poll(40), f"node {i} sent no result"
+            results.append(conn.recv())
+        for proc in procs:
+            proc.join(10)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        for conn in conns:
+            conn.close()
+    for i, result in enumerate(results):
+        assert isinstance(result, tuple), f"node {i}: {result}"
+        final, sent, counts = result
+        assert np.array_equal(np.frombuffer(final, dtype=np.float32), base), i
+        assert counts["allreduces"] == 1
+        assert i != 0 or counts["allreduce_early"] >= 1  # node 0 started last: kept its input
+        # Every segment but i+1 (reduce) and every one but i+2 (gather), plus the headers
+        # of 2 (N-1) x 2 chunks messages.
+        segment = [hi - lo for lo, hi in split(0, SIZE, n)]
+        payload = 4 * (2 * SIZE - segment[(i + 1) % n] - segment[(i + 2) % n])
+        assert 0 < sent - payload < 4 * (n - 1) * 200
