@@ -11,7 +11,7 @@ from node.algorithms import ALGORITHMS
 from node.config import AlgorithmConfig, DataSpec, LinkSpec, require
 from node.models import MODELS
 
-PARTITIONS = ("kshard", "iid")
+PARTITIONS = ("kshard", "iid", "dirichlet")
 DATASETS = ("mnist1d",)
 # Keys every network profile has, and the keys each profile adds: a key of another profile
 # is refused by name, so that a stragglers setting never silently rides along with geo.
@@ -343,6 +343,16 @@ def _algorithm(cfg: dict, num_nodes: int) -> AlgorithmConfig:
     return config
 
 
+def _alpha(ds: dict) -> float:
+    """dataset.alpha: required by partition=dirichlet, checked whenever it is given."""
+    if ds.get("alpha") is None and ds.get("partition") != "dirichlet":
+        return DataSpec.alpha
+    fix = "use e.g. dataset.alpha=0.1 (Dirichlet concentration; smaller is more skewed)"
+    alpha = _num(ds, "alpha", "dataset.", fix=fix)
+    require(alpha > 0, "dataset.alpha", f"{alpha} is not positive", fix)
+    return alpha
+
+
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     top = {
@@ -436,7 +446,15 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     ds = _section(
         cfg,
         "dataset",
-        {"name", "num_samples", "data_seed", "partition", "shards_per_node", "partition_seed"},
+        {
+            "name",
+            "num_samples",
+            "data_seed",
+            "partition",
+            "shards_per_node",
+            "partition_seed",
+            "alpha",
+        },
     )
     require(
         ds.get("name") in DATASETS,
@@ -464,6 +482,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         data_seed=_num(ds, "data_seed", "dataset.", kind=int, low=0),
         shards_per_node=_num(ds, "shards_per_node", "dataset.", kind=int, low=1),
         partition_seed=_num(ds, "partition_seed", "dataset.", kind=int, low=0),
+        alpha=_alpha(ds),
     )
     if dataset.partition == "kshard":
         shards = num_nodes * dataset.shards_per_node

@@ -71,6 +71,7 @@ class DataSpec:
     partition: str
     shards_per_node: int
     partition_seed: int
+    alpha: float = 0.1  # Dirichlet concentration, used by partition=dirichlet only
 
 
 @dataclass(frozen=True, kw_only=True)

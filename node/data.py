@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PARTITIONS = ("iid", "kshard")
+PARTITIONS = ("iid", "kshard", "dirichlet")
+AUXILIARY_WORKERS = 10  # RelaySGD's num_auxiliary_workers: Dirichlet groups of 10 nodes
 
 
 def _cache_path(root: str | Path, num_samples: int, seed: int, train_split: float) -> Path:
@@ -102,6 +104,66 @@ def kshard_partition(
     ]
 
 
+def dirichlet_partition(
+    labels: np.ndarray, num_nodes: int, alpha: float, seed: int = 0, max_draws: int = 10_000
+) -> list[np.ndarray]:
+    """Split indices as RelaySGD's `distribute_data_dirichlet` does (epfml/relaysgd
+    tasks/utils/non_iid_dirichlet.py, adapted from Tao Lin's partition_data.py), step for step
+    on one np.random.RandomState(seed), so the same labels and seed give the same split.
+
+    The (index, label) pairs are shuffled and cut into contiguous groups, one per 10 nodes
+    (the last group takes the remaining nodes and samples). Within a group of g nodes, for
+    each class in turn: proportions ~ Dir(alpha) over the g nodes, zeroed for nodes already
+    holding at least the group's average (balanced), renormalised, and the class's indices
+    split accordingly. The whole group is redrawn until every node holds at least 50% of the
+    average. Lower alpha: fewer classes per node. Differences from the reference: the
+    group is always drawn at least once (its loop never runs when 50% of the average rounds
+    down to 0), and after `max_draws` failed draws a ValueError is raised instead of looping.
+    """
+    labels = np.asarray(labels)
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    rng = np.random.RandomState(seed)
+    num_indices, classes = len(labels), np.unique(labels)
+    pairs = np.column_stack([np.arange(num_indices), labels]).astype(np.int64)
+    rng.shuffle(pairs)
+    num_groups = math.ceil(num_nodes / AUXILIARY_WORKERS)
+    step = int(AUXILIARY_WORKERS / num_nodes * num_indices)
+    groups = [
+        pairs[g * step : (num_indices if g == num_groups - 1 else (g + 1) * step)]
+        for g in range(num_groups)
+    ]
+    parts: list[np.ndarray] = []
+    left = num_nodes
+    for group in groups:
+        size, nodes = len(group), min(AUXILIARY_WORKERS, left)
+        left -= AUXILIARY_WORKERS
+        for _ in range(max_draws):
+            batch: list[list[int]] = [[] for _ in range(nodes)]
+            for label in classes:
+                idx = group[group[:, 1] == label, 0]
+                proportions = rng.dirichlet(np.repeat(alpha, nodes))
+                if not len(idx):  # drawn all the same, to stay in step with the reference
+                    continue
+                proportions = np.array(
+                    [p * (len(b) < size / nodes) for p, b in zip(proportions, batch, strict=True)]
+                )
+                proportions = proportions / proportions.sum()
+                cuts = (np.cumsum(proportions) * len(idx)).astype(int)[:-1]
+                batch = [b + i.tolist() for b, i in zip(batch, np.split(idx, cuts), strict=True)]
+            if min(len(b) for b in batch) >= int(0.50 * size / nodes):
+                break
+        else:
+            raise ValueError(
+                f"dirichlet: no split of {size} samples over {nodes} nodes with alpha={alpha} "
+                f"gave every node 50% of the average in {max_draws} draws"
+            )
+        parts += [np.asarray(b, dtype=np.int64) for b in batch]
+    return parts
+
+
 def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     # Conv1d wants a channel axis; the MLP flattens it away again.
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1)
@@ -117,6 +179,7 @@ def load_shard(
     shards_per_node: int = 5,
     num_samples: int = 20000,
     data_seed: int = 42,
+    alpha: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return this node's training data as (x float32 [n, 1, 40], y int64 [n])."""
     if partition not in PARTITIONS:
@@ -127,6 +190,8 @@ def load_shard(
     x, y = arrays["x"], arrays["y"]
     if partition == "iid":
         parts = iid_partition(len(y), num_nodes, seed)
+    elif partition == "dirichlet":
+        parts = dirichlet_partition(y, num_nodes, alpha, seed)
     else:
         parts = kshard_partition(y, num_nodes, shards_per_node, seed)
     idx = parts[node_id]

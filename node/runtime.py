@@ -104,13 +104,17 @@ class Node:
             spec.data.shards_per_node,
             spec.data.num_samples,
             spec.data.data_seed,
+            spec.data.alpha,
         )
         self.batches = Batches(
             x, y, spec.algorithm.batch_size, seed=spec.seed * 100_003 + spec.node_id
         )
         self.model = build_model(spec.model, spec.seed)  # same seed: same initial model everywhere
         self.flat = flatten_parameters(self.model)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.algorithm.lr)
+        momentum = getattr(spec.algorithm, "momentum", 0.0)  # local momentum (RelaySGD)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=spec.algorithm.lr, momentum=momentum
+        )
         algorithm_cls, _ = ALGORITHMS[spec.algorithm.name]
         layer_sizes = tuple(p.numel() for p in self.model.parameters())
         ctx = NodeContext(
@@ -122,6 +126,8 @@ class Node:
             now=self._now,
         )
         self.algorithm = algorithm_cls(spec.algorithm, ctx)
+        if hasattr(self.algorithm, "init"):  # optional: the initial model (RelaySGD's fill)
+            self.algorithm.init(self.flat)
         (self.run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "nodes").mkdir(parents=True, exist_ok=True)
         self.metrics_file = open(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl", "a")
@@ -161,6 +167,7 @@ class Node:
         wall = (time.perf_counter() - start) / steps
         cpu = (time.process_time() - cpu) / steps
         self.flat.copy_(saved)
+        self.optimizer.state.clear()  # no momentum buffer left over from calibration
         self.batches, self.counters["steps"] = batches, 0
         return cpu, wall
 

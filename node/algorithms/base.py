@@ -71,6 +71,9 @@ class Algorithm(Protocol):
     - synchronous gossip (D-PSGD): `ready` once every neighbour's round-r model is in;
     - request/response (AD-PSGD) and collectives (ring All-Reduce, RelaySum): `on_message`
       answers or forwards, and `aggregate` folds in whatever the exchange has completed.
+
+    Optional: `init(params)`, if defined, is called once with the initial model (the same on
+    every node) right after construction, before calibration and round 0 (RelaySGD's x0).
     """
 
     drop_unsent: bool  # True: a new round's batch replaces what is still unsent (and counts it)

@@ -80,7 +80,11 @@ def test_uniform_network_and_explicit_straggler_ids():
             "each node once",
         ),
         (["network.rate_mbps=0"], "network.rate_mbps", ">="),
-        (["dataset.partition=dirichlet"], "dataset.partition", "kshard"),
+        (["dataset.partition=shards"], "dataset.partition", "dirichlet"),
+        (["dataset.partition=dirichlet", "++dataset.alpha=0"], "dataset.alpha", "alpha=0.1"),
+        (["++dataset.alpha=abc"], "dataset.alpha", "alpha=0.1"),
+        (["algorithm=relaysgd", "algorithm.fill=zero"], "algorithm.fill", "counts"),
+        (["algorithm=relaysgd", "algorithm.momentum=1"], "algorithm.momentum", "0.9"),
         (["model.name=resnet"], "model.name", "cnn1d"),
         (["eval.interval=100"], "eval.interval", "lower eval.interval"),
         (["transport.bind=localhost"], "transport.bind", "tcp://127.0.0.1"),
@@ -195,3 +199,11 @@ def test_every_algorithm_config_validates_and_a_bad_topology_names_the_key():
         validate(composed("algorithm=dpsgd", "algorithm.topology=star"))
     with pytest.raises(ConfigError, match="algorithm.degree"):
         validate(composed("num_nodes=5", "algorithm=dpsgd", "algorithm.degree=3"))
+
+
+def test_dirichlet_partition_and_relaysgd_validate():
+    run = validate(composed("dataset.partition=dirichlet", "++dataset.alpha=0.01"))
+    assert (run.dataset.partition, run.dataset.alpha) == ("dirichlet", 0.01)
+    run = validate(composed("num_nodes=4", "algorithm=relaysgd", "algorithm.momentum=0.9"))
+    a = run.algorithm
+    assert (a.topology, a.fill, a.momentum) == ("double_binary_tree", "initial", 0.9)

@@ -1,4 +1,4 @@
-"""Tests for MNIST-1D caching, the iid/kshard partitioners and per-node shard loading."""
+"""Tests for MNIST-1D caching, the iid/kshard/dirichlet partitioners and per-node shard loading."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from node.data import (
+    dirichlet_partition,
     iid_partition,
     kshard_partition,
     load_shard,
@@ -114,7 +115,42 @@ def test_kshard_too_few_samples():
         kshard_partition(np.zeros(10, dtype=np.int64), 3, shards_per_node=5)
 
 
-@pytest.mark.parametrize("partition", ["iid", "kshard"])
+def test_dirichlet_covers_every_index_once_and_is_deterministic(labels):
+    a = dirichlet_partition(labels, 60, alpha=0.1, seed=3)
+    assert len(a) == 60
+    _assert_exact_cover(a, len(labels))
+    b = dirichlet_partition(labels, 60, alpha=0.1, seed=3)
+    c = dirichlet_partition(labels, 60, alpha=0.1, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 1.0])
+def test_dirichlet_groups_of_ten_and_the_minimum_size(labels, alpha):
+    # 25 nodes: groups of 10, 10 and 5 nodes; the first two get int(10/25 * 1600) = 640
+    # samples each, the last the remaining 320. Every node holds >= 50% of its group's mean.
+    parts = dirichlet_partition(labels, 25, alpha=alpha, seed=0)
+    sizes = [len(p) for p in parts]
+    assert [sum(sizes[:10]), sum(sizes[10:20]), sum(sizes[20:])] == [640, 640, 320]
+    assert min(sizes[:20]) >= 32 and min(sizes[20:]) >= 32
+    _assert_exact_cover(parts, len(labels))
+
+
+def test_lower_dirichlet_alpha_is_more_skewed(labels):
+    def classes(alpha):
+        parts = dirichlet_partition(labels, 20, alpha=alpha, seed=1)
+        return np.mean([len(np.unique(labels[p])) for p in parts])
+
+    few, some, all_ = classes(0.01), classes(0.1), classes(10.0)
+    assert few < some < all_ and few <= 3.0 and all_ >= 9.0
+
+
+def test_dirichlet_rejects_bad_alpha():
+    with pytest.raises(ValueError, match="alpha"):
+        dirichlet_partition(np.zeros(10, dtype=np.int64), 2, alpha=0.0)
+
+
+@pytest.mark.parametrize("partition", ["iid", "kshard", "dirichlet"])
 def test_load_shard_returns_disjoint_node_tensors(data_root, partition):
     shards = [load_shard(data_root, i, 8, partition, seed=5, num_samples=N) for i in range(8)]
     x0, y0 = shards[0]

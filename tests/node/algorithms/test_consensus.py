@@ -75,7 +75,8 @@ def test_nodes_training_alone_drift_apart(alone):
 
 
 @pytest.mark.parametrize(
-    "algorithm", ["divshare", "swift", "adpsgd", "adpsgd_atomic", "dpsgd", "el"]
+    "algorithm",
+    ["divshare", "swift", "adpsgd", "adpsgd_atomic", "dpsgd", "el", "lasgd", "relaysgd"],
 )
 def test_algorithm_keeps_models_closer_than_training_alone(algorithm, workdir, alone):
     summary = run(algorithm, workdir, workdir / "data")
@@ -91,4 +92,5 @@ def test_algorithm_keeps_models_closer_than_training_alone(algorithm, workdir, a
         for line in (Path(summary["run_dir"]) / "nodes" / "001.jsonl").read_text().splitlines()
     ]
     assert len(rounds) >= 4  # 0.62 s rounds over 4 s (a synchronous round may wait a little)
-    assert not any(r.get("missed_models") or r.get("missed_peers") for r in rounds)
+    missed = ("missed_models", "missed_peers", "missed_relays")
+    assert not any(r.get(key) for r in rounds for key in missed)
