@@ -303,7 +303,12 @@ class Node:
     def _wait_ready(self, round_: int) -> int:
         received, give_up = 0, self.clock.now() + self.algorithm.ready_timeout
         while not self.algorithm.ready(round_) and not self.stop.is_set():
-            if self.clock.now() > give_up:
+            now = self.clock.now()
+            if now >= self.spec.duration:
+                # The run is over: a neighbour that ended mid-round will never send this
+                # round, and anything later could not change what is evaluated any more.
+                break
+            if now > give_up:
                 self.counters["ready_misses"] += 1
                 break
             self.stop.wait(0.001)
