@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing
+from node.algorithms.base import NodeContext, Outgoing, model_values
 from node.config import DivShareConfig
 from transport import Message
 
@@ -74,12 +73,10 @@ class DivShare:
     def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != self.kind or not 0 <= msg.frag < self.num_fragments:
             raise ValueError(f"unexpected {msg.kind} fragment {msg.frag}")
-        (values,) = msg.buffers
-        if values.dtype != np.float32 or values.shape != (len(self.indices[msg.frag]),):
-            raise ValueError("fragment does not match the partition")
+        values = model_values(msg, len(self.indices[msg.frag]))  # the fragment's own size
         key = (msg.src, msg.frag)
         if key not in self.latest or self.latest[key][0] <= msg.round:
-            self.latest[key] = (msg.round, torch.from_numpy(values.copy()))
+            self.latest[key] = (msg.round, values)
         return []
 
     def ready(self, round: int) -> bool:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing
+from node.algorithms.base import NodeContext, Outgoing, model_values
 from node.config import AlgorithmConfig, require
 from transport import Message
 
@@ -140,15 +139,11 @@ class RelaySGD:
             or not 1 <= count < self.ctx.num_nodes
         ):
             raise ValueError(f"relay from {msg.src} carries count {count!r}")
-        if len(msg.buffers) != 1:
-            raise ValueError(f"relay from {msg.src} carries {len(msg.buffers)} buffers, not 1")
-        (values,) = msg.buffers
-        if values.dtype != np.float32 or values.shape != (self.sizes[t],):
-            raise ValueError(f"relay from {msg.src} is not a float32 vector of {self.sizes[t]}")
+        values = model_values(msg, self.sizes[t])  # this tree's half (or all) of the model
         if msg.round <= self.closed:
             self.counts["late_relays"] += 1
         else:
-            self.inbox[msg.round][t].setdefault(msg.src, (torch.from_numpy(values.copy()), count))
+            self.inbox[msg.round][t].setdefault(msg.src, (values, count))
         return []
 
     def ready(self, round: int) -> bool:
