@@ -173,8 +173,14 @@ class Launch:
         write_json_atomic(self.plan.run_dir / "pids.json", pids)
 
     def _broadcast(self, message: dict) -> None:
-        for conn in self.conns.values():
-            send(conn, message)
+        """Start-up messages to every node; a node whose pipe is gone fails the start cleanly."""
+        for node, conn in list(self.conns.items()):
+            try:
+                send(conn, message)
+            except (OSError, ValueError) as err:  # killed between two start-up steps
+                raise StartupError(
+                    f"node {node} is gone before the start ({type(err).__name__})"
+                ) from err
 
     def _collect(self, kind: str, started: float) -> dict[int, dict]:
         """One `kind` message from every node, within the start timeout; a death fails fast."""
