@@ -18,6 +18,7 @@ from launcher.report import render, write_json_atomic, write_report
 from launcher.schema import validate
 from launcher.spawn import run_plan
 from node.config import ConfigError
+from node.data import DataError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -74,6 +75,9 @@ def main(cfg: DictConfig) -> float | None:
         summary = execute(raw, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except DataError as err:
+        print(f"data error: {err}", file=sys.stderr)
         sys.exit(2)
     if summary["status"] != "ok":
         if summary["interrupted"] or HydraConfig.get().mode != RunMode.MULTIRUN:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from launcher.schema import RunConfig
 from node.config import NodeSpec
-from node.data import mnist1d_arrays
+from node.data import task as data_task
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class Plan:
     run: RunConfig
     run_dir: Path
     nodes: tuple[NodeSpec, ...]
+    model_dims: dict
 
 
 def choose_tdf(
@@ -32,10 +33,11 @@ def choose_tdf(
 
 
 def make_plan(run: RunConfig, run_dir: Path) -> Plan:
-    # Generated once here, so 60 nodes read one cached file instead of each regenerating it.
-    mnist1d_arrays(
-        run.dataset.root, num_samples=run.dataset.num_samples, seed=run.dataset.data_seed
-    )
+    """Prepares the data set once, here, before any process starts: downloads or caches it,
+    or raises DataError saying how to provide it; then one spec per node."""
+    task = data_task(run.dataset.name)
+    task.prepare(run.dataset)
+    model_dims = task.model_dims(run.dataset)
     nodes = tuple(
         NodeSpec(
             node_id=i,
@@ -44,6 +46,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             run_dir=str(run_dir),
             algorithm=run.algorithm,
             model=run.model,
+            model_dims=model_dims,
             data=run.dataset,
             link=run.network.links[i],
             step_time=run.step_times[i],
@@ -56,4 +59,4 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
         )
         for i in range(run.num_nodes)
     )
-    return Plan(run=run, run_dir=run_dir, nodes=nodes)
+    return Plan(run=run, run_dir=run_dir, nodes=nodes, model_dims=model_dims)

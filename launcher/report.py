@@ -14,6 +14,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# The test loss each data set reports (MovieLens: the paper's metric, lower is better).
+LOSS_METRIC = {"movielens": "RMSE"}
+
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write to a temporary file and rename: a crash leaves the old file or none, never half."""
@@ -73,15 +76,18 @@ def accuracy_curve(evals: list[dict], num_nodes: int) -> list[dict]:
             continue
         acc = [e["accuracy"] for e in nodes.values()]
         loss = [e["loss"] for e in nodes.values()]
-        curve.append(
-            {
-                "t": t,
-                "mean": sum(acc) / len(acc),
-                "min": min(acc),
-                "max": max(acc),
-                "loss": sum(loss) / len(loss),
-            }
-        )
+        point = {
+            "t": t,
+            "mean": sum(acc) / len(acc),
+            "min": min(acc),
+            "max": max(acc),
+            "loss": sum(loss) / len(loss),
+            "loss_min": min(loss),
+            "loss_max": max(loss),
+        }
+        if all("global_loss" in e for e in nodes.values()):  # MovieLens: on everyone's test set
+            point["global_loss"] = sum(e["global_loss"] for e in nodes.values()) / len(nodes)
+        curve.append(point)
     return curve
 
 
@@ -137,6 +143,9 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "startup_error": outcome.startup_error,
         "failed_nodes": {str(n): e.strip().splitlines()[-1] for n, e in outcome.errors.items()},
         "algorithm": run.algorithm.name,
+        "dataset": run.dataset.name,
+        "model": run.model,
+        "loss_metric": LOSS_METRIC.get(run.dataset.name, "cross-entropy"),
         "num_nodes": run.num_nodes,
         "stragglers": list(run.network.stragglers),
         "duration_emulated_s": run.duration,
@@ -150,6 +159,9 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "final_worst_accuracy": final["min"] if final else None,
         "final_t": final["t"] if final else None,
         "initial_mean_accuracy": curve[0]["mean"] if curve else None,
+        "final_mean_loss": final["loss"] if final else None,
+        "final_worst_loss": final["loss_max"] if final else None,
+        "final_global_loss": final.get("global_loss") if final else None,
         "time_to_accuracy": time_to_targets(curve, run.targets),
         "evaluation_complete": outcome.evaluation_complete,
         "totals": totals,
@@ -173,8 +185,9 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
 
 
 def plot(summary: dict, path: Path) -> None:
+    """Test accuracy (left) and test loss (right) against emulated time."""
     curve = summary["curve"]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     if curve:
         t = [p["t"] for p in curve]
         ax.fill_between(
@@ -185,26 +198,53 @@ def plot(summary: dict, path: Path) -> None:
             label="min–max over nodes",
         )
         ax.plot(t, [p["mean"] for p in curve], lw=2, label="mean over nodes")
+        ax_loss.fill_between(
+            t,
+            [p.get("loss_min", p["loss"]) for p in curve],
+            [p.get("loss_max", p["loss"]) for p in curve],
+            alpha=0.25,
+            label="min–max over nodes",
+        )
+        ax_loss.plot(t, [p["loss"] for p in curve], lw=2, label="mean over nodes (own test set)")
+        if all("global_loss" in p for p in curve):
+            ax_loss.plot(
+                t, [p["global_loss"] for p in curve], lw=1.5, ls="--", label="on every test set"
+            )
     for target, reached in summary["time_to_accuracy"].items():
         ax.axhline(float(target), color="grey", lw=0.6, ls=":")
         if reached is not None:
             ax.axvline(reached, color="grey", lw=0.6, ls="--")
     lag = " — LAGGED: timings not faithful" if summary["lag"]["lagged"] else ""
-    ax.set_title(
-        f"{summary['algorithm']}, {summary['num_nodes']} nodes, "
-        f"{len(summary['stragglers'])} stragglers, tdf {summary['tdf'] or 0:.1f}{lag}",
+    fig.suptitle(
+        f"{summary['algorithm']} on {summary.get('dataset', 'mnist1d')}, "
+        f"{summary['num_nodes']} nodes, {len(summary['stragglers'])} stragglers, "
+        f"tdf {summary['tdf'] or 0:.1f}{lag}",
         fontsize=10,
     )
-    ax.set_xlabel("emulated time (s)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax_loss.set_ylabel(f"test loss ({summary.get('loss_metric', 'cross-entropy')})")
+    for a, where in ((ax, "lower right"), (ax_loss, "upper right")):
+        a.set_xlabel("emulated time (s)")
+        a.grid(alpha=0.3)
+        a.legend(loc=where, fontsize=8)
     fig.tight_layout()
     tmp = path.with_name("tmp-" + path.name)
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(path)
+
+
+def _loss_line(summary: dict) -> str:
+    if summary.get("final_mean_loss") is None:
+        return "n/a"
+    line = (
+        f"{summary.get('loss_metric', 'cross-entropy')}: final mean "
+        f"{summary['final_mean_loss']:.4f}, worst node {summary['final_worst_loss']:.4f}"
+    )
+    if summary.get("final_global_loss") is not None:
+        line += f", on every node's test set {summary['final_global_loss']:.4f}"
+    return line
 
 
 def render(summary: dict) -> str:
@@ -225,6 +265,7 @@ def render(summary: dict) -> str:
         f"accuracy          final mean {pct(summary['final_mean_accuracy'])}, worst node "
         f"{pct(summary['final_worst_accuracy'])} at t={summary['final_t']} s "
         f"(start {pct(summary['initial_mean_accuracy'])})",
+        f"test loss         {_loss_line(summary)}",
         f"time to accuracy  {ttas or 'no targets'}",
         f"traffic           sent {tot['bytes_sent'] / mb:.1f} MB, delivered "
         f"{tot['bytes_delivered'] / mb:.1f} MB, dropped {tot['bytes_dropped'] / mb:.1f} MB "

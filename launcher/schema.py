@@ -9,10 +9,16 @@ from pathlib import Path
 
 from node.algorithms import ALGORITHMS
 from node.config import AlgorithmConfig, DataSpec, LinkSpec, require
-from node.models import MODELS
+from node.data import TASKS
+from node.models import MODEL_DATASET, MODELS
 
-PARTITIONS = ("kshard", "iid", "dirichlet")
-DATASETS = ("mnist1d",)
+# Keys every data set has, and the keys each adds: another set's key is refused by name.
+DATASET_KEYS = frozenset({"name", "partition", "partition_seed"})
+DATASET_EXTRA_KEYS = {
+    "mnist1d": frozenset({"num_samples", "data_seed", "shards_per_node", "alpha"}),
+    "cifar10": frozenset({"root", "download", "shards_per_node", "alpha"}),
+    "movielens": frozenset({"root", "download", "train_fraction"}),
+}
 # Keys every network profile has, and the keys each profile adds: a key of another profile
 # is refused by name, so that a stragglers setting never silently rides along with geo.
 NETWORK_KEYS = frozenset({"name", "latency_ms", "overrides"})
@@ -353,6 +359,68 @@ def _alpha(ds: dict) -> float:
     return alpha
 
 
+def _dataset(cfg: dict, num_nodes: int, cwd: str | None) -> DataSpec:
+    """The dataset section: known set, its own keys only, a partitioner it supports."""
+    raw = cfg.get("dataset")
+    name = raw.get("name") if isinstance(raw, dict) else None
+    require(
+        name in TASKS, "dataset.name", f"unknown data set {name!r}", f"use one of {list(TASKS)}"
+    )
+    ds = _section(cfg, "dataset", set(DATASET_KEYS | DATASET_EXTRA_KEYS[name]))
+    partitions = TASKS[name].partitions
+    require(
+        ds.get("partition") in partitions,
+        "dataset.partition",
+        f"{ds.get('partition')!r} is not a partitioner of {name}",
+        f"use one of {list(partitions)}",
+    )
+    root = Path(ds.get("root") or cfg.get("data_root") or "data")
+    root = root if root.is_absolute() else Path(cwd or os.getcwd()) / root
+    values: dict = {}
+    if name == "mnist1d":
+        values["num_samples"] = _num(ds, "num_samples", "dataset.", kind=int, low=100)
+        values["data_seed"] = _num(ds, "data_seed", "dataset.", kind=int, low=0)
+    if "shards_per_node" in DATASET_EXTRA_KEYS[name]:
+        values["shards_per_node"] = _num(ds, "shards_per_node", "dataset.", kind=int, low=1)
+        values["alpha"] = _alpha(ds)
+    if "download" in DATASET_EXTRA_KEYS[name]:
+        download = ds.get("download", True)
+        require(
+            isinstance(download, bool),
+            "dataset.download",
+            f"{download!r} is not a boolean",
+            "true (fetch missing files when online) or false",
+        )
+        values["download"] = download
+    if name == "movielens":
+        values["train_fraction"] = _num(
+            ds, "train_fraction", "dataset.", low=0.05, high=0.95, fix="e.g. 0.7 (70/30 per user)"
+        )
+        require(
+            num_nodes <= 610,
+            "num_nodes",
+            f"{num_nodes} nodes but ml-latest-small has 610 users to split by user",
+            "use num_nodes<=610",
+        )
+    dataset = DataSpec(
+        name=name,
+        root=str(root),
+        partition=ds["partition"],
+        partition_seed=_num(ds, "partition_seed", "dataset.", kind=int, low=0),
+        **values,
+    )
+    if name == "mnist1d" and dataset.partition == "kshard":
+        shards = num_nodes * dataset.shards_per_node
+        train = int(dataset.num_samples * 0.8)
+        require(
+            train >= shards,
+            "dataset.num_samples",
+            f"{train} training samples cannot fill {shards} shards",
+            "raise dataset.num_samples or lower dataset.shards_per_node",
+        )
+    return dataset
+
+
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     top = {
@@ -443,56 +511,18 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         "use tcp://127.0.0.1",
     )
     launch = _section(cfg, "launch", {"start_timeout", "stop_grace", "progress_interval"})
-    ds = _section(
-        cfg,
-        "dataset",
-        {
-            "name",
-            "num_samples",
-            "data_seed",
-            "partition",
-            "shards_per_node",
-            "partition_seed",
-            "alpha",
-        },
-    )
-    require(
-        ds.get("name") in DATASETS,
-        "dataset.name",
-        f"unknown data set {ds.get('name')!r}",
-        f"use one of {list(DATASETS)}",
-    )
-    require(
-        ds.get("partition") in PARTITIONS,
-        "dataset.partition",
-        f"unknown partitioner {ds.get('partition')!r}",
-        f"use one of {list(PARTITIONS)}",
-    )
     model = _section(cfg, "model", {"name"}).get("name")
     require(
         model in MODELS, "model.name", f"unknown model {model!r}", f"use one of {sorted(MODELS)}"
     )
-    root = Path(cfg.get("data_root") or "data")
-    root = root if root.is_absolute() else Path(cwd or os.getcwd()) / root
-    dataset = DataSpec(
-        name=ds["name"],
-        root=str(root),
-        partition=ds["partition"],
-        num_samples=_num(ds, "num_samples", "dataset.", kind=int, low=100),
-        data_seed=_num(ds, "data_seed", "dataset.", kind=int, low=0),
-        shards_per_node=_num(ds, "shards_per_node", "dataset.", kind=int, low=1),
-        partition_seed=_num(ds, "partition_seed", "dataset.", kind=int, low=0),
-        alpha=_alpha(ds),
+    dataset = _dataset(cfg, num_nodes, cwd)
+    fits = [m for m, d in MODEL_DATASET.items() if d == dataset.name]
+    require(
+        MODEL_DATASET[model] == dataset.name,
+        "model.name",
+        f"{model} is built for {MODEL_DATASET[model]}, not dataset {dataset.name}",
+        f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
-    if dataset.partition == "kshard":
-        shards = num_nodes * dataset.shards_per_node
-        train = int(dataset.num_samples * 0.8)
-        require(
-            train >= shards,
-            "dataset.num_samples",
-            f"{train} training samples cannot fill {shards} shards",
-            "raise dataset.num_samples or lower dataset.shards_per_node",
-        )
     run = RunConfig(
         num_nodes=num_nodes,
         duration=duration,

@@ -64,14 +64,19 @@ class LinkSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
+    """Which data set, where its files are, and how it is split; keys a set does not use keep
+    their defaults."""
+
     name: str
     root: str
-    num_samples: int
-    data_seed: int
     partition: str
-    shards_per_node: int
     partition_seed: int
+    num_samples: int = 20000  # mnist1d: generated samples (80% train)
+    data_seed: int = 42  # mnist1d: generator seed
+    shards_per_node: int = 5  # kshard
     alpha: float = 0.1  # Dirichlet concentration, used by partition=dirichlet only
+    download: bool = True  # cifar10, movielens: fetch missing files when the machine is online
+    train_fraction: float = 0.7  # movielens: share of each user's ratings used for training
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +89,7 @@ class NodeSpec:
     run_dir: str
     algorithm: AlgorithmConfig
     model: str
+    model_dims: dict  # sizes the model takes from the data set (MovieLens users and items)
     data: DataSpec
     link: LinkSpec
     step_time: float

@@ -51,7 +51,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     from node.runtime import Node  # torch is already loaded by the forkserver: this is cheap
     from node.torch_setup import configure_torch
 
-    configure_torch(spec.threads)
+    configure_torch(spec.threads, spec.model)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from node.config import DataSpec
-from node.data import load_test_set
+from node.data import task as data_task
 from node.entry import receive, send
 from node.models import build_model
 from node.runtime import flatten_parameters
@@ -22,19 +21,6 @@ from node.torch_setup import configure_torch
 
 SNAPSHOT = re.compile(r"n(\d{3})_t(\d{9})\.npy$")
 IDLE_POLL = 0.2
-
-
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Test accuracy and mean cross-entropy on the held-out set."""
-    model.eval()
-    correct, loss = 0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(y), 2048):
-            logits = model(x[start : start + 2048])
-            target = y[start : start + 2048]
-            loss += F.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
-    return correct / len(y), loss / len(y)
 
 
 def pending_snapshots(folder: Path, worker: int, num_workers: int) -> list[tuple[float, int, Path]]:
@@ -52,7 +38,9 @@ def run_evaluator(
     num_workers: int,
     run_dir: str,
     model_name: str,
+    model_dims: dict,
     data: DataSpec,
+    num_nodes: int,
     threads: int,
     conn: Connection,
     keep: bool = False,
@@ -61,9 +49,9 @@ def run_evaluator(
     Evaluated snapshots are deleted, or moved to `snapshots/kept/` when `keep` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(19)  # nodes keep the CPU; evaluation only takes what they leave idle
-    configure_torch(threads)
-    x, y = load_test_set(data.root, data.num_samples, data.data_seed)
-    model = build_model(model_name, 0)
+    configure_torch(threads, model_name)
+    test = data_task(data.name).tester(data, num_nodes)
+    model = build_model(model_name, 0, **model_dims)
     flat = flatten_parameters(model)
     folder = Path(run_dir) / "snapshots"
     if keep:
@@ -89,8 +77,7 @@ def run_evaluator(
                     flat.copy_(torch.from_numpy(np.load(path, allow_pickle=False)))
                 except (OSError, ValueError):
                     continue  # a snapshot being replaced right now: picked up next pass
-                accuracy, loss = evaluate(model, x, y)
-                record = {"node": node, "t": t, "accuracy": accuracy, "loss": loss}
+                record = {"node": node, "t": t, **test(model, node)}
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 if keep:

@@ -1,8 +1,10 @@
-"""Small MNIST-1D models and a seeded factory so every node starts from identical weights."""
+"""The models (MNIST-1D, GN-LeNet, matrix factorisation) and a seeded factory: every node
+starts from identical weights."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,16 +52,64 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-MODELS: dict[str, type[nn.Module]] = {"cnn1d": CNN1D, "mlp": MLP}
+class GNLeNet(nn.Module):
+    """The artifact's `LeNet` for CIFAR-10 (decentralizepy's GN-LeNet): three 5x5 'same'
+    convolutions (3->32->32->64), each followed by GroupNorm(2), ReLU and 2x2 max-pooling,
+    then one linear layer 1024->10. 89,834 parameters. GroupNorm, not BatchNorm: no running
+    statistics that averaging would leave behind."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 5, padding="same")
+        self.gn1 = nn.GroupNorm(2, 32)
+        self.conv2 = nn.Conv2d(32, 32, 5, padding="same")
+        self.gn2 = nn.GroupNorm(2, 32)
+        self.conv3 = nn.Conv2d(32, 64, 5, padding="same")
+        self.gn3 = nn.GroupNorm(2, 64)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(64 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.gn1(self.conv1(x))))
+        x = self.pool(F.relu(self.gn2(self.conv2(x))))
+        x = self.pool(F.relu(self.gn3(self.conv3(x))))
+        return self.fc1(torch.flatten(x, 1))
 
 
-def build_model(name: str, seed: int) -> nn.Module:
-    """Build model `name` with weights fixed by `seed`, leaving the global torch RNG untouched."""
+class MatrixFactorization(nn.Module):
+    """The artifact's MovieLens model: user and item embeddings of 20 factors drawn from
+    U(-0.05, 0.05), the prediction their dot product, no biases. Input: int64 [n, 2] pairs
+    of (user index, item index). 206,680 parameters for ml-latest-small's 610 x 9,724."""
+
+    def __init__(self, num_users: int = 610, num_items: int = 9724, factors: int = 20) -> None:
+        super().__init__()
+        self.user_factors = nn.Embedding(num_users, factors)
+        self.item_factors = nn.Embedding(num_items, factors)
+        nn.init.uniform_(self.user_factors.weight, -0.05, 0.05)
+        nn.init.uniform_(self.item_factors.weight, -0.05, 0.05)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return (self.user_factors(pairs[:, 0]) * self.item_factors(pairs[:, 1])).sum(dim=1)
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "cnn1d": CNN1D,
+    "mlp": MLP,
+    "gn_lenet": GNLeNet,
+    "mf": MatrixFactorization,
+}
+# The data set each model is built for: the schema refuses other pairings before any start.
+MODEL_DATASET = {"cnn1d": "mnist1d", "mlp": "mnist1d", "gn_lenet": "cifar10", "mf": "movielens"}
+
+
+def build_model(name: str, seed: int, **dims: int) -> nn.Module:
+    """Build model `name` with weights fixed by `seed`, leaving the global torch RNG untouched;
+    `dims` are the sizes it takes from the data set (MovieLens users and items)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[name]()
+        return MODELS[name](**dims)
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import zmq
 
 from node.algorithms import ALGORITHMS, NodeContext, Outgoing
 from node.config import NodeSpec
-from node.data import load_shard
+from node.data import task as data_task
 from node.models import build_model
 from transport import (
     Downlink,
@@ -95,21 +94,14 @@ class Node:
     def setup(self) -> str:
         """Load the shard, build the model, bind the inbound socket; returns its endpoint."""
         spec = self.spec
-        x, y = load_shard(
-            spec.data.root,
-            spec.node_id,
-            spec.num_nodes,
-            spec.data.partition,
-            spec.data.partition_seed,
-            spec.data.shards_per_node,
-            spec.data.num_samples,
-            spec.data.data_seed,
-            spec.data.alpha,
-        )
+        task = data_task(spec.data.name)
+        x, y = task.train_shard(spec.data, spec.node_id, spec.num_nodes)
+        self.loss_fn = task.loss
         self.batches = Batches(
             x, y, spec.algorithm.batch_size, seed=spec.seed * 100_003 + spec.node_id
         )
-        self.model = build_model(spec.model, spec.seed)  # same seed: same initial model everywhere
+        # Same seed: the same initial model everywhere.
+        self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
         momentum = getattr(spec.algorithm, "momentum", 0.0)  # local momentum (RelaySGD)
         self.optimizer = torch.optim.SGD(
@@ -266,7 +258,7 @@ class Node:
     def _local_step(self) -> float:
         x, y = self.batches.next()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
+        loss = self.loss_fn(self.model(x), y)
         loss.backward()
         self.optimizer.step()
         self.counters["steps"] += 1

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.data_files import write_cifar10, write_ratings
+
 pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["num_nodes=4", "algorithm.degree=2", "launch.progress_interval=2"]
@@ -172,6 +174,86 @@ def test_bad_config_fails_before_any_process_starts(tmp_path):
     assert proc.returncode == 2
     assert "algorithm.fraction" in out and "Fix:" in out
     assert not (tmp_path / "run" / "pids.json").exists()
+
+
+def _evaluated_nodes(run: Path) -> set[int]:
+    records = []
+    for path in (run / "eval").glob("worker*.jsonl"):
+        records += [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["node"] for r in records}
+
+
+def test_smoke_four_nodes_on_tiny_cifar10_with_gn_lenet(tmp_path):
+    write_cifar10(tmp_path / "cifar", per_batch=100, test=100)
+    proc = launch(
+        tmp_path,
+        "dataset=cifar10",
+        "model=gn_lenet",
+        f"dataset.root={tmp_path / 'cifar'}",
+        "dataset.download=false",
+        "algorithm.local_steps=16",
+        "duration=1.5",
+        "eval.interval=0.5",
+        "compute.calibration_margin=3",
+    )
+    out = finish(proc, timeout=600)
+    assert proc.returncode == 0, out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["dataset"] == "cifar10", out
+    assert summary["model"] == "gn_lenet" and summary["loss_metric"] == "cross-entropy"
+    assert summary["final_t"] == 1.5 and 0 <= summary["final_mean_accuracy"] <= 1
+    assert summary["totals"]["bytes_sent"] > 0 and summary["totals"]["messages_malformed"] == 0
+    assert _evaluated_nodes(tmp_path / "run") == {0, 1, 2, 3}
+    assert (tmp_path / "cifar" / "cifar-10-cache" / "train_x.npy").is_file()
+
+
+def test_smoke_four_nodes_on_tiny_movielens_with_mf(tmp_path):
+    write_ratings(tmp_path / "ml", num_users=16, per_user=(20, 40))
+    proc = launch(
+        tmp_path,
+        "dataset=movielens",
+        "model=mf",
+        f"dataset.root={tmp_path / 'ml'}",
+        "dataset.download=false",
+        "algorithm.local_steps=16",
+        "algorithm.lr=0.1",
+        "duration=3",
+        "eval.interval=1",
+    )
+    out = finish(proc, timeout=600)
+    assert proc.returncode == 0, out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["dataset"] == "movielens", out
+    assert summary["loss_metric"] == "RMSE" and "RMSE: final mean" in out
+    curve = summary["curve"]
+    assert all("global_loss" in p for p in curve) and curve[-1]["t"] == 3
+    assert summary["final_global_loss"] > 0 and 0 <= summary["final_mean_accuracy"] <= 1
+    assert _evaluated_nodes(tmp_path / "run") == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "path"),
+    [("cifar10", "gn_lenet", "cifar-10-batches-py"), ("movielens", "mf", "ratings.csv")],
+)
+def test_missing_data_offline_fails_before_any_process_starts(tmp_path, dataset, model, path):
+    proc = launch(
+        tmp_path,
+        f"dataset={dataset}",
+        f"model={model}",
+        f"dataset.root={tmp_path / 'nothing'}",
+        "dataset.download=false",
+    )
+    out = finish(proc, timeout=120)
+    assert proc.returncode == 2, out
+    assert "data error" in out and path in out and "dataset.root" in out
+    assert not (tmp_path / "run" / "pids.json").exists()
+
+
+def test_a_model_for_another_data_set_is_a_config_error(tmp_path):
+    proc = launch(tmp_path, "model=gn_lenet")
+    out = finish(proc, timeout=120)
+    assert proc.returncode == 2
+    assert "model.name" in out and "use model=cnn1d or model=mlp" in out
 
 
 def test_help_and_cfg_job_behave_as_hydra(tmp_path):

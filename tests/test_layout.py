@@ -35,9 +35,25 @@ def test_importing_transport_does_not_load_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_no_module_unpickles():
-    for package in ("transport", "node", "launcher"):
+UNPICKLING = ("pickle.load", "Unpickler", "torch.load", "recv_pyobj", "allow_pickle=True")
+RESTRICTED_LOADER = ROOT / "node" / "data" / "safe_pickle.py"
+
+
+def test_only_the_restricted_loader_unpickles():
+    for package in ("transport", "node", "launcher", "bench"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
-            assert "pickle.load" not in text and "recv_pyobj" not in text, path
-            assert "allow_pickle=True" not in text, path
+            found = [word for word in UNPICKLING if word in text]
+            if path == RESTRICTED_LOADER:
+                assert found == ["Unpickler"], found  # and nothing looser
+            else:
+                assert not found, (path, found)
+
+
+def test_torchvision_is_imported_only_through_the_shim():
+    shim = ROOT / "node" / "data" / "torchvision_compat.py"
+    for package in ("transport", "node", "launcher", "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path != shim:
+                text = path.read_text()
+                assert "import torchvision" not in text and "from torchvision" not in text, path

@@ -44,11 +44,31 @@ def test_curve_uses_only_instants_every_node_reached_and_time_to_target():
     )
     curve = accuracy_curve(evals, num_nodes=2)
     assert [p["t"] for p in curve] == [0.0, 2.0, 4.0]
-    assert curve[1] == pytest.approx({"t": 2.0, "mean": 0.4, "min": 0.3, "max": 0.5, "loss": 0.6})
+    assert curve[1] == pytest.approx(
+        {
+            "t": 2.0,
+            "mean": 0.4,
+            "min": 0.3,
+            "max": 0.5,
+            "loss": 0.6,
+            "loss_min": 0.5,
+            "loss_max": 0.7,
+        }
+    )
     # 0.4 is met exactly at t=2; 0.6 lies 1/2 of the way from 0.4 (t=2) to 0.8 (t=4)
     assert time_to_targets(curve, (0.4, 0.6)) == pytest.approx({"0.4": 2.0, "0.6": 3.0})
     assert time_to_targets(curve, (0.99,)) == {"0.99": None}
     assert time_to_targets(curve, (0.05,)) == {"0.05": 0.0}
+
+
+def test_curve_carries_the_global_loss_when_every_node_reports_it():
+    evals = [
+        {"node": 0, "t": 1.0, "accuracy": 0.2, "loss": 1.1, "global_loss": 1.3},
+        {"node": 1, "t": 1.0, "accuracy": 0.4, "loss": 0.9, "global_loss": 1.1},
+    ]
+    (point,) = accuracy_curve(evals, num_nodes=2)
+    assert point["global_loss"] == pytest.approx(1.2) and point["loss_max"] == 1.1
+    assert "global_loss" not in accuracy_curve(_evals([(0, 0.0, 0.1), (1, 0.0, 0.2)]), 2)[0]
 
 
 def test_jsonl_reader_skips_a_line_cut_by_a_crash(tmp_path):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from node.data import (
+from node.data.mnist1d import load_shard, load_test_set, mnist1d_arrays
+from node.data.partition import (
     dirichlet_partition,
     iid_partition,
     kshard_partition,
-    load_shard,
-    load_test_set,
-    mnist1d_arrays,
+    partition_labels,
+    user_blocks,
 )
 
 N = 2000  # small enough to generate in about a second
@@ -178,3 +178,20 @@ def test_load_test_set(data_root):
     x, y = load_test_set(data_root, num_samples=N)
     assert x.shape == (400, 1, 40) and x.dtype == torch.float32
     assert y.shape == (400,) and y.dtype == torch.int64
+
+
+def test_partition_labels_dispatches_by_name(labels):
+    by_name = partition_labels(labels, 6, "kshard", seed=2, shards_per_node=5)
+    direct = kshard_partition(labels, 6, shards_per_node=5, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(by_name, direct, strict=True))
+    with pytest.raises(ValueError, match="unknown partition"):
+        partition_labels(labels, 6, "by_user", seed=2)
+
+
+def test_user_blocks_are_contiguous_like_the_artifact():
+    blocks = user_blocks(610, 60)
+    sizes = [len(b) for b in blocks]
+    assert sizes == [11] * 10 + [10] * 50
+    assert np.array_equal(np.concatenate(blocks), np.arange(610))
+    with pytest.raises(ValueError, match="cannot be split"):
+        user_blocks(5, 6)
