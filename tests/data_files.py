@@ -50,13 +50,17 @@ def write_cifar10(root: Path, per_batch: int = 100, test: int = 50, seed: int = 
 
 
 def write_ratings(
-    root: Path, num_users: int = 24, per_user: tuple[int, int] = (10, 30), seed: int = 0
+    root: Path,
+    num_users: int = 24,
+    per_user: tuple[int, int] = (10, 30),
+    num_movies: int = 60,
+    seed: int = 0,
 ) -> Path:
     """ml-latest-small's ratings.csv: the real header, sparse user and movie ids, half stars."""
     rng = np.random.default_rng(seed)
     folder = root / "ml-latest-small"
     folder.mkdir(parents=True, exist_ok=True)
-    movie_ids = np.sort(rng.choice(np.arange(1, 2000), 60, replace=False))
+    movie_ids = np.sort(rng.choice(np.arange(1, 200_000), num_movies, replace=False))
     path = folder / "ratings.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)

@@ -1,6 +1,7 @@
 """Config validation: the defaults validate; bad keys and values name the key and the fix."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -184,9 +185,10 @@ def test_compute_stragglers_take_slowdown_times_the_step_and_overrides_still_win
         validate(composed("num_nodes=4", "algorithm.degree=2", "compute.stragglers=[4]"))
 
 
-@pytest.mark.parametrize(
-    "experiment", ["artifact_7of60", "stragglers_30of60", "compute_stragglers", "geo_10regions"]
-)
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(experiment):
     run = validate(composed(f"+experiment={experiment}"))
     assert run.num_nodes == 60
@@ -207,3 +209,70 @@ def test_dirichlet_partition_and_relaysgd_validate():
     run = validate(composed("num_nodes=4", "algorithm=relaysgd", "algorithm.momentum=0.9"))
     a = run.algorithm
     assert (a.topology, a.fill, a.momentum) == ("double_binary_tree", "initial", 0.9)
+
+
+def test_paper_cifar10_is_the_artifacts_setting():
+    run = validate(composed("+experiment=paper_cifar10"))
+    assert (run.num_nodes, run.duration, run.tdf) == (60, 800.0, 260)
+    assert (run.dataset.name, run.dataset.partition, run.model) == ("cifar10", "kshard", "gn_lenet")
+    assert run.dataset.shards_per_node == 5 and run.dataset.download is True
+    a = run.algorithm
+    assert (a.name, a.degree, a.fraction, a.local_steps, a.batch_size, a.lr) == (
+        "divshare",
+        6,
+        0.1,
+        128,
+        8,
+        0.05,
+    )
+    assert run.network.stragglers == tuple(range(7))
+    rates = sorted({(link.up_mbps, link.latency_ms) for link in run.network.links})
+    assert rates == [(12.0, 1.0), (60.0, 1.0)]
+    assert run.step_times == (0.00485,) * 60
+
+
+def test_paper_movielens_keeps_the_network_and_splits_by_user():
+    run = validate(composed("+experiment=paper_movielens"))
+    assert (run.dataset.name, run.dataset.partition, run.model) == ("movielens", "by_user", "mf")
+    assert run.dataset.train_fraction == 0.7 and run.network.stragglers == tuple(range(7))
+    assert sorted({link.up_mbps for link in run.network.links}) == [12.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fix"),
+    [
+        (
+            ["dataset=cifar10", "model=gn_lenet", "+dataset.num_samples=10"],
+            "dataset.num_samples",
+            "remove",
+        ),
+        (
+            ["dataset=movielens", "model=mf", "dataset.partition=kshard"],
+            "dataset.partition",
+            "by_user",
+        ),
+        (
+            ["dataset=cifar10", "model=gn_lenet", "dataset.download=maybe"],
+            "dataset.download",
+            "true",
+        ),
+        (
+            ["dataset=movielens", "model=mf", "dataset.train_fraction=1.5"],
+            "dataset.train_fraction",
+            "0.7",
+        ),
+        (["dataset=cifar10", "model=mf"], "model.name", "model=gn_lenet"),
+        (["dataset.name=imagenet"], "dataset.name", "cifar10"),
+    ],
+)
+def test_bad_dataset_config_names_the_key_and_the_fix(overrides, key, fix):
+    with pytest.raises(ConfigError) as err:
+        validate(composed(*overrides))
+    assert err.value.key == key and fix in err.value.fix, str(err.value)
+
+
+def test_dataset_root_defaults_to_data_root_and_may_be_set(tmp_path):
+    run = validate(composed("dataset=cifar10", "model=gn_lenet", f"data_root={tmp_path}"))
+    assert run.dataset.root == str(tmp_path)
+    run = validate(composed("dataset=movielens", "model=mf", f"dataset.root={tmp_path / 'ml'}"))
+    assert run.dataset.root == str(tmp_path / "ml")
