@@ -1,6 +1,7 @@
-"""Benchmarks: shaper accuracy, memory and start-up, emulation efficiency, dilation invariance.
+"""Benchmarks: shaper accuracy, memory and start-up, CIFAR-10 shard memory, emulation
+efficiency, dilation invariance.
 
-    python -m bench.run [shaper] [memory] [efficiency] [dilation]     (default: all four)
+    python -m bench.run [shaper] [memory] [cifar_shard] [efficiency] [dilation]  (default: all)
 
 Each writes bench/results/<name>.json with the machine, the command and the figures, and
 bench/results/SUMMARY.md is regenerated from whatever results exist.
@@ -186,6 +187,64 @@ def bench_memory() -> None:
     )
 
 
+# ---- 2b. a CIFAR-10 node holds its shard, not the training set ---------------------------------
+_SHARD_PROBE = """
+import json, sys
+import numpy as np, psutil
+from node.config import DataSpec
+from node.data import cifar10, task
+root, what = sys.argv[1], sys.argv[2]
+spec = DataSpec(name="cifar10", root=root, partition="kshard", partition_seed=1234)
+before = psutil.Process().memory_info().rss
+if what == "shard":
+    x, _ = task("cifar10").train_shard(spec, 0, 60)
+else:  # what a node would hold if it loaded everything and kept its indices
+    x = cifar10.to_inputs(np.load(f"{root}/{cifar10.CACHE}/train_x.npy"))
+print(json.dumps({"rss_mib": (psutil.Process().memory_info().rss - before) / 2**20,
+                  "images": len(x)}))
+"""
+
+
+def bench_cifar_shard() -> None:
+    """RSS a node gains loading its kshard shard of 60, against loading the whole training set,
+    side by side on full-size CIFAR-10 files written in the real format (random pixels)."""
+    sys.path.insert(0, str(ROOT))
+    from node.config import DataSpec
+    from node.data import task
+    from tests.data_files import write_cifar10
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cifar10(Path(tmp), per_batch=10_000, test=10_000)
+        spec = DataSpec(name="cifar10", root=tmp, partition="kshard", partition_seed=1234)
+        task("cifar10").prepare(spec)
+        probes = {}
+        for what in ("shard", "whole"):
+            out = subprocess.run(
+                [sys.executable, "-c", _SHARD_PROBE, tmp, what],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
+            probes[what] = json.loads(out.stdout)
+    save(
+        "cifar_shard",
+        {
+            "nodes": 60,
+            "shard_images": probes["shard"]["images"],
+            "shard_rss_mib": round(probes["shard"]["rss_mib"], 1),
+            "whole_set_images": probes["whole"]["images"],
+            "whole_set_rss_mib": round(probes["whole"]["rss_mib"], 1),
+            "ratio_whole_over_shard": round(
+                probes["whole"]["rss_mib"] / probes["shard"]["rss_mib"], 1
+            ),
+            "targets": {"shard_rss_mib": 50},
+            "meets_target": probes["shard"]["rss_mib"] <= 50,
+        },
+    )
+
+
 # ---- 3. emulation efficiency --------------------------------------------------------------------
 def bare_steps_per_second(seconds: float = 5.0) -> float:
     import torch
@@ -309,6 +368,7 @@ def write_summary() -> None:
 BENCHES = {
     "shaper": bench_shaper,
     "memory": bench_memory,
+    "cifar_shard": bench_cifar_shard,
     "efficiency": bench_efficiency,
     "dilation": bench_dilation,
 }
