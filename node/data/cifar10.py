@@ -35,11 +35,15 @@ def _torchvision_cifar10():
     return import_torchvision().datasets.CIFAR10
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load(path: Path) -> dict:
     try:
-        batch = load_restricted(path)
+        return load_restricted(path)
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
         raise DataError(f"{path} is not a CIFAR-10 python batch: {err}") from err
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _load(path)
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise DataError(f"{path}: 'data' must be a uint8 array of N x 3072 images")
@@ -62,7 +66,7 @@ def build_cache(folder: Path, cache: Path) -> None:
     stamp_file = cache / "stamp.json"
     if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
         return
-    meta = load_restricted(folder / META_FILE)
+    meta = _load(folder / META_FILE)
     if len(meta.get("label_names", ())) != NUM_CLASSES:
         raise DataError(f"{folder / META_FILE}: expected {NUM_CLASSES} label_names")
     train = [_read_batch(folder / name) for name in TRAIN_FILES]

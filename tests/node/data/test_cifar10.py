@@ -163,3 +163,6 @@ def test_a_file_that_is_not_a_batch_is_a_clear_error(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_3 is not a CIFAR-10 python batch"):
         task("cifar10").prepare(spec(tmp_path, download=False))
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(b"")
+    with pytest.raises(DataError, match="batches.meta is not a CIFAR-10 python batch"):
+        task("cifar10").prepare(spec(tmp_path, download=False))
