@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from launcher.report import load_evals
 from tests.data_files import write_cifar10, write_ratings
 
 pytestmark = pytest.mark.process
@@ -177,10 +178,7 @@ def test_bad_config_fails_before_any_process_starts(tmp_path):
 
 
 def _evaluated_nodes(run: Path) -> set[int]:
-    records = []
-    for path in (run / "eval").glob("worker*.jsonl"):
-        records += [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["node"] for r in records}
+    return {record["node"] for record in load_evals(run)}
 
 
 def test_smoke_four_nodes_on_tiny_cifar10_with_gn_lenet(tmp_path):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import torch.nn.functional as F
 
 from node.config import DataSpec
 from node.data.partition import PARTITIONS, partition_labels
-from node.data.task import Tester, classification_tester
+from node.data.task import Tester, classification_tester, write_atomic
 
 
 def _cache_path(root: str | Path, num_samples: int, seed: int, train_split: float) -> Path:
@@ -51,17 +49,7 @@ def mnist1d_arrays(
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
     arrays = _generate(num_samples, seed, train_split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Many processes may race to create the cache: each writes its own temp file and the
-    # rename is atomic, so a reader never sees a half-written npz.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
     return arrays
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -71,15 +72,23 @@ def classification_tester(
     return test
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Many processes may race to build a cache: each writes its own temporary file and the
-    rename is atomic, so a reader never sees a half-written array."""
+    rename is atomic, so a reader never sees a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def save_json_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, lambda f: f.write(json.dumps(data).encode()))
