@@ -126,8 +126,8 @@ class DPSGD:
             self.weights[j] for j in self.neighbours if j not in arrived
         )
         mixed = params * own
-        for j, values in arrived.items():
-            mixed += self.weights[j] * values
+        for j in sorted(arrived):  # in id order: the bits must not depend on arrival order
+            mixed += self.weights[j] * arrived[j]
         params.copy_(mixed)
         self.closed = round
         for r in [r for r in self.inbox if r <= round]:
