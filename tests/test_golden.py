@@ -1,0 +1,86 @@
+"""What a run computes must not change when code moves: the models of two deterministic 4-node
+runs (local and dpsgd, pacing off) hashed at every evaluation instant, recorded before the
+refactor of the transport and the algorithms, through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.process
+ROOT = Path(__file__).resolve().parent.parent
+
+# Un-paced steps with a large fixed factor: the step count is fixed by the emulated duration,
+# and no wall-clock timeout can fire, so the models depend on the seed alone.
+GOLDEN_ARGS = [
+    "num_nodes=4",
+    "duration=2",
+    "eval.interval=1",
+    "eval.keep_snapshots=true",
+    "eval.workers=1",
+    "compute.pace=false",
+    "tdf=100",
+    "network=uniform",
+    "network.rate_mbps=1000",
+    "dataset.num_samples=3000",
+]
+ALGORITHM_ARGS = {
+    "local": ["algorithm=local"],
+    "dpsgd": ["algorithm=dpsgd", "algorithm.topology=ring"],
+}
+# sha256 over (node, emulated ms, float32 bytes) of every kept snapshot, in that order;
+# recorded before the clean-core refactor (commit c129d86, D-PSGD summing in id order).
+GOLDEN = {
+    "local": "97cc6ad4743733ea61ddcb97127b028ad2c743e45c78d36c2485358f266b64cd",
+    "dpsgd": "f7254f40113be4e13992a6a4dde3f45ce4a7084e2ec2d18c2d73f72623769636",
+}
+
+
+def models_digest(snapshots: Path) -> str:
+    """One hash of every kept model, in (node, time) order."""
+    digest = hashlib.sha256()
+    for path in sorted(snapshots.glob("n*_t*.npy")):
+        node, t = path.stem[1:].split("_t")
+        digest.update(f"{int(node)}:{int(t)}:".encode())
+        digest.update(np.load(path, allow_pickle=False).astype(np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def run_cli(args: list[str], timeout: float) -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)
+        pytest.fail(f"the launcher did not finish in {timeout} s:\n{out}")
+    assert proc.returncode == 0, out
+    return out
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHM_ARGS))
+def test_final_models_match_the_recorded_ones(algorithm, tmp_path_factory):
+    data = tmp_path_factory.getbasetemp() / "golden-data"
+    run = tmp_path_factory.mktemp(f"golden-{algorithm}")
+    run_cli(
+        [*GOLDEN_ARGS, *ALGORITHM_ARGS[algorithm], f"data_root={data}", f"hydra.run.dir={run}"],
+        timeout=300,
+    )
+    kept = run / "snapshots" / "kept"
+    assert len(list(kept.glob("*.npy"))) == 4 * 3  # t = 0, 1, 2 for each of 4 nodes
+    assert models_digest(kept) == GOLDEN[algorithm]
