@@ -1,22 +1,50 @@
-"""Moves bytes between node processes and emulates their links; knows nothing of torch."""
+"""Moves bytes between node processes and emulates their links; knows nothing of torch.
+
+A node uses one transport object: `ZmqTransport` between processes, or its in-memory twin
+`MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; both are a `Transport`."""
 
 from transport.clock import EmulatedClock
-from transport.endpoint import LinkStats, Receiver, SendBatch, Sender
-from transport.shaper import Downlink, TokenBucket
-from transport.wire import FLUSH, Message, WireError, decode, encode, wire_size
+from transport.link import Clock, LinkSpec, Transport
+from transport.memory import MemoryNetwork, MemoryTransport, VirtualClock
+from transport.schedule import DownlinkQueue, PackedBatch, Uplink
+from transport.shaper import Downlink, Egress, TokenBucket
+from transport.stats import LinkStats
+from transport.wire import (
+    FLUSH,
+    Message,
+    WireError,
+    check_kinds,
+    decode,
+    encode,
+    pack,
+    stamp,
+    wire_size,
+)
+from transport.zmq_transport import ZmqTransport
 
 __all__ = [
-    "Downlink",
     "FLUSH",
+    "Clock",
+    "Downlink",
+    "DownlinkQueue",
+    "Egress",
     "EmulatedClock",
+    "LinkSpec",
     "LinkStats",
+    "MemoryNetwork",
+    "MemoryTransport",
     "Message",
-    "Receiver",
-    "SendBatch",
-    "Sender",
+    "PackedBatch",
     "TokenBucket",
+    "Transport",
+    "Uplink",
+    "VirtualClock",
     "WireError",
+    "ZmqTransport",
+    "check_kinds",
     "decode",
     "encode",
+    "pack",
+    "stamp",
     "wire_size",
 ]

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
+import struct
 from dataclasses import dataclass, field
 
 import msgpack
 import numpy as np
 
 WIRE_VERSION = 1
-# Algorithms name what they send; anything else is refused at the door.
 # Transport control: "the sender flushed at t_start", so the receiver drops what of that
-# sender's traffic it had not fully delivered by then (see Receiver). Carries no data.
+# sender's traffic it had not fully delivered by then (see DownlinkQueue). Carries no data.
 FLUSH = "flush"
-KINDS = frozenset(
-    {"fragment", "model", "ping", "pong", "gossip", "relay", "reduce", "gather", FLUSH}
-)
+# Algorithms name the kinds they send; a receiver accepts only those its algorithm declared.
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DTYPES = frozenset({"float16", "float32", "float64", "int32", "int64", "uint8"})
 HEADER_KEYS = frozenset(
     {"v", "kind", "src", "dst", "round", "frag", "t_start", "t_end", "aux", "bufs"}
@@ -25,6 +25,10 @@ MAX_BUFFERS = 16
 MAX_AUX_ITEMS = 16
 MAX_NDIM = 4
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The header ends with "t_start": float64, "t_end": float64, so that the sender can stamp
+# both in place, at fixed offsets from the end, without packing the header again.
+_TIMES_TAIL = struct.Struct(">B7sBdB5sBd")
+_TIMES_KEYS = (0xA7, b"t_start", 0xCB, 0xA5, b"t_end", 0xCB)
 
 
 class WireError(ValueError):
@@ -50,6 +54,28 @@ class Message:
         return sum(b.nbytes for b in self.buffers)
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A message encoded once: its header (times stamped in place at hand-over) and its
+    buffers as frames, and its size on an emulated link (header plus payload)."""
+
+    dst: int
+    size: int
+    header: bytearray
+    buffers: tuple[memoryview, ...]
+
+
+def check_kinds(kinds: frozenset[str] | set[str]) -> frozenset[str]:
+    """The message kinds an algorithm declares: short lower-case names, not the reserved one."""
+    for kind in kinds:
+        if not isinstance(kind, str) or not KIND_PATTERN.fullmatch(kind) or kind == FLUSH:
+            raise WireError(
+                f"message kind {kind!r} is not allowed: use 1-32 characters of a-z, 0-9 and _, "
+                f"starting with a letter, and not {FLUSH!r} (reserved for the transport)"
+            )
+    return frozenset(kinds)
+
+
 def _header(msg: Message) -> dict:
     return {
         "v": WIRE_VERSION,
@@ -58,29 +84,46 @@ def _header(msg: Message) -> dict:
         "dst": msg.dst,
         "round": msg.round,
         "frag": msg.frag,
-        # Always floats, so the header length does not depend on the stamped values.
-        "t_start": float(msg.t_start),
-        "t_end": float(msg.t_end),
         "aux": dict(msg.aux),
         "bufs": [[b.dtype.name, list(b.shape), b.nbytes] for b in msg.buffers],
+        # Always floats, and last: see _TIMES_TAIL.
+        "t_start": float(msg.t_start),
+        "t_end": float(msg.t_end),
     }
 
 
-def encode(msg: Message) -> list[bytes | memoryview]:
-    """Frames for `send_multipart(copy=False)`: header, then each buffer without copying."""
-    if msg.kind not in KINDS:
-        raise WireError(f"unknown kind {msg.kind!r}")
-    frames: list[bytes | memoryview] = [msgpack.packb(_header(msg), use_bin_type=True)]
+def pack(msg: Message) -> Packed:
+    """Encode once: the header with the message's own times, the buffers without copying."""
+    header = bytearray(msgpack.packb(_header(msg), use_bin_type=True))
+    tail = _TIMES_TAIL.unpack_from(header, len(header) - _TIMES_TAIL.size)
+    if tail[:3] + tail[4:7] != _TIMES_KEYS:  # a msgpack or dict-order change would break stamp()
+        raise RuntimeError("header layout changed: the times are not last")
+    buffers = []
     for buf in msg.buffers:
         if buf.dtype.name not in DTYPES:
             raise WireError(f"dtype {buf.dtype.name} not allowed")
-        frames.append(memoryview(np.ascontiguousarray(buf)).cast("B"))
-    return frames
+        buffers.append(memoryview(np.ascontiguousarray(buf)).cast("B"))
+    size = len(header) + sum(b.nbytes for b in buffers)
+    return Packed(msg.dst, size, header, tuple(buffers))
+
+
+def stamp(packed: Packed, t_start: float, t_end: float) -> list[bytearray | memoryview]:
+    """Frames for `send_multipart(copy=False)`, the header's times set in place. Each packed
+    message is stamped once, just before it is handed over, and never touched again."""
+    end = len(packed.header)
+    struct.pack_into(">d", packed.header, end - 23, t_start)
+    struct.pack_into(">d", packed.header, end - 8, t_end)
+    return [packed.header, *packed.buffers]
+
+
+def encode(msg: Message) -> list[bytearray | memoryview]:
+    """Frames of `msg` with its own times."""
+    return stamp(pack(msg), msg.t_start, msg.t_end)
 
 
 def wire_size(msg: Message) -> int:
     """Bytes this message occupies on an emulated link: header plus payload."""
-    return len(msgpack.packb(_header(msg), use_bin_type=True)) + msg.payload_bytes
+    return pack(msg).size
 
 
 def _int(header: dict, key: str, low: int = -1) -> int:
@@ -97,8 +140,11 @@ def _time(header: dict, key: str) -> float:
     return value
 
 
-def decode(frames: list, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Validate and rebuild a message; raises WireError on anything that does not fit exactly."""
+def decode(
+    frames: list, kinds: frozenset[str], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> Message:
+    """Validate and rebuild a message of one of `kinds`; raises WireError on anything that
+    does not fit exactly."""
     if not frames or len(frames) > MAX_BUFFERS + 1:
         raise WireError(f"expected 1..{MAX_BUFFERS + 1} frames, got {len(frames)}")
     raw = [memoryview(f.buffer if hasattr(f, "buffer") else f) for f in frames]
@@ -114,8 +160,8 @@ def decode(frames: list, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
         raise WireError("header keys do not match the schema")
     if header["v"] != WIRE_VERSION:
         raise WireError(f"wire version {header['v']!r}, expected {WIRE_VERSION}")
-    if header["kind"] not in KINDS:
-        raise WireError(f"unknown kind {header['kind']!r}")
+    if header["kind"] not in kinds:
+        raise WireError(f"kind {header['kind']!r} is not one this node accepts")
     aux = header["aux"]
     if not isinstance(aux, dict) or len(aux) > MAX_AUX_ITEMS:
         raise WireError("aux must be a small map")

@@ -1,0 +1,256 @@
+"""The in-memory twin of the ZeroMQ transport, for tests: several nodes in one process, linked
+through the same uplink and downlink schedules and the same wire codec, on a virtual clock that
+moves only when every node waits. Deterministic: no sockets, no threads of its own, no sleeps."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, LinkSpec, check_sendable
+from transport.schedule import Booked, DownlinkQueue, Uplink
+from transport.stats import LinkStats
+from transport.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FLUSH,
+    Message,
+    WireError,
+    check_kinds,
+    decode,
+    pack,
+    stamp,
+)
+
+
+@dataclass
+class _Waiter:
+    until: float
+    ready: Callable[[], bool] | None
+    stop: threading.Event | None
+    released: bool = False
+
+    def satisfied(self, now: float) -> bool:
+        return (
+            now >= self.until
+            or (self.ready is not None and self.ready())
+            or (self.stop is not None and self.stop.is_set())
+        )
+
+
+class VirtualClock:
+    """Emulated time for participants (threads) of one process. It stands still while any
+    participant runs; when all of them wait, it first brings every source (the network) up
+    to date, releases whoever may go on, and otherwise jumps to the next instant anything is
+    due. Every participant `join`s before any of them starts and `leave`s when it ends."""
+
+    def __init__(self, t: float = 0.0):
+        self._t = t
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiters: list[_Waiter] = []
+        self._sources: list = []
+
+    def now(self) -> float:
+        return self._t
+
+    def add_source(self, source) -> None:
+        """`source.next_due()` and `source.advance(t)` are called only while everyone waits."""
+        self._sources.append(source)
+
+    def join(self) -> None:
+        with self._cond:
+            self._running += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._step_if_idle()
+
+    def sleep_until(self, t_emulated: float, stop: threading.Event) -> bool:
+        """Wait until `t_emulated` or until `stop` is set; True if the time was reached."""
+        self.wait(t_emulated, stop=stop)
+        return not stop.is_set()
+
+    def wait(
+        self,
+        until: float,
+        ready: Callable[[], bool] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Block the calling participant until `until`, `ready()` or `stop`."""
+        waiter = _Waiter(until, ready, stop)
+        with self._cond:
+            if waiter.satisfied(self._t):
+                return
+            self._waiters.append(waiter)
+            self._running -= 1
+            self._step_if_idle()
+            while not waiter.released:
+                self._cond.wait(timeout=1.0)
+                if not waiter.released and stop is not None and stop.is_set():
+                    self._release([waiter])
+
+    def _release(self, waiters: list[_Waiter]) -> None:
+        for waiter in waiters:
+            waiter.released = True
+            self._waiters.remove(waiter)
+        self._running += len(waiters)
+        self._cond.notify_all()
+
+    def _step_if_idle(self) -> None:
+        while self._running == 0 and self._waiters:
+            for source in self._sources:
+                source.advance(self._t)
+            released = [w for w in self._waiters if w.satisfied(self._t)]
+            if released:
+                self._release(released)
+                return
+            due = [w.until for w in self._waiters] + [s.next_due() for s in self._sources]
+            if min(due) == float("inf"):
+                raise RuntimeError("virtual clock: every participant waits for ever")
+            self._t = max(self._t, min(due))
+
+
+class MemoryNetwork:
+    """The links between the nodes of one process; a source of the virtual clock."""
+
+    def __init__(self, clock: VirtualClock, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+        self.clock, self.max_message_bytes = clock, max_message_bytes
+        self.lock = threading.Lock()
+        self.nodes: dict[int, MemoryTransport] = {}
+        clock.add_source(self)
+
+    def transport(
+        self, node_id: int, link: LinkSpec, kinds: frozenset[str], stop: threading.Event
+    ) -> MemoryTransport:
+        return MemoryTransport(self, node_id, link, kinds, stop)
+
+    def next_due(self) -> float:
+        with self.lock:
+            due = [float("inf")]
+            for node in self.nodes.values():
+                due += [node.uplink.next_due() if node.uplink else float("inf")]
+                due += [node.downlink.next_due(), float("-inf") if node.handed else float("inf")]
+            return min(due)
+
+    def advance(self, now: float) -> None:
+        """Hand over what has crossed its links and deliver what is due, in node-id order."""
+        with self.lock:
+            for node_id in sorted(self.nodes):
+                self.nodes[node_id].hand_over_due(now)
+            for node_id in sorted(self.nodes):
+                self.nodes[node_id].release(now)
+
+    def deliver(self, dst: int, frames: list) -> None:
+        node = self.nodes.get(dst)
+        if node is not None and not node.closed:
+            node.admit(frames)
+
+
+class MemoryTransport:
+    """One node's end of a `MemoryNetwork`, with the interface of `ZmqTransport`."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        node_id: int,
+        link: LinkSpec,
+        kinds: frozenset[str],
+        stop: threading.Event,
+    ):
+        self.network, self.node_id, self.link, self.stop = network, node_id, link, stop
+        self.kinds = check_kinds(kinds)
+        self.stats = LinkStats()
+        self.inbox: deque[Message] = deque()
+        self.downlink = DownlinkQueue(
+            link.downlink(network.clock.now), self.stats, MAX_PENDING_BYTES
+        )
+        self.uplink: Uplink | None = None
+        # Handed over (and counted sent) but not yet admitted by the receiver: (destination,
+        # frames), in order; admitted when the clock next steps, so that what several nodes
+        # send at one instant reaches each receiver in node-id order, whatever the threads did.
+        self.handed: list[tuple[int, list]] = []
+        self.peers: frozenset[int] = frozenset()
+        self.closed = False
+
+    def bind(self) -> str:
+        with self.network.lock:
+            self.network.nodes[self.node_id] = self
+        return f"memory://{self.node_id}"
+
+    def connect(self, peers: dict[int, str]) -> None:
+        self.peers = frozenset(p for p in peers if p != self.node_id)
+        self.uplink = Uplink(
+            self.link.egress(sorted(self.peers), self.network.clock.now), self.stats
+        )
+
+    def start(self, clock: VirtualClock) -> None:
+        if clock is not self.network.clock:
+            raise ValueError("a memory transport runs on its network's clock")
+
+    def send(self, messages: Sequence[Message], replace: bool = False) -> bool:
+        checked = (check_sendable(m, self.node_id, self.kinds, self.peers) for m in messages)
+        packed = tuple(pack(m) for m in checked)
+        now = self.network.clock.now()
+        with self.network.lock:
+            self._stage(self.uplink.advance(now))
+            for dst in self.uplink.take(packed, replace, now):
+                notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
+                self.handed.append((dst, stamp(pack(notice), now, now)))
+            self._stage(self.uplink.advance(now))
+        return True
+
+    def _stage(self, due: list[Booked]) -> None:
+        for booked in due:
+            self.handed.append(
+                (booked.packed.dst, stamp(booked.packed, booked.t_start, booked.t_end))
+            )
+            self.uplink.handed_over(booked)
+
+    def hand_over_due(self, now: float) -> None:
+        """Admit what this node handed over. A message to a closed node was sent (its bytes
+        left) and is never delivered."""
+        if self.uplink is not None:
+            self._stage(self.uplink.advance(now))
+        handed, self.handed = self.handed, []
+        for dst, frames in handed:
+            self.network.deliver(dst, frames)
+
+    def admit(self, frames: list) -> None:
+        try:
+            msg = decode(frames, self.kinds | {FLUSH}, self.network.max_message_bytes)
+        except WireError:
+            self.stats.malformed_messages += 1
+            return
+        if msg.dst != self.node_id or msg.src not in self.peers:
+            self.stats.malformed_messages += 1
+        elif msg.kind == FLUSH:
+            self.downlink.flush(msg.src, msg.t_start)
+        else:
+            self.downlink.admit(msg, sum(memoryview(f).nbytes for f in frames))
+
+    def release(self, now: float) -> None:
+        for msg, size in self.downlink.release(now, late_after=0.0):
+            if len(self.inbox) >= INBOX_SIZE:
+                self.stats.inbox_overflow_messages += 1
+                continue
+            self.inbox.append(msg)
+            self.stats.count_delivered(msg.src, size)
+
+    def receive(self, until: float | None = None) -> Message | None:
+        with self.network.lock:
+            if self.inbox:
+                return self.inbox.popleft()
+        if until is None:
+            return None
+        self.network.clock.wait(until, ready=lambda: bool(self.inbox), stop=self.stop)
+        with self.network.lock:
+            return self.inbox.popleft() if self.inbox else None
+
+    def errors(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        self.closed = True

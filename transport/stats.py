@@ -1,0 +1,75 @@
+"""Byte and message counters of one node's links, per peer and in total."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LinkStats:
+    """Per-peer byte and message counters. The uplink and the downlink each write only their
+    own fields, from one thread each; scalar totals may be read from any thread meanwhile."""
+
+    sent_bytes: Counter = field(default_factory=Counter)  # per destination, fully on the wire
+    dropped_bytes: Counter = field(default_factory=Counter)  # per destination, never sent
+    delivered_bytes: Counter = field(default_factory=Counter)  # per source, handed to the inbox
+    total_sent: int = 0
+    total_dropped: int = 0
+    total_delivered: int = 0
+    sent_messages: int = 0
+    dropped_messages: int = 0
+    delivered_messages: int = 0
+    malformed_messages: int = 0
+    inbox_overflow_messages: int = 0
+    late_deliveries: int = 0  # released after their emulated delivery time (host overloaded)
+    # Received but cut in the downlink queue by the sender's flush (its sender counted them sent).
+    flushed_bytes: Counter = field(default_factory=Counter)  # per source
+    total_flushed: int = 0
+    flushed_messages: int = 0
+    max_delivery_lateness: float = 0.0  # emulated seconds
+
+    def count_sent(self, dst: int, size: int) -> None:
+        self.sent_bytes[dst] += size
+        self.total_sent += size
+        self.sent_messages += 1
+
+    def count_dropped(self, dst: int, size: int) -> None:
+        self.dropped_bytes[dst] += size
+        self.total_dropped += size
+        self.dropped_messages += 1
+
+    def count_delivered(self, src: int, size: int) -> None:
+        self.delivered_bytes[src] += size
+        self.total_delivered += size
+        self.delivered_messages += 1
+
+    def count_flushed(self, src: int, size: int) -> None:
+        self.flushed_bytes[src] += size
+        self.total_flushed += size
+        self.flushed_messages += 1
+
+    def per_peer(self) -> dict[str, dict[int, int]]:
+        """Per-link byte counters; read only after the owning threads have stopped."""
+        return {
+            "sent": dict(self.sent_bytes),
+            "dropped": dict(self.dropped_bytes),
+            "delivered": dict(self.delivered_bytes),
+            "flushed": dict(self.flushed_bytes),
+        }
+
+    def totals(self) -> dict[str, float]:
+        return {
+            "bytes_sent": self.total_sent,
+            "bytes_dropped": self.total_dropped,
+            "bytes_delivered": self.total_delivered,
+            "messages_sent": self.sent_messages,
+            "messages_dropped": self.dropped_messages,
+            "messages_delivered": self.delivered_messages,
+            "messages_malformed": self.malformed_messages,
+            "messages_inbox_overflow": self.inbox_overflow_messages,
+            "late_deliveries": self.late_deliveries,
+            "bytes_flushed_downlink": self.total_flushed,
+            "messages_flushed_downlink": self.flushed_messages,
+            "max_delivery_lateness": self.max_delivery_lateness,
+        }

@@ -1,0 +1,196 @@
+"""The two threads of a node's ZeroMQ transport, each the sole owner of its sockets: the sender
+hands messages over when the uplink schedule says they have crossed, the receiver admits what
+arrives into the downlink queue and releases it at its delivery instant."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import zmq
+
+from transport.clock import EmulatedClock
+from transport.schedule import DownlinkQueue, PackedBatch, Uplink
+from transport.stats import LinkStats
+from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
+
+# A tiny high-water mark: the emulated uplink is the only queue; ZeroMQ must not hide another.
+SEND_HWM = 4
+RECV_HWM = 64
+POLL_MS = 50
+# A delivery released this many emulated seconds after its time counts as late.
+LATE_AFTER = 0.005
+
+
+class SenderThread(threading.Thread):
+    """Owns one PUSH socket per peer; applies batches from the outbox to the uplink schedule
+    and hands each message to ZeroMQ once it has crossed its links, stamped with its times."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        node_id: int,
+        peers: dict[int, str],
+        uplink: Uplink,
+        outbox: queue.Queue,
+        stop: threading.Event,
+    ):
+        super().__init__(name=f"sender-{node_id}", daemon=True)
+        self.ctx, self.node_id, self.peers = ctx, node_id, peers
+        self.uplink, self.outbox, self.stop = uplink, outbox, stop
+        self.clock: EmulatedClock | None = None
+        self.error: BaseException | None = None
+        self.connected = threading.Event()
+        self.started_clock = threading.Event()
+
+    def start_clock(self, clock: EmulatedClock) -> None:
+        self.clock = clock
+        self.started_clock.set()
+
+    def run(self) -> None:
+        sockets: dict[int, zmq.Socket] = {}
+        try:
+            # Connect long before t0: 60 nodes opening 59 connections each is a storm of its own.
+            for peer, endpoint in self.peers.items():
+                sock = self.ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                sock.connect(endpoint)
+                sockets[peer] = sock
+            self.connected.set()
+            while not self.stop.is_set() and not self.started_clock.wait(POLL_MS / 1000):
+                pass
+            self._loop(sockets)
+        except BaseException as exc:  # reported by the node, never swallowed
+            self.error = exc
+            self.stop.set()
+        finally:
+            for sock in sockets.values():
+                sock.close(linger=0)
+
+    def _loop(self, sockets: dict[int, zmq.Socket]) -> None:
+        while not self.stop.is_set():
+            wait = min(POLL_MS / 1000, self.clock.wall_until(self.uplink.next_due()))
+            try:
+                batch: PackedBatch | None = self.outbox.get(timeout=max(0.0, wait))
+            except queue.Empty:
+                batch = None
+            now = self.clock.now()
+            self._hand_over_due(sockets, now)  # what was fully sent before the batch is not cut
+            if batch is None:
+                continue
+            for dst in self.uplink.take(batch.messages, batch.replace, now):
+                notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
+                self._hand_over(sockets[dst], stamp(pack(notice), now, now))
+            self._hand_over_due(sockets, now)
+
+    def _hand_over_due(self, sockets: dict[int, zmq.Socket], now: float) -> None:
+        for booked in self.uplink.advance(now):
+            if self.stop.is_set():
+                return
+            frames = stamp(booked.packed, booked.t_start, booked.t_end)
+            if self._hand_over(sockets[booked.packed.dst], frames):
+                self.uplink.handed_over(booked)
+            else:
+                self.uplink.lost(booked)
+
+    def _hand_over(self, sock: zmq.Socket, frames: list) -> bool:
+        """Give the frames to ZeroMQ, waiting (bounded, stoppable) if the peer is not draining."""
+        while not self.stop.is_set():
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                self.stop.wait(0.005)
+        return False
+
+
+class ReceiverThread(threading.Thread):
+    """Owns the node's inbound PULL socket: admits valid messages into the downlink queue and
+    releases them into the inbox at their delivery instant. A malformed, oversized,
+    misaddressed, undeclared-kind or unknown-sender message is dropped and counted."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        node_id: int,
+        bind: str,
+        downlink: DownlinkQueue,
+        kinds: frozenset[str],
+        inbox: queue.Queue,
+        stop: threading.Event,
+        stats: LinkStats,
+        max_message_bytes: int,
+    ):
+        super().__init__(name=f"receiver-{node_id}", daemon=True)
+        self.ctx, self.node_id, self.bind_address = ctx, node_id, bind
+        self.downlink, self.kinds, self.inbox = downlink, kinds, inbox
+        self.stop, self.stats, self.max_message_bytes = stop, stats, max_message_bytes
+        self.clock: EmulatedClock | None = None
+        self.known_sources: frozenset[int] = frozenset()
+        self.endpoint: str | None = None
+        self.error: BaseException | None = None
+        self.bound = threading.Event()
+        self.started_clock = threading.Event()
+
+    def start_clock(self, clock: EmulatedClock, known_sources: frozenset[int]) -> None:
+        self.clock, self.known_sources = clock, known_sources
+        self.started_clock.set()
+
+    def run(self) -> None:
+        sock = self.ctx.socket(zmq.PULL)
+        try:
+            sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 64 * 1024)
+            if self.bind_address.endswith(":0"):
+                port = sock.bind_to_random_port(self.bind_address.rsplit(":", 1)[0])
+                self.endpoint = f"{self.bind_address.rsplit(':', 1)[0]}:{port}"
+            else:
+                sock.bind(self.bind_address)
+                self.endpoint = self.bind_address
+            self.bound.set()
+            while not self.stop.is_set() and not self.started_clock.wait(POLL_MS / 1000):
+                pass
+            self._loop(sock)
+        except BaseException as exc:
+            self.error = exc
+            self.stop.set()
+        finally:
+            sock.close(linger=0)
+
+    def _loop(self, sock: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while not self.stop.is_set():
+            wait_ms = self.clock.wall_until(self.downlink.next_due()) * 1000
+            timeout_ms = max(0, int(min(POLL_MS, wait_ms)))
+            if poller.poll(timeout_ms):
+                for _ in range(RECV_HWM):
+                    try:
+                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._admit(frames)
+            for msg, size in self.downlink.release(self.clock.now(), LATE_AFTER):
+                try:
+                    self.inbox.put_nowait(msg)
+                except queue.Full:
+                    self.stats.inbox_overflow_messages += 1
+                    continue
+                self.stats.count_delivered(msg.src, size)
+
+    def _admit(self, frames: list) -> None:
+        try:
+            msg = decode(frames, self.kinds, self.max_message_bytes)
+        except WireError:
+            self.stats.malformed_messages += 1
+            return
+        if msg.dst != self.node_id or msg.src not in self.known_sources:
+            self.stats.malformed_messages += 1
+            return
+        if msg.kind == FLUSH:
+            self.downlink.flush(msg.src, msg.t_start)
+            return
+        self.downlink.admit(msg, sum(len(f.buffer) for f in frames))

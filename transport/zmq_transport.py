@@ -1,0 +1,128 @@
+"""One node's ZeroMQ transport: the context, the sender and receiver threads, the shaped links,
+message packing and the byte counters behind one small object."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+
+import zmq
+
+from transport.clock import EmulatedClock
+from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, OUTBOX_SIZE, LinkSpec, check_sendable
+from transport.schedule import DownlinkQueue, PackedBatch, Uplink
+from transport.stats import LinkStats
+from transport.threads import POLL_MS, ReceiverThread, SenderThread
+from transport.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FLUSH,
+    Message,
+    check_kinds,
+    pack,
+)
+
+
+class ZmqTransport:
+    """`bind` starts the receiver thread on `bind_address` (port 0: any free port), `connect`
+    the sender thread with one PUSH socket per peer, `start` arms both on the shared clock.
+    Every socket lives and dies in its owner thread; `close` joins both before terminating
+    the context, so a thread stuck on a socket can never hang the process in `term()`."""
+
+    def __init__(
+        self,
+        node_id: int,
+        link: LinkSpec,
+        kinds: frozenset[str],
+        stop: threading.Event,
+        bind_address: str = "tcp://127.0.0.1:0",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
+        self.node_id, self.link, self.stop = node_id, link, stop
+        self.kinds = check_kinds(kinds)
+        self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
+        self.stats = LinkStats()
+        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
+        self.outbox: queue.Queue[PackedBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
+        self.ctx: zmq.Context | None = None
+        self.sender: SenderThread | None = None
+        self.receiver: ReceiverThread | None = None
+        self.clock: EmulatedClock | None = None
+        self.peers: dict[int, str] = {}
+
+    def _now(self) -> float:
+        return self.clock.now()
+
+    def bind(self) -> str:
+        self.ctx = zmq.Context(io_threads=1)
+        downlink = DownlinkQueue(self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES)
+        self.receiver = ReceiverThread(
+            self.ctx,
+            self.node_id,
+            self.bind_address,
+            downlink,
+            self.kinds | {FLUSH},
+            self.inbox,
+            self.stop,
+            self.stats,
+            self.max_message_bytes,
+        )
+        self.receiver.start()
+        if not self.receiver.bound.wait(10.0) or self.receiver.endpoint is None:
+            raise RuntimeError(
+                f"node {self.node_id}: inbound socket did not bind: {self.receiver.error}"
+            )
+        return self.receiver.endpoint
+
+    def connect(self, peers: dict[int, str]) -> None:
+        self.peers = {p: ep for p, ep in peers.items() if p != self.node_id}
+        uplink = Uplink(self.link.egress(list(self.peers), self._now), self.stats)
+        self.sender = SenderThread(
+            self.ctx, self.node_id, self.peers, uplink, self.outbox, self.stop
+        )
+        self.sender.start()
+        if not self.sender.connected.wait(30.0):
+            raise RuntimeError(f"node {self.node_id}: could not connect: {self.sender.error}")
+
+    def start(self, clock: EmulatedClock) -> None:
+        self.clock = clock
+        self.sender.start_clock(clock)
+        self.receiver.start_clock(clock, frozenset(self.peers))
+
+    def send(self, messages: Sequence[Message], replace: bool = False) -> bool:
+        packed = tuple(
+            pack(check_sendable(m, self.node_id, self.kinds, self.peers)) for m in messages
+        )
+        try:
+            self.outbox.put(PackedBatch(packed, replace), timeout=1.0)
+        except queue.Full:
+            return False
+        return True
+
+    def receive(self, until: float | None = None) -> Message | None:
+        if until is None:
+            try:
+                return self.inbox.get_nowait()
+            except queue.Empty:
+                return None
+        while not self.stop.is_set():
+            wait = self.clock.wall_until(until)
+            try:
+                return self.inbox.get(timeout=max(0.0, min(wait, POLL_MS / 1000)))
+            except queue.Empty:
+                if wait <= 0:
+                    return None
+        return None
+
+    def errors(self) -> list[str]:
+        return [str(t.error) for t in (self.sender, self.receiver) if t and t.error]
+
+    def close(self) -> None:
+        """Stop the threads, close sockets in their owner threads, then terminate the context."""
+        self.stop.set()
+        threads = [t for t in (self.sender, self.receiver) if t is not None]
+        for thread in threads:
+            thread.join(timeout=5.0)
+        # term() waits for every socket to close; a thread that never exited would hang it.
+        if self.ctx is not None and not any(t.is_alive() for t in threads):
+            self.ctx.term()
