@@ -1,4 +1,5 @@
-"""Writes tiny data sets in the real on-disk formats, so the real loading code is what runs."""
+"""Writes data sets of any size in the real on-disk formats (CIFAR-10 pickles, MovieLens
+ratings.csv), so the real loading code is what tests and benchmarks run."""
 
 from __future__ import annotations
 

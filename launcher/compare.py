@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from launcher.report import read_jsonl, time_to_targets, write_json_atomic
+from launcher.report import save_figure, time_to_targets
+from node.files import read_jsonl, write_json_atomic, write_text_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -487,20 +487,7 @@ def _finish(fig, ax, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def default_out(dirs: list[Path]) -> Path:

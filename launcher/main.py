@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import subprocess
 import sys
@@ -14,16 +15,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from launcher.plan import make_plan
-from launcher.report import render, write_json_atomic, write_report
+from launcher.plugins import add_plugin_paths, register_algorithm_defaults
+from launcher.report import render, write_report
 from launcher.schema import validate
 from launcher.spawn import run_plan
 from node.config import ConfigError
 from node.data import DataError
+from node.files import write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+register_algorithm_defaults()  # before hydra composes: the algorithm YAMLs name them
 
 
-def provenance(seed: int, tdf: float | None) -> dict:
+def provenance(run, tdf: float | None) -> dict:
     versions = {}
     for pkg in ("torch", "pyzmq", "msgpack", "numpy", "hydra-core", "mnist1d"):
         try:
@@ -44,8 +48,10 @@ def provenance(seed: int, tdf: float | None) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "seed": seed,
+        "seed": run.seed,
         "tdf": tdf,
+        # with every default filled in, as the nodes ran it
+        "algorithm": {"_target_": run.algorithm_class, **dataclasses.asdict(run.algorithm)},
         "argv": sys.argv,
         "python": platform.python_version(),
         "host": platform.node(),
@@ -62,7 +68,7 @@ def execute(cfg: dict, run_dir: Path) -> dict:
     plan = make_plan(run, run_dir)
     write_json_atomic(run_dir / "config.json", cfg)
     outcome = run_plan(plan)
-    write_json_atomic(run_dir / "run.json", provenance(run.seed, outcome.tdf))
+    write_json_atomic(run_dir / "run.json", provenance(run, outcome.tdf))
     summary = write_report(plan, outcome)
     print(render(summary), flush=True)
     return summary
@@ -71,6 +77,7 @@ def execute(cfg: dict, run_dir: Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     raw = OmegaConf.to_container(cfg, resolve=True)
+    add_plugin_paths(HydraConfig.get().runtime.config_sources, CONF_DIR)
     try:
         summary = execute(raw, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as err:

@@ -45,6 +45,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             seed=run.seed,
             run_dir=str(run_dir),
             algorithm=run.algorithm,
+            algorithm_class=run.algorithm_class,
             model=run.model,
             model_dims=model_dims,
             data=run.dataset,

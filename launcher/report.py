@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -11,33 +9,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from node.files import read_jsonl, write_atomic, write_json_atomic
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 # The test loss each data set reports (MovieLens: the paper's metric, lower is better).
 LOSS_METRIC = {"movielens": "RMSE"}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file and rename: a crash leaves the old file or none, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Every complete line; a line cut by a crash does not parse and is skipped."""
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 
 def load_evals(run_dir: Path) -> list[dict]:
@@ -112,9 +90,10 @@ def time_to_targets(curve: list[dict], targets: tuple[float, ...]) -> dict[str, 
 def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
     curve = accuracy_curve(evals, run.num_nodes)
-    reports = {
-        n: outcome.done.get(n) or outcome.progress.get(n) or {} for n in range(run.num_nodes)
-    }
+    reports = {}
+    for n in range(run.num_nodes):
+        report = outcome.done.get(n) or outcome.progress.get(n)
+        reports[n] = report.stats if report is not None else {}
     totals = {
         key: sum(r.get(key, 0) for r in reports.values())
         for key in (
@@ -229,10 +208,13 @@ def plot(summary: dict, path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend(loc=where, fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name("tmp-" + path.name)
-    fig.savefig(tmp, format="png")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """A PNG written atomically, and the figure's memory released."""
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _loss_line(summary: dict) -> str:
@@ -293,7 +275,7 @@ def write_report(plan, outcome) -> dict:
     summary = summarize(plan, outcome, load_evals(plan.run_dir))
     write_json_atomic(plan.run_dir / "summary.json", summary)
     # Per-link byte counters: node -> {sent|dropped: {destination: bytes}, delivered: {source: ..}}
-    links = {str(n): report.get("links", {}) for n, report in sorted(outcome.done.items())}
+    links = {str(n): report.links for n, report in sorted(outcome.done.items())}
     write_json_atomic(plan.run_dir / "links.json", links)
     plot(summary, plan.run_dir / "accuracy.png")
     return summary

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from node.algorithms import ALGORITHMS
-from node.config import AlgorithmConfig, DataSpec, LinkSpec, require
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+
+from node.algorithms import AlgorithmConfig, load_algorithm
+from node.config import DataSpec, LinkSpec, require
 from node.data import TASKS
 from node.models import MODEL_DATASET, MODELS
 
@@ -71,6 +75,7 @@ class RunConfig:
     stop_grace: float
     progress_interval: float
     algorithm: AlgorithmConfig
+    algorithm_class: str  # the dotted path of its Algorithm subclass (the YAML's _target_)
     model: str
     dataset: DataSpec
     network: NetworkConfig
@@ -308,45 +313,53 @@ def _network(cfg: dict, num_nodes: int) -> NetworkConfig:
     )
 
 
-def _algorithm(cfg: dict, num_nodes: int) -> AlgorithmConfig:
+def typed(config_class: type, values: dict, section: str):
+    """`values` as a `config_class` instance: its defaults fill what is missing, every value is
+    checked against the field's type (bool, list, optional... as OmegaConf's structured
+    configs do), and the class's own `__post_init__` checks run."""
+    known = sorted(f.name for f in fields(config_class))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config_class), values)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        key = f"{section}.{err.full_key}"
+        require(False, key, "unknown key", f"remove it; known keys of '{section}' are {known}")
+    except MissingMandatoryValue as err:
+        key = f"{section}.{err.full_key}"
+        require(False, key, "missing", f"set {key} in the YAML or as {key}=VALUE")
+    except ValidationError as err:
+        name = re.split(r"[.\[]", err.full_key)[0]  # ids[0] is an element of field ids
+        field_type = {f.name: f.type for f in fields(config_class)}.get(name, "?")
+        problem = str(err).splitlines()[0]
+        key = f"{section}.{err.full_key}"
+        require(False, key, problem, f"give {section}.{name} a value of type {field_type}")
+
+
+def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
+    """The algorithm's typed config and the dotted path of its class (`_target_`)."""
     algo = cfg.get("algorithm")
+    require(isinstance(algo, dict), "algorithm", "missing or not a mapping", "use algorithm=NAME")
+    target = algo.get("_target_")
     require(
-        isinstance(algo, dict) and algo.get("name") in ALGORITHMS,
-        "algorithm.name",
-        f"unknown algorithm {algo.get('name') if isinstance(algo, dict) else algo!r}",
-        f"choose one of {sorted(ALGORITHMS)} (algorithm=NAME)",
+        isinstance(target, str) and bool(target),
+        "algorithm._target_",
+        f"{target!r} does not name an algorithm class",
+        "add e.g. '_target_: node.algorithms.divshare.DivShare' to the algorithm's YAML",
     )
-    _, config_cls = ALGORITHMS[algo["name"]]
-    names = {f.name for f in fields(config_cls)}
-    _section(cfg, "algorithm", names)
-    values = {}
-    for f in fields(config_cls):
-        if f.name == "name":
-            values[f.name] = algo["name"]
-            continue
-        if f.type in ("str", str):
-            value = algo.get(f.name)
-            require(
-                isinstance(value, str),
-                f"algorithm.{f.name}",
-                f"{value!r} is not a string",
-                f"set algorithm.{f.name}",
-            )
-            values[f.name] = value
-            continue
-        kind = int if f.type in ("int", int) else float
-        values[f.name] = _num(algo, f.name, "algorithm.", kind=kind)
-    config = config_cls(**values)
-    if hasattr(config, "check"):
-        config.check(num_nodes)  # the algorithm's own whole-run checks (e.g. its graph)
-    elif hasattr(config, "degree"):
+    try:
+        algorithm_class = load_algorithm(target)
+    except (ImportError, TypeError) as err:
         require(
-            config.degree <= num_nodes - 1,
-            "algorithm.degree",
-            f"{config.degree} peers per message but only {num_nodes - 1} other nodes",
-            f"use algorithm.degree<={num_nodes - 1} or more nodes",
+            False,
+            "algorithm._target_",
+            f"cannot load {target!r}: {err}",
+            "check the dotted path; a plug-in's folder must be on hydra's search path, e.g. "
+            "'hydra.searchpath=[file:///path/to/folder]', with the YAML in its algorithm/",
         )
-    return config
+    values = {k: v for k, v in algo.items() if k != "_target_"}
+    config = typed(algorithm_class.config_class, values, "algorithm")
+    config.check(num_nodes)  # the algorithm's own whole-run checks (e.g. its graph)
+    return config, target
 
 
 def _alpha(ds: dict) -> float:
@@ -523,6 +536,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"{model} is built for {MODEL_DATASET[model]}, not dataset {dataset.name}",
         f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
+    algorithm, algorithm_class = _algorithm(cfg, num_nodes)
     run = RunConfig(
         num_nodes=num_nodes,
         duration=duration,
@@ -542,7 +556,8 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         start_timeout=_num(launch, "start_timeout", "launch.", low=1.0),
         stop_grace=_num(launch, "stop_grace", "launch.", low=0.1),
         progress_interval=_num(launch, "progress_interval", "launch.", low=0.1),
-        algorithm=_algorithm(cfg, num_nodes),
+        algorithm=algorithm,
+        algorithm_class=algorithm_class,
         model=model,
         dataset=dataset,
         network=_network(cfg, num_nodes),

@@ -14,9 +14,10 @@ import numpy as np
 import psutil
 
 from launcher.plan import Plan, choose_tdf
-from launcher.report import write_json_atomic
-from node.entry import receive, run_node, send
+from node import control
+from node.entry import run_node
 from node.evaluator import run_evaluator
+from node.files import write_json_atomic
 
 START_SLACK = 1.0  # wall seconds between the barrier and t0, for every PUSH socket to connect
 DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
@@ -28,11 +29,11 @@ PACED_CALIBRATION_SLACK = 2.0  # the paced phase runs this much slower than the 
 class Outcome:
     """What the launcher saw: per-node reports, failures, timings, memory."""
 
-    done: dict[int, dict] = field(default_factory=dict)
+    done: dict[int, control.Done] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     exit_codes: dict[int, int | None] = field(default_factory=dict)
     evals: list[dict] = field(default_factory=list)
-    progress: dict[int, dict] = field(default_factory=dict)
+    progress: dict[int, control.Progress] = field(default_factory=dict)
     interrupted: bool = False
     ready_seconds: float | None = None
     wall_seconds: float = 0.0
@@ -106,12 +107,12 @@ class Launch:
             self._start_nodes(ctx)
             self._write_pids()
             peers = self._barrier(started)
-            self._broadcast({"type": "peers", "peers": peers})
-            self._collect("connected", started)
+            self._broadcast(control.Peers(peers))
+            self._collect(control.Connected, started)
             tdf = self.outcome.tdf = self._calibrate() if run.tdf is None else run.tdf
             self.log(f"time-dilation factor {tdf:.2f} ({'auto' if run.tdf is None else 'fixed'})")
             t0 = time.monotonic() + START_SLACK
-            self._broadcast({"type": "start", "t0": t0, "tdf": tdf})
+            self._broadcast(control.Start(t0, tdf))
             self._monitor(t0)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
@@ -174,26 +175,26 @@ class Launch:
         self.outcome.pids = pids
         write_json_atomic(self.plan.run_dir / "pids.json", pids)
 
-    def _broadcast(self, message: dict) -> None:
+    def _broadcast(self, message) -> None:
         """Start-up messages to every node; a node whose pipe is gone fails the start cleanly."""
         for node, conn in list(self.conns.items()):
             try:
-                send(conn, message)
+                control.send(conn, message)
             except (OSError, ValueError) as err:  # killed between two start-up steps
                 raise StartupError(
                     f"node {node} is gone before the start ({type(err).__name__})"
                 ) from err
 
-    def _collect(self, kind: str, started: float) -> dict[int, dict]:
+    def _collect(self, kind: type, started: float) -> dict:
         """One `kind` message from every node, within the start timeout; a death fails fast."""
-        got: dict[int, dict] = {}
+        got: dict = {}
         deadline = started + self.plan.run.start_timeout
         while len(got) < len(self.nodes):
             if time.monotonic() > deadline:
                 missing = sorted(set(self.nodes) - set(got))
-                raise StartupError(f"nodes {missing} sent no '{kind}' in time")
+                raise StartupError(f"nodes {missing} sent no {kind.__name__} in time")
             for node, message in self._poll(0.2):
-                if message.get("type") == kind:
+                if isinstance(message, kind):
                     got[node] = message
             dead = [n for n, p in self.nodes.items() if p.exitcode is not None]
             if dead:
@@ -202,11 +203,11 @@ class Launch:
 
     def _barrier(self, started: float) -> dict[int, str]:
         """Wait until every node has bound its socket and loaded its shard."""
-        ready = self._collect("ready", started)
+        ready = self._collect(control.Ready, started)
         self.outcome.ready_seconds = time.monotonic() - started
         self.outcome.pss_mib = measure_pss(self.nodes)
         self.log(f"{len(ready)} nodes ready in {self.outcome.ready_seconds:.1f} s")
-        return {node: message["endpoint"] for node, message in ready.items()}
+        return {node: message.endpoint for node, message in ready.items()}
 
     def _calibrate(self) -> float:
         """Every node steps at once and reports its CPU time per step, twice: flat out, for a
@@ -229,9 +230,9 @@ class Launch:
         return tdf
 
     def _calibration_round(self, steps: int, period: float) -> dict[int, float]:
-        self._broadcast({"type": "calibrate", "steps": steps, "period": period})
-        reports = self._collect("calibrated", time.monotonic())
-        return {n: r["cpu_per_step"] for n, r in reports.items()}
+        self._broadcast(control.Calibrate(steps, period))
+        reports = self._collect(control.Calibrated, time.monotonic())
+        return {n: r.cpu_per_step for n, r in reports.items()}
 
     def _errors_text(self, nodes: list[int]) -> str:
         return "; ".join(
@@ -239,7 +240,7 @@ class Launch:
         )
 
     # ---- run ---------------------------------------------------------------------------------
-    def _poll(self, timeout: float) -> list[tuple[int, dict]]:
+    def _poll(self, timeout: float) -> list[tuple[int, object]]:
         """Messages from nodes and evaluators; evaluation results are recorded here."""
         by_conn = {conn: ("node", n) for n, conn in self.conns.items()}
         by_conn.update({conn: ("eval", w) for w, conn in self.eval_conns.items()})
@@ -247,26 +248,25 @@ class Launch:
         for conn in wait(list(by_conn), timeout=timeout):
             role, ident = by_conn[conn]
             try:
-                message = receive(conn, 0)
-            except (EOFError, OSError):
+                message = control.receive(conn, 0)
+            except (EOFError, OSError, control.ControlError):
                 (self.conns if role == "node" else self.eval_conns).pop(ident, None)
                 continue
             if message is None:
                 continue
-            kind = message.get("type")
             if role == "eval":
-                if kind == "eval":
-                    self.outcome.evals.append(message)
-                elif kind == "done":
+                if isinstance(message, control.Evaluated):
+                    self.outcome.evals.append(message.record())
+                elif isinstance(message, control.EvaluatorDone):
                     self.eval_done.add(ident)
                 messages.append((-1 - ident, message))
                 continue
-            if kind == "progress":
+            if isinstance(message, control.Progress):
                 self.outcome.progress[ident] = message
-            elif kind == "done":
+            elif isinstance(message, control.Done):
                 self.outcome.done[ident] = message
-            elif kind == "error":
-                self.outcome.errors[ident] = message["error"]
+            elif isinstance(message, control.Failed):
+                self.outcome.errors[ident] = message.error
             messages.append((ident, message))
         return messages
 
@@ -303,7 +303,7 @@ class Launch:
     def _progress_line(self, t0: float, alive: int) -> str:
         run, tdf = self.plan.run, self.outcome.tdf
         t = min(run.duration, max(0.0, (time.monotonic() - t0) / tdf))
-        progress = self.outcome.progress.values()
+        progress = [p.stats for p in self.outcome.progress.values()]
         sent = sum(p.get("bytes_sent", 0) for p in progress) / 1e6
         dropped = sum(p.get("bytes_dropped", 0) for p in progress) / 1e6
         behind = max((p.get("behind_max", 0.0) for p in progress), default=0.0)
@@ -328,7 +328,7 @@ class Launch:
         grace = self.plan.run.stop_grace
         for conn in list(self.conns.values()):
             try:
-                send(conn, {"type": "stop"})
+                control.send(conn, control.Stop())
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + grace
@@ -350,15 +350,13 @@ class Launch:
 
     def _finish_evaluators(self) -> None:
         """After a normal run the evaluators test every snapshot left; on Ctrl-C they just stop."""
-        kind = "stop" if self.outcome.interrupted else "finish"
+        finish = not self.outcome.interrupted
         for conn in self.eval_conns.values():
             try:
-                send(conn, {"type": kind})
+                control.send(conn, control.Finish() if finish else control.Stop())
             except (OSError, ValueError):
                 pass
-        deadline = time.monotonic() + (
-            self.plan.run.stop_grace if kind == "stop" else DRAIN_TIMEOUT
-        )
+        deadline = time.monotonic() + (DRAIN_TIMEOUT if finish else self.plan.run.stop_grace)
 
         def pending() -> set[int]:
             return {
@@ -368,9 +366,7 @@ class Launch:
         while pending() and time.monotonic() < deadline:
             self._poll(0.2)
         self._poll(0)  # a worker may have said 'done' just before exiting
-        self.outcome.evaluation_complete = kind == "finish" and self.eval_done == set(
-            self.evaluators
-        )
+        self.outcome.evaluation_complete = finish and self.eval_done == set(self.evaluators)
         for proc in self.evaluators.values():
             proc.join(timeout=self.plan.run.stop_grace)
             if proc.is_alive():

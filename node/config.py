@@ -1,8 +1,17 @@
-"""Typed, frozen settings a node process receives: what to train, how to pace it, where to talk."""
+"""Typed, frozen settings a node process receives: what to train, how to pace it, where to talk.
+
+`LinkSpec` (the transport's) and the algorithms' configs (each beside its algorithm) are
+re-used here, not redefined."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from transport import LinkSpec
+
+if TYPE_CHECKING:  # the algorithms import `require` from here
+    from node.algorithms.base import AlgorithmConfig
 
 
 class ConfigError(ValueError):
@@ -16,50 +25,6 @@ class ConfigError(ValueError):
 def require(ok: bool, key: str, problem: str, fix: str) -> None:
     if not ok:
         raise ConfigError(key, problem, fix)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AlgorithmConfig:
-    """Local training shared by every algorithm: H steps of SGD per round."""
-
-    name: str
-    lr: float
-    batch_size: int
-    local_steps: int
-
-    def __post_init__(self) -> None:
-        require(self.lr > 0, "algorithm.lr", f"{self.lr} is not positive", "use e.g. 0.05")
-        require(self.batch_size >= 1, "algorithm.batch_size", "must be >= 1", "use e.g. 8")
-        require(self.local_steps >= 1, "algorithm.local_steps", "must be >= 1", "use e.g. 128")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DivShareConfig(AlgorithmConfig):
-    """DivShare: fragment fraction Ω, J recipients per fragment, artifact queue flush."""
-
-    fraction: float
-    degree: int
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(
-            0 < self.fraction <= 1,
-            "algorithm.fraction",
-            f"Ω={self.fraction} is outside (0, 1]",
-            "use 0.1 for 10 fragments or 1.0 for full models",
-        )
-        require(self.degree >= 1, "algorithm.degree", "must be >= 1", "use e.g. 6")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkSpec:
-    """One node's access link, in emulated units; `inf` Mbit/s is an unlimited link."""
-
-    up_mbps: float
-    down_mbps: float
-    latency_ms: float
-    # Per-destination path rate in Mbit/s beside the uplink (geo profile); empty = none.
-    paths: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +53,7 @@ class NodeSpec:
     seed: int
     run_dir: str
     algorithm: AlgorithmConfig
+    algorithm_class: str  # dotted path of the Algorithm subclass, as the YAML's _target_
     model: str
     model_dims: dict  # sizes the model takes from the data set (MovieLens users and items)
     data: DataSpec

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -12,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from node import control
 from node.config import DataSpec
 from node.data import task as data_task
-from node.entry import receive, send
-from node.models import build_model
-from node.runtime import flatten_parameters
+from node.files import JsonlWriter
+from node.models import build_model, flatten_parameters
 from node.torch_setup import configure_torch
 
 SNAPSHOT = re.compile(r"n(\d{3})_t(\d{9})\.npy$")
@@ -45,7 +44,7 @@ def run_evaluator(
     conn: Connection,
     keep: bool = False,
 ) -> None:
-    """Evaluate snapshots as they appear; after 'finish', drain what is left and exit.
+    """Evaluate snapshots as they appear; after Finish, drain what is left and exit.
     Evaluated snapshots are deleted, or moved to `snapshots/kept/` when `keep` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(19)  # nodes keep the CPU; evaluation only takes what they leave idle
@@ -56,20 +55,19 @@ def run_evaluator(
     folder = Path(run_dir) / "snapshots"
     if keep:
         (folder / "kept").mkdir(exist_ok=True)
-    out = open(Path(run_dir) / "eval" / f"worker{worker}.jsonl", "a")
+    out = JsonlWriter(Path(run_dir) / "eval" / f"worker{worker}.jsonl")
     finishing = False
     try:
         while True:
             batch = pending_snapshots(folder, worker, num_workers)
-            message = receive(conn, 0 if batch else IDLE_POLL)
-            kind = message.get("type") if message else None
-            if kind == "stop":
+            message = control.receive(conn, 0 if batch else IDLE_POLL)
+            if isinstance(message, control.Stop):
                 return
-            finishing = finishing or kind == "finish"
+            finishing = finishing or isinstance(message, control.Finish)
             if not batch:
-                # Nodes have all exited before 'finish' is sent, so an empty folder is final.
+                # Nodes have all exited before Finish is sent, so an empty folder is final.
                 if finishing and not pending_snapshots(folder, worker, num_workers):
-                    send(conn, {"type": "done", "worker": worker})
+                    control.send(conn, control.EvaluatorDone(worker))
                     return
                 continue
             for t, node, path in batch[:64]:
@@ -77,13 +75,12 @@ def run_evaluator(
                     flat.copy_(torch.from_numpy(np.load(path, allow_pickle=False)))
                 except (OSError, ValueError):
                     continue  # a snapshot being replaced right now: picked up next pass
-                record = {"node": node, "t": t, **test(model, node)}
-                out.write(json.dumps(record) + "\n")
-                out.flush()
+                evaluated = control.Evaluated(node, t, test(model, node))
+                out.write(evaluated.record())
                 if keep:
                     path.replace(folder / "kept" / path.name)
                 else:
                     path.unlink(missing_ok=True)
-                send(conn, {"type": "eval", **record})
+                control.send(conn, evaluated)
     finally:
         out.close()

@@ -1,5 +1,5 @@
-"""The models (MNIST-1D, GN-LeNet, matrix factorisation) and a seeded factory: every node
-starts from identical weights."""
+"""The models (MNIST-1D, GN-LeNet, matrix factorisation), a seeded factory (every node starts
+from identical weights), the flat parameter vector algorithms work on, and the batch stream."""
 
 from __future__ import annotations
 
@@ -115,3 +115,30 @@ def build_model(name: str, seed: int, **dims: int) -> nn.Module:
 def num_parameters(model: nn.Module) -> int:
     """Count all parameters of the model (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def flatten_parameters(model: nn.Module) -> torch.Tensor:
+    """Make every parameter a view into one flat vector, so algorithms work on a single tensor."""
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).contiguous()
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
+
+class Batches:
+    """Endless shuffled mini-batches of one node's shard, reshuffled every epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y, self.batch_size = x, y, min(batch_size, len(y))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.pos = torch.randperm(len(y), generator=self.generator), 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos + self.batch_size > len(self.order):
+            self.order, self.pos = torch.randperm(len(self.y), generator=self.generator), 0
+        idx = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.x[idx], self.y[idx]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import queue
 import random
 import threading
 import time
@@ -11,75 +9,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zmq
 
-from node.algorithms import ALGORITHMS, NodeContext, Outgoing
+from node import control
+from node.algorithms import Incoming, NodeContext, Outgoing, Rejected, load_algorithm
 from node.config import NodeSpec
 from node.data import task as data_task
-from node.models import build_model
-from transport import (
-    Downlink,
-    EmulatedClock,
-    LinkStats,
-    Message,
-    Receiver,
-    SendBatch,
-    Sender,
-    TokenBucket,
-)
-
-INBOX_SIZE = 4096
-OUTBOX_SIZE = 256
+from node.files import JsonlWriter, save_npy_atomic
+from node.models import Batches, build_model, flatten_parameters
+from transport import Clock, Message, Transport
 
 
-def flatten_parameters(model: torch.nn.Module) -> torch.Tensor:
-    """Make every parameter a view into one flat vector, so algorithms work on a single tensor."""
-    params = list(model.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params]).contiguous()
-    offset = 0
-    for p in params:
-        p.data = flat[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
-    return flat
-
-
-class Batches:
-    """Endless shuffled mini-batches of this node's shard, reshuffled every epoch."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-        self.x, self.y, self.batch_size = x, y, min(batch_size, len(y))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.pos = torch.randperm(len(y), generator=self.generator), 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos + self.batch_size > len(self.order):
-            self.order, self.pos = torch.randperm(len(self.y), generator=self.generator), 0
-        idx = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.x[idx], self.y[idx]
-
-
-def write_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    tmp.replace(path)
+def incoming(msg: Message) -> Incoming:
+    """What an algorithm sees of a delivered message: one array of values, no transport."""
+    if len(msg.buffers) != 1:
+        raise Rejected(f"{msg.kind} from {msg.src} carries {len(msg.buffers)} buffers, not 1")
+    return Incoming(msg.kind, msg.src, msg.round, msg.buffers[0], msg.frag, dict(msg.aux))
 
 
 class Node:
-    """Builds model, data, algorithm and the two transport threads; `run()` is the hot loop."""
+    """Builds model, data and algorithm around a transport; `run()` is the hot loop."""
 
-    def __init__(self, spec: NodeSpec, stop: threading.Event):
-        self.spec, self.stop = spec, stop
+    def __init__(self, spec: NodeSpec, transport: Transport, stop: threading.Event):
+        self.spec, self.transport, self.stop = spec, transport, stop
+        self.algorithm_class = load_algorithm(spec.algorithm_class)
         self.run_dir = Path(spec.run_dir)
-        self.stats = LinkStats()
-        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
-        self.outbox: queue.Queue[SendBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
-        self.ctx: zmq.Context | None = None
-        self.sender: Sender | None = None
-        self.receiver: Receiver | None = None
-        self.clock: EmulatedClock | None = None
-        self.metrics_file = None
+        self.clock: Clock | None = None
+        self.metrics: JsonlWriter | None = None
         self.counters = {
             "behind_max": 0.0,
             "lagged_steps": 0,
@@ -92,7 +47,8 @@ class Node:
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
-        """Load the shard, build the model, bind the inbound socket; returns its endpoint."""
+        """Load the shard, build the model and algorithm, bind the inbound side; returns its
+        address."""
         spec = self.spec
         task = data_task(spec.data.name)
         x, y = task.train_shard(spec.data, spec.node_id, spec.num_nodes)
@@ -103,46 +59,22 @@ class Node:
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
-        momentum = getattr(spec.algorithm, "momentum", 0.0)  # local momentum (RelaySGD)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=spec.algorithm.lr, momentum=momentum
-        )
-        algorithm_cls, _ = ALGORITHMS[spec.algorithm.name]
-        layer_sizes = tuple(p.numel() for p in self.model.parameters())
         ctx = NodeContext(
             node_id=spec.node_id,
             num_nodes=spec.num_nodes,
-            layer_sizes=layer_sizes,
+            layer_sizes=tuple(p.numel() for p in self.model.parameters()),
             rng=random.Random(spec.seed * 1_000_003 + spec.node_id),
             partition_seed=spec.data.partition_seed,
             now=self._now,
         )
-        self.algorithm = algorithm_cls(spec.algorithm, ctx)
-        if hasattr(self.algorithm, "init"):  # optional: the initial model (RelaySGD's fill)
-            self.algorithm.init(self.flat)
-        (self.run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "nodes").mkdir(parents=True, exist_ok=True)
-        self.metrics_file = open(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl", "a")
-
-        self.ctx = zmq.Context(io_threads=1)
-        link = spec.link
-        self.receiver = Receiver(
-            self.ctx,
-            spec.node_id,
-            f"{spec.bind}:0",
-            Downlink(link.down_mbps * 1e6, link.latency_ms / 1000, clock=self._now),
-            None,
-            self.inbox,
-            self.stop,
-            self.stats,
-            spec.max_message_bytes,
+        self.algorithm = self.algorithm_class(spec.algorithm, ctx)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=spec.algorithm.lr, **self.algorithm.optimizer_options()
         )
-        self.receiver.start()
-        if not self.receiver.bound.wait(10.0) or self.receiver.endpoint is None:
-            raise RuntimeError(
-                f"node {spec.node_id}: inbound socket did not bind: {self.receiver.error}"
-            )
-        return self.receiver.endpoint
+        self.algorithm.init(self.flat)
+        (self.run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+        self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
+        return self.transport.bind()
 
     def calibrate(self, steps: int, period: float) -> tuple[float, float]:
         """(CPU, wall) seconds per local step while every node steps at once, one step every
@@ -167,34 +99,13 @@ class Node:
         return self.clock.now()
 
     def connect(self, peers: dict[int, str]) -> None:
-        """Open a connection to every peer; sending waits for `start`."""
-        self.peers = {p: ep for p, ep in peers.items() if p != self.spec.node_id}
-        uplink = TokenBucket(self.spec.link.up_mbps * 1e6, clock=self._now)
-        paths = {
-            dst: TokenBucket(mbps * 1e6, clock=self._now)
-            for dst, mbps in self.spec.link.paths.items()
-            if dst in self.peers
-        }
-        self.sender = Sender(
-            self.ctx,
-            self.spec.node_id,
-            self.peers,
-            uplink,
-            None,
-            self.outbox,
-            self.stop,
-            self.stats,
-            paths=paths,
-        )
-        self.sender.start()
-        if not self.sender.connected.wait(30.0):
-            raise RuntimeError(f"node {self.spec.node_id}: could not connect: {self.sender.error}")
+        """Open the outbound side to every peer; sending waits for `start`."""
+        self.transport.connect(peers)
 
-    def start(self, t0: float, tdf: float) -> None:
-        """Arm the shared clock: training begins at emulated 0, i.e. wall `t0`."""
-        self.clock = EmulatedClock(t0, tdf)
-        self.sender.start_clock(self.clock)
-        self.receiver.start_clock(self.clock, frozenset(self.peers))
+    def start(self, clock: Clock) -> None:
+        """Arm the shared clock: training begins at emulated 0."""
+        self.clock = clock
+        self.transport.start(clock)
 
     # ---- the hot loop ----------------------------------------------------------------------
     def run(self, report=None) -> None:
@@ -238,7 +149,7 @@ class Node:
             merge = self.algorithm.aggregate(round_, self.flat)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
-            self._log(
+            self.metrics.write(
                 {
                     "t": round(deadline, 6),  # this node's emulated time; lag is separate
                     "round": round_,
@@ -248,7 +159,7 @@ class Node:
                     "received": received,
                     "behind_max": round(behind_round, 6),
                     **merge,
-                    **self.stats.totals(),
+                    **self.transport.stats.totals(),
                 }
             )
             round_ += 1
@@ -277,20 +188,21 @@ class Node:
         return 0.0
 
     def _drain(self) -> int:
+        """Hand every message delivered so far to the algorithm; returns how many."""
         count = 0
-        while True:
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return count
+        while (msg := self.transport.receive()) is not None:
             count += 1
-            try:
-                replies = self.algorithm.on_message(msg, self.flat)
-            except ValueError:
-                self.counters["rejected_messages"] += 1
-                continue
-            if replies:
-                self._send(replies, replace=False)
+            self._handle(msg)
+        return count
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            replies = self.algorithm.on_message(incoming(msg), self.flat)
+        except Rejected:
+            self.counters["rejected_messages"] += 1
+            return
+        if replies:
+            self._send(replies, replace=False)
 
     def _wait_ready(self, round_: int) -> int:
         received, give_up = 0, self.clock.now() + self.algorithm.ready_timeout
@@ -300,71 +212,45 @@ class Node:
                 # The run is over: a neighbour that ended mid-round will never send this
                 # round, and anything later could not change what is evaluated any more.
                 break
-            if now > give_up:
+            if now >= give_up:
                 self.counters["ready_misses"] += 1
                 break
-            self.stop.wait(0.001)
-            received += self._drain()
+            msg = self.transport.receive(until=min(give_up, self.spec.duration))
+            if msg is not None:
+                self._handle(msg)
+                received += 1 + self._drain()
         return received
 
     def _send(self, outgoing: list[Outgoing], replace: bool) -> None:
         if not outgoing and not replace:
             return
-        node, messages = self.spec.node_id, []
-        for out in outgoing:
-            messages.append(
-                Message(
-                    out.kind,
-                    node,
-                    out.dst,
-                    self.counters["rounds"],
-                    out.frag,
-                    (out.values,),
-                    out.aux,
-                )
-            )
-        try:
-            self.outbox.put(SendBatch(tuple(messages), replace), timeout=1.0)
-        except queue.Full:
+        node, round_ = self.spec.node_id, self.counters["rounds"]
+        messages = [
+            Message(out.kind, node, out.dst, round_, out.frag, (out.values,), out.aux)
+            for out in outgoing
+        ]
+        if not self.transport.send(messages, replace):
             self.counters["outbox_overflow"] += len(messages)
 
     def _snapshot(self, t: float) -> None:
         name = f"n{self.spec.node_id:03d}_t{round(t * 1000):09d}.npy"
-        write_atomic(self.run_dir / "snapshots" / name, self.settled.numpy())
+        save_npy_atomic(self.run_dir / "snapshots" / name, self.settled.numpy())
 
-    def _log(self, record: dict) -> None:
-        self.metrics_file.write(json.dumps(record) + "\n")
-        self.metrics_file.flush()
+    def _progress(self, round_: int, deadline: float) -> control.Progress:
+        stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}
+        return control.Progress(node=self.spec.node_id, t=deadline, round=round_, stats=stats)
 
-    def _progress(self, round_: int, deadline: float) -> dict:
-        return {
-            "type": "progress",
-            "node": self.spec.node_id,
-            "t": deadline,
-            "round": round_,
-            "behind_max": self.counters["behind_max"],
-            **self.stats.totals(),
-        }
-
-    def final_report(self) -> dict:
-        errors = [str(t.error) for t in (self.sender, self.receiver) if t and t.error]
-        return {
-            "type": "done",
-            "node": self.spec.node_id,
-            **self.counters,
-            **self.stats.totals(),
-            "links": self.stats.per_peer(),
-            "thread_errors": errors,
-        }
+    def final_report(self) -> control.Done:
+        return control.Done(
+            node=self.spec.node_id,
+            stats={**self.counters, **self.transport.stats.totals()},
+            links=self.transport.stats.per_peer(),
+            thread_errors=self.transport.errors(),
+        )
 
     def close(self) -> None:
-        """Stop the threads, close sockets in their owner threads, then terminate the context."""
+        """Stop and close the transport (sockets in their owner threads), then the log."""
         self.stop.set()
-        threads = [t for t in (self.sender, self.receiver) if t is not None]
-        for thread in threads:
-            thread.join(timeout=5.0)
-        if self.metrics_file is not None:
-            self.metrics_file.close()
-        # term() waits for every socket to close; a thread that never exited would hang it.
-        if self.ctx is not None and not any(t.is_alive() for t in threads):
-            self.ctx.term()
+        self.transport.close()
+        if self.metrics is not None:
+            self.metrics.close()

@@ -6,57 +6,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from bench.data_files import write_cifar10, write_ratings
 from launcher.report import load_evals
-from tests.data_files import write_cifar10, write_ratings
+from tests.cli import finish, kill, run, start
 
 pytestmark = pytest.mark.process
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["num_nodes=4", "algorithm.degree=2", "launch.progress_interval=2"]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def launch(tmp_path: Path, *overrides: str, data_root: Path | None = None) -> subprocess.Popen:
     data = data_root or tmp_path / "data"
-    args = [
-        sys.executable,
-        "-m",
-        "launcher",
-        *SMALL,
-        f"data_root={data}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        *overrides,
-    ]
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    return start(
+        "launcher", *SMALL, f"data_root={data}", f"hydra.run.dir={tmp_path / 'run'}", *overrides
     )
-
-
-def finish(proc: subprocess.Popen, timeout: float) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"launcher did not finish in {timeout}s:\n{out}")
-    return out
 
 
 def assert_reaped(pids: dict) -> None:
@@ -119,8 +87,7 @@ def test_ctrl_c_stops_every_process_and_still_writes_the_summary(tmp_path, share
         out = finish(proc, timeout=60)
         elapsed = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     assert proc.returncode != 0
     assert elapsed < 20, f"stopping took {elapsed:.1f}s"
     summary = json.loads((run / "summary.json").read_text())
@@ -143,8 +110,7 @@ def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
         os.kill(pids["nodes"]["2"], signal.SIGKILL)
         out = finish(proc, timeout=600)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     assert proc.returncode == 1, out
     summary = json.loads((run / "summary.json").read_text())
     assert list(summary["failed_nodes"]) == ["2"]
@@ -161,8 +127,7 @@ def test_a_node_dying_before_the_start_fails_the_run_with_a_summary(tmp_path, sh
         os.kill(pids["nodes"]["1"], signal.SIGKILL)  # still loading or calibrating
         out = finish(proc, timeout=300)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     assert proc.returncode == 1, out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "1" in summary["startup_error"]
@@ -255,34 +220,114 @@ def test_a_model_for_another_data_set_is_a_config_error(tmp_path):
 
 
 def test_help_and_cfg_job_behave_as_hydra(tmp_path):
+    # --cfg job shows the algorithm's dataclass defaults, though its YAML does not list them.
     for flag, expect in (("--help", "Configuration groups"), ("--cfg=job", "fraction: 0.1")):
-        res = subprocess.run(
-            [sys.executable, "-m", "launcher", flag],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert res.returncode == 0 and expect in res.stdout
+        code, out = run("launcher", flag, timeout=120)
+        assert code == 0 and expect in out
 
 
 def test_multirun_runs_one_experiment_per_job(tmp_path, shared_data):
-    args = [
-        sys.executable,
-        "-m",
+    args = ["-m", "seed=1,2", *SMALL, "duration=4", "eval.interval=2"]
+    code, out = run(
         "launcher",
-        "-m",
-        "seed=1,2",
-        *SMALL,
-        "duration=4",
-        "eval.interval=2",
+        *args,
         f"data_root={shared_data}",
         f"hydra.sweep.dir={tmp_path}",
-    ]
-    res = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+        timeout=600,
+    )
+    assert code == 0, out
     for job, seed in (("0", 1), ("1", 2)):
         summary = json.loads((tmp_path / job / "summary.json").read_text())
         assert summary["status"] == "ok"
         assert json.loads((tmp_path / job / "run.json").read_text())["seed"] == seed
+
+
+TOY = """
+from dataclasses import dataclass
+
+from node.algorithms.base import Algorithm, AlgorithmConfig, Outgoing, model_values
+
+
+@dataclass(frozen=True, kw_only=True)
+class PullTowardsConfig(AlgorithmConfig):
+    weight: float = 0.5
+    verbose: bool = False  # a bool field needs nothing anywhere else
+
+
+class PullTowards(Algorithm):
+    config_class = PullTowardsConfig
+    kinds = frozenset({"toy"})
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.got = None
+
+    def round_messages(self, round, params):
+        after = (self.ctx.node_id + 1) % self.ctx.num_nodes
+        return [Outgoing(after, "toy", params.clone().numpy())]
+
+    def on_message(self, msg, params):
+        self.got = model_values(msg, self.ctx.model_size)
+        return []
+
+    def aggregate(self, round, params):
+        if self.got is not None:
+            params.mul_(1 - self.config.weight).add_(self.got, alpha=self.config.weight)
+        return {"pulled": int(self.got is not None), "verbose": int(self.config.verbose)}
+"""
+
+
+def test_an_algorithm_from_a_folder_outside_the_project_runs_on_four_nodes(tmp_path, shared_data):
+    """Two files in a folder of the user's own, nothing edited in the project."""
+    folder = tmp_path / "my_algorithms"
+    (folder / "algorithm").mkdir(parents=True)
+    (folder / "pull_towards.py").write_text(TOY)
+    (folder / "algorithm" / "pull_towards.yaml").write_text(
+        "_target_: pull_towards.PullTowards\nname: pull_towards\nlocal_steps: 32\n"
+    )
+    proc = start(
+        "launcher",
+        f"hydra.searchpath=[file://{folder}]",
+        "algorithm=pull_towards",
+        "+algorithm.verbose=true",
+        "num_nodes=4",
+        "duration=2",
+        "eval.interval=1",
+        "compute.calibration_margin=4",
+        f"data_root={shared_data}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    out = finish(proc, timeout=300)
+    assert proc.returncode == 0, out
+    run_dir = tmp_path / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["algorithm"] == "pull_towards"
+    assert summary["totals"]["bytes_delivered"] > 0 and summary["totals"]["messages_malformed"] == 0
+    records = [json.loads(line) for line in (run_dir / "nodes" / "001.jsonl").open()]
+    assert records and all(r["verbose"] == 1 for r in records) and records[-1]["pulled"] == 1
+    algorithm = json.loads((run_dir / "run.json").read_text())["algorithm"]
+    assert algorithm == {
+        "_target_": "pull_towards.PullTowards",
+        "name": "pull_towards",
+        "lr": 0.05,
+        "batch_size": 8,
+        "local_steps": 32,
+        "weight": 0.5,
+        "verbose": True,
+    }
+
+
+def test_a_plug_in_that_cannot_be_loaded_is_a_config_error_naming_the_search_path(tmp_path):
+    folder = tmp_path / "broken"
+    (folder / "algorithm").mkdir(parents=True)
+    (folder / "algorithm" / "ghost.yaml").write_text("_target_: ghost.Ghost\nname: ghost\n")
+    proc = start(
+        "launcher",
+        f"hydra.searchpath=[file://{folder}]",
+        "algorithm=ghost",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    out = finish(proc, timeout=120)
+    assert proc.returncode == 2, out
+    assert "algorithm._target_" in out and "hydra.searchpath" in out
+    assert not (tmp_path / "run" / "pids.json").exists()

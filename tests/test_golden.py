@@ -5,17 +5,14 @@ refactor of the transport and the algorithms, through the real CLI."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import cli
+
 pytestmark = pytest.mark.process
-ROOT = Path(__file__).resolve().parent.parent
 
 # Un-paced steps with a large fixed factor: the step count is fixed by the emulated duration,
 # and no wall-clock timeout can fire, so the models depend on the seed alone.
@@ -53,34 +50,13 @@ def models_digest(snapshots: Path) -> str:
     return digest.hexdigest()
 
 
-def run_cli(args: list[str], timeout: float) -> str:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"the launcher did not finish in {timeout} s:\n{out}")
-    assert proc.returncode == 0, out
-    return out
-
-
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHM_ARGS))
 def test_final_models_match_the_recorded_ones(algorithm, tmp_path_factory):
     data = tmp_path_factory.getbasetemp() / "golden-data"
     run = tmp_path_factory.mktemp(f"golden-{algorithm}")
-    run_cli(
-        [*GOLDEN_ARGS, *ALGORITHM_ARGS[algorithm], f"data_root={data}", f"hydra.run.dir={run}"],
-        timeout=300,
-    )
+    args = [*GOLDEN_ARGS, *ALGORITHM_ARGS[algorithm], f"data_root={data}", f"hydra.run.dir={run}"]
+    code, out = cli.run("launcher", *args, timeout=300)
+    assert code == 0, out
     kept = run / "snapshots" / "kept"
     assert len(list(kept.glob("*.npy"))) == 4 * 3  # t = 0, 1, 2 for each of 4 nodes
     assert models_digest(kept) == GOLDEN[algorithm]

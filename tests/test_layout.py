@@ -57,3 +57,23 @@ def test_torchvision_is_imported_only_through_the_shim():
             if path != shim:
                 text = path.read_text()
                 assert "import torchvision" not in text and "from torchvision" not in text, path
+
+
+def test_algorithms_know_no_transport_and_node_no_zmq():
+    """Algorithms are tensor logic; only the transport touches sockets."""
+    assert not imported_roots("node/algorithms") & {"transport", "zmq"}
+    assert not imported_roots("node") & {"launcher", "zmq"}
+
+
+def test_benchmarks_do_not_import_the_tests():
+    assert "tests" not in imported_roots("bench")
+
+
+def test_no_module_of_node_or_transport_is_over_300_lines():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("node", "transport")
+        for path in (ROOT / package).rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 300
+    }
+    assert not long, long

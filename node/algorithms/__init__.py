@@ -1,27 +1,60 @@
-"""Algorithm registry: name -> (implementation, typed config)."""
+"""Algorithms, each one module holding its class and its config; any of them, built in or a
+researcher's plug-in, is loaded by the dotted path its YAML names in `_target_`."""
 
-from node.algorithms.adpsgd import ADPSGD, ADPSGDConfig
-from node.algorithms.adpsgd_atomic import ADPSGDAtomic, ADPSGDAtomicConfig
-from node.algorithms.base import Algorithm, NodeContext, Outgoing
-from node.algorithms.divshare import DivShare
-from node.algorithms.dpsgd import DPSGD, DPSGDConfig
-from node.algorithms.el import ELConfig, EpidemicLearning
-from node.algorithms.lasgd import LASGD, LASGDConfig
-from node.algorithms.local import Local, LocalConfig
-from node.algorithms.relaysgd import RelaySGD, RelaySGDConfig
-from node.algorithms.swift import Swift, SwiftConfig
-from node.config import DivShareConfig
+from __future__ import annotations
 
-ALGORITHMS = {
-    "divshare": (DivShare, DivShareConfig),
-    "swift": (Swift, SwiftConfig),
-    "adpsgd": (ADPSGD, ADPSGDConfig),
-    "adpsgd_atomic": (ADPSGDAtomic, ADPSGDAtomicConfig),
-    "dpsgd": (DPSGD, DPSGDConfig),
-    "el": (EpidemicLearning, ELConfig),
-    "local": (Local, LocalConfig),
-    "lasgd": (LASGD, LASGDConfig),
-    "relaysgd": (RelaySGD, RelaySGDConfig),
-}
+import importlib
+import pkgutil
 
-__all__ = ["ALGORITHMS", "Algorithm", "NodeContext", "Outgoing"]
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+)
+
+
+def load_algorithm(target: str) -> type[Algorithm]:
+    """The Algorithm subclass at `target` ("package.module.Class"); ImportError or TypeError
+    saying what is wrong."""
+    module_name, _, class_name = str(target).rpartition(".")
+    if not module_name:
+        raise ImportError(f"{target!r} is not a dotted path of the form module.Class")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ImportError(f"module {module_name!r} has no {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"{target} is not a subclass of node.algorithms.base.Algorithm")
+    return cls
+
+
+def builtin_algorithms() -> dict[str, type[Algorithm]]:
+    """Module name -> the Algorithm defined in that module of this package."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Algorithm)
+                and value.__module__ == module.__name__
+            ):
+                found[info.name] = value
+    return dict(sorted(found.items()))
+
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmConfig",
+    "Incoming",
+    "NodeContext",
+    "Outgoing",
+    "Rejected",
+    "builtin_algorithms",
+    "load_algorithm",
+]

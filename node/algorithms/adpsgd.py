@@ -6,23 +6,35 @@ from dataclasses import dataclass
 
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values, uniform_mean
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    check_degree,
+    model_values,
+    uniform_mean,
+)
+from node.config import require
 
 
 @dataclass(frozen=True, kw_only=True)
 class ADPSGDConfig(AlgorithmConfig):
     """`degree // 2` pings per round, as the artifact's `ADPSGD.py` (degree 6 -> 3 pings)."""
 
-    degree: int
+    degree: int = 6  # graph_degree of tutorial/example_config_adpsgd.ini
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.degree >= 2, "algorithm.degree", "must be >= 2 (degree // 2 pings)", "use 6")
 
+    def check(self, num_nodes: int) -> None:
+        check_degree(self.degree, num_nodes)
 
-class ADPSGD:
+
+class ADPSGD(Algorithm):
     """The artifact's pairwise exchange, not Lian et al.'s atomic average (see `adpsgd_atomic`).
 
     After each round the node sends its freshly trained model to `degree // 2` peers drawn
@@ -36,11 +48,11 @@ class ADPSGD:
     immutable value with its own kind, so a ping stays a ping.
     """
 
-    drop_unsent = False
-    ready_timeout = 0.0  # never waits
+    config_class = ADPSGDConfig
+    kinds = frozenset({"ping", "pong"})  # never waits, never drops
 
     def __init__(self, config: ADPSGDConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.pings = config.degree // 2
         self.latest_sent: torch.Tensor | None = None  # what a pong answers with
         self.received: dict[int, tuple[int, torch.Tensor]] = {}  # sender -> (round, model)
@@ -53,9 +65,9 @@ class ADPSGD:
         peers = self.ctx.peers
         return [Outgoing(self.ctx.rng.choice(peers), "ping", values) for _ in range(self.pings)]
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
-        if msg.kind not in ("ping", "pong"):
-            raise ValueError(f"unexpected {msg.kind}")
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
+        if msg.kind not in self.kinds:
+            raise Rejected(f"unexpected {msg.kind}")
         values = model_values(msg, self.ctx.model_size)
         if msg.src not in self.received or self.received[msg.src][0] <= msg.round:
             self.received[msg.src] = (msg.round, values)
@@ -66,9 +78,6 @@ class ADPSGD:
         answer = self.latest_sent if self.latest_sent is not None else params.clone()
         self.pongs_sent += 1
         return [Outgoing(msg.src, "pong", answer.numpy())]
-
-    def ready(self, round: int) -> bool:
-        return True
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         stats = {"models_merged": len(self.received), "pongs_sent": self.pongs_sent}

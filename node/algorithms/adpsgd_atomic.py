@@ -7,16 +7,23 @@ from dataclasses import dataclass
 
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    model_values,
+)
+from node.config import require
 
 
 @dataclass(frozen=True, kw_only=True)
 class ADPSGDAtomicConfig(AlgorithmConfig):
     """`timeout`: emulated seconds an active node waits for its partner before giving up."""
 
-    timeout: float
+    timeout: float = 10.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -29,7 +36,7 @@ def is_active(node_id: int) -> bool:
     return node_id % 2 == 0
 
 
-class ADPSGDAtomic:
+class ADPSGDAtomic(Algorithm):
     """x_i, x_j <- (x_i + x_j) / 2 on both sides, with computation running on meanwhile.
 
     Two phases over the shaped links. At a round boundary an idle active node i snapshots
@@ -45,11 +52,11 @@ class ADPSGDAtomic:
     side has averaged alone, the only way atomicity can break, and only for a dead partner).
     """
 
-    drop_unsent = False
-    ready_timeout = 0.0  # rounds never wait: the exchange overlaps the next round
+    config_class = ADPSGDAtomicConfig
+    kinds = frozenset({"ping", "pong"})  # rounds never wait: the exchange overlaps the next
 
     def __init__(self, config: ADPSGDAtomicConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.active = is_active(ctx.node_id)
         self.partners = [p for p in ctx.peers if is_active(p) != self.active]
         self.exchange_ids = itertools.count(1)
@@ -70,7 +77,7 @@ class ADPSGDAtomic:
         self.open = (xid, partner, snapshot, self.ctx.now())
         return [Outgoing(partner, "ping", snapshot.numpy(), aux={"xid": xid})]
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         xid = msg.aux.get("xid")
         if msg.kind == "ping" and not self.active and is_active(msg.src) and type(xid) is int:
             average = (model_values(msg, self.ctx.model_size) + params) / 2
@@ -86,10 +93,7 @@ class ADPSGDAtomic:
             self.open = None
             self.counts["averages"] += 1
             return []
-        raise ValueError(f"unexpected {msg.kind} from {msg.src} at node {self.ctx.node_id}")
-
-    def ready(self, round: int) -> bool:
-        return True
+        raise Rejected(f"unexpected {msg.kind} from {msg.src} at node {self.ctx.node_id}")
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         return dict(self.counts)

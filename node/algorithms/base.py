@@ -1,16 +1,53 @@
-"""The algorithm protocol: pure tensor logic deciding what to send, how to fold in, when to wait."""
+"""What an algorithm is: a base class whose hooks have defaults, its config, the messages it
+receives and sends, and the helpers most algorithms share. Tensor logic only: no transport."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from transport import Message
+from node.config import require
+
+
+class Rejected(Exception):
+    """A received message this algorithm refuses (bad shape, unexpected sender, stale...): the
+    runtime drops it and counts it. Any other exception is a bug and ends the node."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlgorithmConfig:
+    """Local training shared by every algorithm: H steps of SGD per round. Defaults are the
+    DivShare artifact's (TRAIN_PARAMS.rounds = 128, batch 8, plain SGD at lr 0.05), so that
+    algorithms compare on the same compute; a YAML lists only what it changes."""
+
+    name: str
+    lr: float = 0.05
+    batch_size: int = 8
+    local_steps: int = 128  # H: local SGD steps per round
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "algorithm.lr", f"{self.lr} is not positive", "use e.g. 0.05")
+        require(self.batch_size >= 1, "algorithm.batch_size", "must be >= 1", "use e.g. 8")
+        require(self.local_steps >= 1, "algorithm.local_steps", "must be >= 1", "use e.g. 128")
+
+    def check(self, num_nodes: int) -> None:
+        """Checks that need the whole run (e.g. a graph on `num_nodes`), before any process
+        starts; raise ConfigError (through `require`)."""
+
+
+def check_degree(degree: int, num_nodes: int) -> None:
+    """`degree` distinct peers per message need that many other nodes."""
+    require(
+        degree <= num_nodes - 1,
+        "algorithm.degree",
+        f"{degree} peers per message but only {num_nodes - 1} other nodes",
+        f"use algorithm.degree<={num_nodes - 1} or more nodes",
+    )
 
 
 @dataclass(frozen=True)
@@ -19,6 +56,19 @@ class Outgoing:
 
     dst: int
     kind: str
+    values: np.ndarray
+    frag: int = 0
+    aux: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One delivered message: who sent it in which of its rounds, and its one array of values
+    (read-only, backed by the receive buffer: copy what you keep)."""
+
+    kind: str
+    src: int
+    round: int
     values: np.ndarray
     frag: int = 0
     aux: dict = field(default_factory=dict)
@@ -44,14 +94,12 @@ class NodeContext:
         return sum(self.layer_sizes)
 
 
-def model_values(msg: Message, size: int) -> torch.Tensor:
-    """The one float32 vector of `size` values a full-model message must carry, as a tensor
-    of its own (the receive buffer is not kept alive); ValueError if it is anything else."""
-    if len(msg.buffers) != 1:
-        raise ValueError(f"{msg.kind} from {msg.src} carries {len(msg.buffers)} buffers, not 1")
-    (values,) = msg.buffers
+def model_values(msg: Incoming, size: int) -> torch.Tensor:
+    """The float32 vector of `size` values a model message must carry, as a tensor of its own
+    (the receive buffer is not kept alive); Rejected if it is anything else."""
+    values = msg.values
     if values.dtype != np.float32 or values.shape != (size,):
-        raise ValueError(f"{msg.kind} from {msg.src} is not a float32 vector of {size}")
+        raise Rejected(f"{msg.kind} from {msg.src} is not a float32 vector of {size}")
     return torch.from_numpy(values.copy())
 
 
@@ -63,26 +111,45 @@ def uniform_mean(own: torch.Tensor, received: list[torch.Tensor]) -> torch.Tenso
     return total / (1 + len(received))
 
 
-class Algorithm(Protocol):
-    """One round = `local_steps` SGD steps, then `round_messages`, then wait for `ready`, then
-    `aggregate`. `on_message` runs for every delivery, between steps, and may answer.
+class Algorithm:
+    """One round = `config.local_steps` SGD steps, then `round_messages`, then wait until
+    `ready`, then `aggregate`. `on_message` runs for every delivery, between two local steps,
+    and may answer. Override what your algorithm needs; every hook has a default.
 
     - asynchronous push (DivShare, Swift, EL): `ready` is always true;
-    - synchronous gossip (D-PSGD): `ready` once every neighbour's round-r model is in;
+    - synchronous gossip (D-PSGD): `ready` once every neighbour's round-r model is in, or
+      after `ready_timeout` emulated seconds (a counted miss);
     - request/response (AD-PSGD) and collectives (ring All-Reduce, RelaySum): `on_message`
       answers or forwards, and `aggregate` folds in whatever the exchange has completed.
-
-    Optional: `init(params)`, if defined, is called once with the initial model (the same on
-    every node) right after construction, before calibration and round 0 (RelaySGD's x0).
     """
 
-    drop_unsent: bool  # True: a new round's batch replaces what is still unsent (and counts it)
-    ready_timeout: float  # emulated seconds `ready` may keep a round waiting before a miss
+    config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    kinds: ClassVar[frozenset[str]] = frozenset()  # the message kinds it sends and accepts
+    drop_unsent: ClassVar[bool] = False  # a new round's batch drops what is still unsent
+    ready_timeout: float = 0.0  # emulated seconds `ready` may keep a round waiting
 
-    def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]: ...
+    def __init__(self, config: AlgorithmConfig, ctx: NodeContext):
+        self.config, self.ctx = config, ctx
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]: ...
+    def init(self, params: torch.Tensor) -> None:
+        """Called once with the initial model (the same on every node), before round 0."""
 
-    def ready(self, round: int) -> bool: ...
+    def optimizer_options(self) -> dict[str, float]:
+        """Extra arguments of the local SGD optimizer (e.g. momentum) besides `lr`."""
+        return {}
 
-    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]: ...
+    def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
+        """What to send at the end of local round `round`, from the trained `params`."""
+        return []
+
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
+        """Fold in or keep a delivered message; raise Rejected for one you refuse."""
+        raise Rejected(f"{type(self).__name__} expects no {msg.kind!r} from {msg.src}")
+
+    def ready(self, round: int) -> bool:
+        """May round `round` end now? (synchronous algorithms wait for their neighbours)"""
+        return True
+
+    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
+        """Fold what arrived into `params` in place; returns metrics for the round's log."""
+        return {}

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values
-from node.config import DivShareConfig
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    check_degree,
+    model_values,
+)
+from node.config import require
+
+
+@dataclass(frozen=True, kw_only=True)
+class DivShareConfig(AlgorithmConfig):
+    """Fragment fraction Ω and J recipients per fragment, the artifact's values
+    (sacs-epfl/divshare async-dp/tutorial/example_config.ini, scripts/example_deploy.sh)."""
+
+    fraction: float = 0.1  # Ω: each fragment holds ~1/10 of every layer -> 10 fragments
+    degree: int = 6  # J: distinct random peers per fragment per round (graph_degree = 6)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            0 < self.fraction <= 1,
+            "algorithm.fraction",
+            f"Ω={self.fraction} is outside (0, 1]",
+            "use 0.1 for 10 fragments or 1.0 for full models",
+        )
+        require(self.degree >= 1, "algorithm.degree", "must be >= 1", "use e.g. 6")
+
+    def check(self, num_nodes: int) -> None:
+        check_degree(self.degree, num_nodes)
 
 
 def fragment_indices(
@@ -40,7 +72,7 @@ def per_coordinate_mean(
     return total / weight
 
 
-class DivShare:
+class DivShare(Algorithm):
     """Every round: each fragment to J distinct random peers, shuffled; unsent ones dropped.
 
     One deliberate difference from the artifact: its sender and receiver pause while the node
@@ -49,12 +81,13 @@ class DivShare:
     batch arrives is cut and lost, as with ZeroMQ `linger=0`.
     """
 
-    drop_unsent = True
-    ready_timeout = 0.0  # never waits
+    config_class = DivShareConfig
+    kinds = frozenset({"fragment"})
+    drop_unsent = True  # never waits (ready is always true)
     kind = "fragment"
 
     def __init__(self, config: DivShareConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.num_fragments = max(1, int(1 / config.fraction))
         self.indices = fragment_indices(ctx.layer_sizes, self.num_fragments, ctx.partition_seed)
         self.degree = min(config.degree, len(ctx.peers))
@@ -70,17 +103,14 @@ class DivShare:
         self.ctx.rng.shuffle(messages)
         return messages
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != self.kind or not 0 <= msg.frag < self.num_fragments:
-            raise ValueError(f"unexpected {msg.kind} fragment {msg.frag}")
+            raise Rejected(f"unexpected {msg.kind} fragment {msg.frag}")
         values = model_values(msg, len(self.indices[msg.frag]))  # the fragment's own size
         key = (msg.src, msg.frag)
         if key not in self.latest or self.latest[key][0] <= msg.round:
             self.latest[key] = (msg.round, values)
         return []
-
-    def ready(self, round: int) -> bool:
-        return True
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         if not self.latest:

@@ -7,9 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    model_values,
+)
+from node.config import require
 
 TOPOLOGIES = ("ring", "regular", "complete")
 
@@ -18,9 +25,9 @@ TOPOLOGIES = ("ring", "regular", "complete")
 class DPSGDConfig(AlgorithmConfig):
     """A fixed graph (`topology`, `degree` for `regular`) and how long a round may wait."""
 
-    topology: str
-    degree: int
-    timeout: float
+    topology: str = "regular"  # ring | regular (circulant, `degree` neighbours) | complete
+    degree: int = 6  # used by `regular`: the same fan-out as DivShare's J
+    timeout: float = 10.0  # emulated seconds a round waits for a neighbour before a miss
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,7 +86,7 @@ def metropolis_hastings(graph: dict[int, set[int]], node: int) -> dict[int, floa
     return row
 
 
-class DPSGD:
+class DPSGD(Algorithm):
     """Each round: send the model to every neighbour, wait for every neighbour's model of the
     same round (up to `timeout` emulated seconds), then x_i <- sum_j W_ij x_j.
 
@@ -89,10 +96,11 @@ class DPSGD:
     counts as a miss and its weight stays on the node's own model, so rows still sum to 1.
     """
 
-    drop_unsent = False
+    config_class = DPSGDConfig
+    kinds = frozenset({"gossip"})
 
     def __init__(self, config: DPSGDConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.ready_timeout = config.timeout
         graph = neighbours(config.topology, ctx.num_nodes, config.degree)
         self.neighbours = sorted(graph[ctx.node_id])
@@ -105,9 +113,9 @@ class DPSGD:
         values = params.clone().numpy()
         return [Outgoing(j, "gossip", values) for j in self.neighbours]
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != "gossip" or msg.src not in self.weights or msg.src == self.ctx.node_id:
-            raise ValueError(f"unexpected {msg.kind} from {msg.src}")
+            raise Rejected(f"unexpected {msg.kind} from {msg.src}")
         values = model_values(msg, self.ctx.model_size)
         if msg.round <= self.closed:
             self.counts["late_models"] += 1

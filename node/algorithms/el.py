@@ -8,9 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values, uniform_mean
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    check_degree,
+    model_values,
+    uniform_mean,
+)
+from node.config import require
 
 NOTHING = np.zeros(0, dtype=np.float32)  # the "not working with you this round" message
 
@@ -19,16 +28,19 @@ NOTHING = np.zeros(0, dtype=np.float32)  # the "not working with you this round"
 class ELConfig(AlgorithmConfig):
     """`degree`: s, the peers each node sends its model to per round."""
 
-    degree: int
-    timeout: float
+    degree: int = 7  # s (decentralizepy tutorial/EpidemicLearning/config_EL.ini)
+    timeout: float = 10.0  # emulated seconds a round waits for a peer before a miss
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.degree >= 1, "algorithm.degree", "must be >= 1", "use e.g. 7")
         require(self.timeout > 0, "algorithm.timeout", "must be > 0", "use e.g. 10.0")
 
+    def check(self, num_nodes: int) -> None:
+        check_degree(self.degree, num_nodes)
 
-class EpidemicLearning:
+
+class EpidemicLearning(Algorithm):
     """Each round a node draws s distinct peers of the complete graph, sends them its model and
     every other peer an empty message, as decentralizepy's EL-Local does, so that each node
     knows when its round is complete: one message from every other node, model or not. It
@@ -36,10 +48,11 @@ class EpidemicLearning:
     Metropolis-Hastings). Rounds are synchronous; a peer missing at `timeout` is a miss.
     """
 
-    drop_unsent = False
+    config_class = ELConfig
+    kinds = frozenset({"gossip"})
 
     def __init__(self, config: ELConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.ready_timeout = config.timeout
         self.degree = min(config.degree, len(ctx.peers))
         self.heard: dict[int, set[int]] = defaultdict(set)  # round -> senders heard from
@@ -55,12 +68,12 @@ class EpidemicLearning:
             for p in self.ctx.peers
         ]
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != "gossip" or msg.src == self.ctx.node_id:
-            raise ValueError(f"unexpected {msg.kind} from {msg.src}")
+            raise Rejected(f"unexpected {msg.kind} from {msg.src}")
         values = model_values(msg, self.ctx.model_size) if msg.aux.get("model") else None
-        if values is None and (len(msg.buffers) != 1 or msg.buffers[0].size != 0):
-            raise ValueError(f"an empty message from {msg.src} carries data")
+        if values is None and msg.values.size != 0:
+            raise Rejected(f"an empty message from {msg.src} carries data")
         if msg.round <= self.closed:
             self.counts["late_messages"] += 1
             return []

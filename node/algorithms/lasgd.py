@@ -31,8 +31,8 @@ between local steps (no thread of its own), over the node's shaped ZeroMQ links:
   staleness; the runtime's evaluation sees it at the next round boundary. `aggregate` only
   reports counters. `ready` is always true: rounds never wait.
 - A dead ring member is not survived: an All-Reduce that makes no progress for `timeout`
-  emulated seconds raises RuntimeError (not ValueError, which the runtime would count as a
-  rejected message), which ends the node and so the run. The ring is not re-formed.
+  emulated seconds raises RuntimeError (not Rejected, which the runtime would count as a
+  refused message), which ends the node and so the run. The ring is not re-formed.
 """
 
 from __future__ import annotations
@@ -42,9 +42,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+)
+from node.config import require
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,9 +58,9 @@ class LASGDConfig(AlgorithmConfig):
     """`sync_every`: rounds between two All-Reduce starts at least; `chunks`: pieces per ring
     segment; `timeout`: emulated seconds an All-Reduce may go without progress."""
 
-    sync_every: int
-    chunks: int
-    timeout: float
+    sync_every: int = 1  # at least this many rounds between two All-Reduce starts of a node
+    chunks: int = 1  # pieces per ring segment; more pipeline a segment along the ring
+    timeout: float = 10.0  # emulated seconds an All-Reduce may go without progress
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,14 +99,16 @@ class AllReduce:
     averaged: set[int] = field(default_factory=set)  # pieces whose average this node holds
 
 
-class LASGD:
+class LASGD(Algorithm):
     """Local SGD that never waits, plus one ring All-Reduce at a time; see the module doc."""
 
-    drop_unsent = False  # a replacing batch would cut the collective's messages
-    ready_timeout = 0.0  # rounds never wait: the All-Reduce overlaps computation
+    config_class = LASGDConfig
+    kinds = frozenset({"reduce", "gather"})
+    # Never drops (a replacing batch would cut the collective's messages) and rounds never
+    # wait: the All-Reduce overlaps computation.
 
     def __init__(self, config: LASGDConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.n, self.me = ctx.num_nodes, ctx.node_id
         self.next, self.prev = (self.me + 1) % self.n, (self.me - 1) % self.n
         self.pieces = pieces(ctx.model_size, self.n, config.chunks)
@@ -122,22 +130,19 @@ class LASGD:
         self.last_start = round
         return self._start(params)
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         k, p, step, values = self._validate(msg)
         if self.active is not None and k == self.active.k:
             return self._advance(msg.kind, p, step, values, params)
         if k != self.next_k or (msg.kind, p) in self.early:
-            raise ValueError(f"LASGD: {msg.kind} {p} of All-Reduce {k} from {msg.src} is stale")
+            raise Rejected(f"LASGD: {msg.kind} {p} of All-Reduce {k} from {msg.src} is stale")
         if msg.kind == "gather":  # needs this node's snapshot: impossible before it starts
-            raise ValueError(f"LASGD: gather of All-Reduce {k} before node {self.me} started it")
+            raise Rejected(f"LASGD: gather of All-Reduce {k} before node {self.me} started it")
         # Kept as a copy: the receive buffer is not held on to.
         self.early[(msg.kind, p)] = (step, values.copy())
         self.counts["allreduce_early"] += 1
         self._check_stall()
         return []
-
-    def ready(self, round: int) -> bool:
-        return True
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         return {**self.counts, "allreduce_in_flight": int(self.active is not None)}
@@ -164,7 +169,7 @@ class LASGD:
         ar, lo_hi = self.active, slice(*self.pieces[p])
         done = ar.reduced if kind == "reduce" else ar.averaged
         if p in done:
-            raise ValueError(f"LASGD: {kind} {p} of All-Reduce {ar.k} arrived twice")
+            raise Rejected(f"LASGD: {kind} {p} of All-Reduce {ar.k} arrived twice")
         done.add(p)
         ar.progressed = self.ctx.now()
         if kind == "reduce":
@@ -194,26 +199,24 @@ class LASGD:
     def _send(self, kind: str, p: int, step: int, values: np.ndarray) -> Outgoing:
         return Outgoing(self.next, kind, values, frag=p, aux={"ar": self.active.k, "step": step})
 
-    def _validate(self, msg: Message) -> tuple[int, int, int, np.ndarray]:
-        """(All-Reduce, piece, step, values) of a well-formed ring message; ValueError if not."""
+    def _validate(self, msg: Incoming) -> tuple[int, int, int, np.ndarray]:
+        """(All-Reduce, piece, step, values) of a well-formed ring message; Rejected if not."""
         k, step, p = msg.aux.get("ar"), msg.aux.get("step"), msg.frag
         if msg.kind not in ("reduce", "gather") or msg.src != self.prev or self.n == 1:
-            raise ValueError(f"LASGD: unexpected {msg.kind} from {msg.src} at node {self.me}")
+            raise Rejected(f"LASGD: unexpected {msg.kind} from {msg.src} at node {self.me}")
         if type(k) is not int or type(step) is not int or not 0 <= step <= self.n - 2:
-            raise ValueError(f"LASGD: {msg.kind} from {msg.src} has a bad aux {msg.aux}")
+            raise Rejected(f"LASGD: {msg.kind} from {msg.src} has a bad aux {msg.aux}")
         if not 0 <= p < len(self.pieces):
-            raise ValueError(f"LASGD: {msg.kind} from {msg.src} has a bad piece {p}")
+            raise Rejected(f"LASGD: {msg.kind} from {msg.src} has a bad piece {p}")
         # The ring fixes which segment travels at which step: prev - step (reduce), prev + 1
         # - step (gather).
         segment = (self.prev - step + (msg.kind == "gather")) % self.n
         if p // self.config.chunks != segment:
-            raise ValueError(f"LASGD: {msg.kind} step {step} from {msg.src} carries piece {p}")
+            raise Rejected(f"LASGD: {msg.kind} step {step} from {msg.src} carries piece {p}")
         lo, hi = self.pieces[p]
-        if len(msg.buffers) != 1:
-            raise ValueError(f"LASGD: {msg.kind} from {msg.src} carries {len(msg.buffers)} buffers")
-        (values,) = msg.buffers
+        values = msg.values
         if values.dtype != np.float32 or values.shape != (hi - lo,):
-            raise ValueError(f"LASGD: {msg.kind} from {msg.src} is not float32 x {hi - lo}")
+            raise Rejected(f"LASGD: {msg.kind} from {msg.src} is not float32 x {hi - lo}")
         return k, p, step, values
 
     def _check_stall(self) -> None:

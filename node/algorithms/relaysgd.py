@@ -7,9 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from node.algorithms.base import NodeContext, Outgoing, model_values
-from node.config import AlgorithmConfig, require
-from transport import Message
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    model_values,
+)
+from node.config import require
 
 TOPOLOGIES = ("chain", "binary_tree", "double_binary_tree")
 FILLS = ("initial", "own", "counts")
@@ -20,10 +27,14 @@ class RelaySGDConfig(AlgorithmConfig):
     """Spanning tree(s), what stands in for the workers a node has not heard of yet, local
     momentum, and how long a round may wait for a neighbour."""
 
-    topology: str
-    fill: str
-    momentum: float
-    timeout: float
+    # The paper's best CIFAR setting: two binary trees, the second on reversed ids, each
+    # relaying half of the coordinates, x[0::2] and x[1::2].
+    topology: str = "double_binary_tree"  # chain | binary_tree | double_binary_tree
+    # Weight n - C of the workers not heard of yet: initial (x0, the reference code's
+    # RelaySum/Model default) | own (the README's academic version) | counts (normalise by C).
+    fill: str = "initial"
+    momentum: float = 0.0  # local SGD momentum; the paper's "+ local momentum" rows use 0.9
+    timeout: float = 10.0  # emulated seconds a round waits for a tree neighbour before a miss
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,7 +88,7 @@ def trees(topology: str, num_nodes: int) -> list[dict[int, list[int]]]:
     return [binary_tree(num_nodes), binary_tree(num_nodes, reverse=True)]
 
 
-class RelaySGD:
+class RelaySGD(Algorithm):
     """RelaySum/Model: each round (H local steps), on every tree edge i -> j send
     m_ij = x_i + sum_{k in N(i)\\{j}} m_ki and c_ij = 1 + sum_{k in N(i)\\{j}} c_ki, using the
     messages received in the previous round (none before round 0); once every neighbour's
@@ -96,10 +107,11 @@ class RelaySGD:
     `missed_relays` and `late_relays`.
     """
 
-    drop_unsent = False
+    config_class = RelaySGDConfig
+    kinds = frozenset({"relay"})
 
     def __init__(self, config: RelaySGDConfig, ctx: NodeContext):
-        self.config, self.ctx = config, ctx
+        super().__init__(config, ctx)
         self.ready_timeout = config.timeout
         self.trees = [g[ctx.node_id] for g in trees(config.topology, ctx.num_nodes)]
         self.stride = len(self.trees)
@@ -115,6 +127,9 @@ class RelaySGD:
         """The initial model, identical on every node: the fill for workers not yet heard of."""
         self.x0 = params.clone()
 
+    def optimizer_options(self) -> dict[str, float]:
+        return {"momentum": self.config.momentum}  # local momentum, never averaged
+
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
         out = []
         for t, nbrs in enumerate(self.trees):
@@ -128,17 +143,17 @@ class RelaySGD:
                 out.append(Outgoing(j, "relay", m.numpy(), frag=t, aux={"count": c}))
         return out
 
-    def on_message(self, msg: Message, params: torch.Tensor) -> list[Outgoing]:
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         t = msg.frag
         if msg.kind != "relay" or not 0 <= t < self.stride or msg.src not in self.trees[t]:
-            raise ValueError(f"unexpected {msg.kind} (tree {t}) from {msg.src}")
+            raise Rejected(f"unexpected {msg.kind} (tree {t}) from {msg.src}")
         count = msg.aux.get("count")
         if (
             not isinstance(count, int)
             or isinstance(count, bool)
             or not 1 <= count < self.ctx.num_nodes
         ):
-            raise ValueError(f"relay from {msg.src} carries count {count!r}")
+            raise Rejected(f"relay from {msg.src} carries count {count!r}")
         values = model_values(msg, self.sizes[t])  # this tree's half (or all) of the model
         if msg.round <= self.closed:
             self.counts["late_relays"] += 1

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from node.algorithms.base import AlgorithmConfig, check_degree
 from node.algorithms.divshare import DivShare
-from node.config import AlgorithmConfig, require
+from node.config import require
 
 
 @dataclass(frozen=True, kw_only=True)
 class SwiftConfig(AlgorithmConfig):
-    """J distinct random peers per round; the model always travels whole."""
+    """J distinct random peers per round; the model always travels whole (the artifact's
+    tutorial/example_config_swift.ini: chunk_fraction = 1.0, graph_degree = 6)."""
 
-    degree: int
+    degree: int = 6  # J
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.degree >= 1, "algorithm.degree", "must be >= 1", "use e.g. 6")
+
+    def check(self, num_nodes: int) -> None:
+        check_degree(self.degree, num_nodes)
 
     @property
     def fraction(self) -> float:
@@ -32,5 +37,7 @@ class Swift(DivShare):
     buffers, client-influence weights); that one is not reproduced here.
     """
 
+    config_class = SwiftConfig
+    kinds = frozenset({"model"})
     drop_unsent = False
     kind = "model"

@@ -16,13 +16,8 @@ from node.config import DataSpec
 from node.data.download import fetch_and_unpack
 from node.data.partition import PARTITIONS, partition_labels
 from node.data.safe_pickle import load_restricted
-from node.data.task import (
-    DataError,
-    Tester,
-    classification_tester,
-    save_json_atomic,
-    save_npy_atomic,
-)
+from node.data.task import DataError, Tester, classification_tester
+from node.files import save_npy_atomic, write_json_atomic
 
 # torchvision.datasets.CIFAR10's layout (a test checks these against torchvision's own).
 FOLDER = "cifar-10-batches-py"
@@ -81,7 +76,7 @@ def build_cache(folder: Path, cache: Path) -> None:
     save_npy_atomic(cache / "train_y.npy", np.concatenate([y for _, y in train]))
     save_npy_atomic(cache / "test_x.npy", test_x)
     save_npy_atomic(cache / "test_y.npy", test_y)
-    save_json_atomic(stamp_file, stamp)  # last: a cache without its stamp is rebuilt
+    write_json_atomic(stamp_file, stamp)  # last: a cache without its stamp is rebuilt
 
 
 def to_inputs(images: np.ndarray | torch.Tensor) -> torch.Tensor:

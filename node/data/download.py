@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from node.files import write_atomic
 
 TIMEOUT = 60.0  # seconds without a byte before the download is given up
 USER_AGENT = "dlemu (data set download)"
@@ -17,22 +18,19 @@ def fetch_and_unpack(url: str, root: Path, md5: str | None, timeout: float = TIM
     """Download `url` into `root`, check its MD5 when given, and unpack it there (.tar.gz or
     .zip). Raises OSError (urllib's URLError included) when the machine cannot get it, or
     ValueError on a wrong checksum; a failed download leaves nothing behind."""
-    root.mkdir(parents=True, exist_ok=True)
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    archive = root / name
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=name + ".", suffix=".part")
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
+    archive = root / url.rstrip("/").rsplit("/", 1)[-1]
+
+    def download(out) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with open(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if md5 is not None and digest.hexdigest() != md5:
             raise ValueError(f"{url}: MD5 {digest.hexdigest()} is not the expected {md5}")
-        Path(tmp).replace(archive)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    write_atomic(archive, download)  # a failed or wrong download leaves nothing behind
     unpack(archive, root)
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from node.config import DataSpec
 from node.data.partition import PARTITIONS, partition_labels
-from node.data.task import Tester, classification_tester, write_atomic
+from node.data.task import Tester, classification_tester
+from node.files import write_atomic
 
 
 def _cache_path(root: str | Path, num_samples: int, seed: int, train_split: float) -> Path:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from node.config import DataSpec
 from node.data.download import fetch_and_unpack
 from node.data.partition import user_blocks
-from node.data.task import DataError, Tester, save_json_atomic, save_npy_atomic
+from node.data.task import DataError, Tester
+from node.files import save_npy_atomic, write_json_atomic
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 FOLDER = "ml-latest-small"
@@ -67,7 +68,7 @@ def build_cache(path: Path, cache: Path) -> None:
     save_npy_atomic(cache / "ratings.npy", ratings[order])
     save_npy_atomic(cache / "user_starts.npy", starts.astype(np.int64))
     dims = {"num_users": len(user_ids), "num_items": len(movie_ids), "num_ratings": len(ratings)}
-    save_json_atomic(dims_file, {**dims, "stamp": stamp})  # last: a cache without it is rebuilt
+    write_json_atomic(dims_file, {**dims, "stamp": stamp})  # last: a cache without it is rebuilt
 
 
 def split_user(rows: np.ndarray, user: int, seed: int, train_fraction: float):

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -70,25 +65,3 @@ def classification_tester(
         return {"accuracy": correct / len(y), "loss": loss / len(y)}
 
     return test
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Many processes may race to build a cache: each writes its own temporary file and the
-    rename is atomic, so a reader never sees a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-def save_json_atomic(path: Path, data: dict) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(data).encode()))

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +19,8 @@ from launcher.compare import (
     load_run,
     write_comparison,
 )
+from tests import cli
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 MB = 1e6
 
 
@@ -285,33 +281,13 @@ def test_callback_writes_into_the_sweep_dir_and_never_raises(sweep, tmp_path_fac
 # ---------------------------------------------------------------- the real commands
 
 
-def _run(args: list[str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
-        pytest.fail(f"{args} did not finish in {timeout}s:\n{out}\n{err}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
 @pytest.mark.process
 def test_cli_compares_two_run_dirs(tmp_path):
     a = make_run(tmp_path / "a", overrides=["algorithm=divshare"], means=[0.1, 0.3, 0.5])
     b = make_run(tmp_path / "b", overrides=["algorithm=swift"], algorithm="swift", means=[0.1, 0.5])
-    res = _run([sys.executable, "-m", "launcher.report", str(a), str(b)], timeout=120, cwd=tmp_path)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "| algorithm=swift | 1 (1) | 1.00 | 2.00 |" in res.stdout
+    code, out = cli.run("launcher.report", str(a), str(b), timeout=120, cwd=tmp_path)
+    assert code == 0, out
+    assert "| algorithm=swift | 1 (1) | 1.00 | 2.00 |" in out
     out = tmp_path / "comparison"  # two run dirs: ./comparison
     assert (out / "comparison_accuracy.png").stat().st_size > 0
     assert "| algorithm=divshare |" in (out / "comparison.md").read_text()
@@ -319,9 +295,10 @@ def test_cli_compares_two_run_dirs(tmp_path):
 
 @pytest.mark.process
 def test_cli_refuses_an_empty_dir_with_exit_2(tmp_path):
-    res = _run([sys.executable, "-m", "launcher.report", str(tmp_path)], timeout=120)
-    assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [
+    proc = cli.start("launcher.report", str(tmp_path), merge_stderr=False)
+    _, err = cli.communicate(proc, timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
         f"compare: error: no run directory (one with summary.json) found in: {tmp_path}"
     ]
 
@@ -329,9 +306,6 @@ def test_cli_refuses_an_empty_dir_with_exit_2(tmp_path):
 @pytest.mark.process
 def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
     args = [
-        sys.executable,
-        "-m",
-        "launcher",
         "-m",
         "num_nodes=3",
         "algorithm=divshare",
@@ -346,8 +320,8 @@ def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
         f"data_root={tmp_path / 'data'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
-    res = _run(args, timeout=240)
-    assert res.returncode == 0, res.stdout + res.stderr
+    code, out = cli.run("launcher", *args, timeout=240)
+    assert code == 0, out
     sweep = tmp_path / "sweep"
     md = (sweep / "comparison.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| algorithm.fraction=")]
@@ -357,4 +331,4 @@ def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
     ]
     for png in ("comparison_accuracy.png", "comparison_bytes.png"):
         assert (sweep / png).stat().st_size > 10_000
-    assert "comparison written to" in res.stdout
+    assert "comparison written to" in out

@@ -1,11 +1,9 @@
 """Pure pieces of planning and reporting: the dilation factor, curves, time to accuracy."""
 
-import json
-
 import pytest
 
 from launcher.plan import choose_tdf
-from launcher.report import accuracy_curve, read_jsonl, time_to_targets, write_json_atomic
+from launcher.report import accuracy_curve, time_to_targets
 
 
 def test_tdf_fits_the_total_demand_into_the_cores():
@@ -69,15 +67,3 @@ def test_curve_carries_the_global_loss_when_every_node_reports_it():
     (point,) = accuracy_curve(evals, num_nodes=2)
     assert point["global_loss"] == pytest.approx(1.2) and point["loss_max"] == 1.1
     assert "global_loss" not in accuracy_curve(_evals([(0, 0.0, 0.1), (1, 0.0, 0.2)]), 2)[0]
-
-
-def test_jsonl_reader_skips_a_line_cut_by_a_crash(tmp_path):
-    path = tmp_path / "m.jsonl"
-    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
-    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
-
-
-def test_json_written_atomically_leaves_no_temporary(tmp_path):
-    write_json_atomic(tmp_path / "s.json", {"x": 1})
-    assert json.loads((tmp_path / "s.json").read_text()) == {"x": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]

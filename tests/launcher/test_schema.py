@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from launcher.main import CONF_DIR
 from launcher.schema import validate
-from node.algorithms import ALGORITHMS
 from node.config import ConfigError
 
 
@@ -194,9 +193,14 @@ def test_every_experiment_composes_and_validates(experiment):
     assert run.num_nodes == 60
 
 
+ALGORITHMS = sorted(p.stem for p in (Path(CONF_DIR) / "algorithm").glob("*.yaml"))
+
+
 def test_every_algorithm_config_validates_and_a_bad_topology_names_the_key():
+    assert len(ALGORITHMS) >= 9
     for name in ALGORITHMS:
-        assert validate(composed(f"algorithm={name}")).algorithm.name == name
+        run = validate(composed(f"algorithm={name}"))
+        assert run.algorithm.name == name and run.algorithm_class.startswith("node.algorithms.")
     with pytest.raises(ConfigError, match="algorithm.topology"):
         validate(composed("algorithm=dpsgd", "algorithm.topology=star"))
     with pytest.raises(ConfigError, match="algorithm.degree"):
@@ -276,3 +280,34 @@ def test_dataset_root_defaults_to_data_root_and_may_be_set(tmp_path):
     assert run.dataset.root == str(tmp_path)
     run = validate(composed("dataset=movielens", "model=mf", f"dataset.root={tmp_path / 'ml'}"))
     assert run.dataset.root == str(tmp_path / "ml")
+
+
+TYPED = ["algorithm=local", "algorithm._target_=tests.node.twin.Typed", "algorithm.name=typed"]
+
+
+def test_a_plug_in_config_takes_its_defaults_and_typed_values_without_any_schema_code():
+    run = validate(composed(*TYPED))
+    assert (run.algorithm.flag, run.algorithm.ids, run.algorithm.limit) == (False, [], None)
+    assert run.algorithm.local_steps == 128 and run.algorithm_class == "tests.node.twin.Typed"
+    run = validate(
+        composed(*TYPED, "+algorithm.flag=true", "+algorithm.ids=[1,2]", "+algorithm.limit=0.5")
+    )
+    assert (run.algorithm.flag, run.algorithm.ids, run.algorithm.limit) == (True, [1, 2], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fix"),
+    [
+        (["+algorithm.flag=maybe"], "algorithm.flag", "bool"),
+        (["+algorithm.ids=[a]"], "algorithm.ids[0]", "algorithm.ids a value of type list[int]"),
+        (["+algorithm.limit=far"], "algorithm.limit", "float | None"),
+        (["+algorithm.nope=1"], "algorithm.nope", "remove it"),
+        (["~algorithm.name"], "algorithm.name", "set algorithm.name"),
+        (["algorithm._target_=nowhere.Nothing"], "algorithm._target_", "hydra.searchpath"),
+        (["algorithm._target_=node.models.MLP"], "algorithm._target_", "dotted path"),
+    ],
+)
+def test_a_bad_plug_in_config_names_the_key_and_the_fix(overrides, key, fix):
+    with pytest.raises(ConfigError) as err:
+        validate(composed(*TYPED, *overrides))
+    assert err.value.key == key and fix in err.value.fix, str(err.value)

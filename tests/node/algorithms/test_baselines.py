@@ -10,12 +10,11 @@ import torch
 
 from node.algorithms.adpsgd import ADPSGD, ADPSGDConfig
 from node.algorithms.adpsgd_atomic import ADPSGDAtomic, ADPSGDAtomicConfig, is_active
-from node.algorithms.base import NodeContext, uniform_mean
+from node.algorithms.base import Incoming, NodeContext, Rejected, uniform_mean
 from node.algorithms.dpsgd import DPSGD, DPSGDConfig, metropolis_hastings, neighbours
 from node.algorithms.el import ELConfig, EpidemicLearning
 from node.algorithms.swift import Swift, SwiftConfig
 from node.config import ConfigError
-from transport import Message
 
 LAYERS = (3, 2)
 SIZE = sum(LAYERS)
@@ -35,7 +34,7 @@ def ctx(node_id=0, num_nodes=6, now=lambda: 0.0):
 
 def deliver(out, src, round=0):
     """The message a receiver would get for Outgoing `out` sent by `src` in `round`."""
-    return Message(out.kind, src, out.dst, round, out.frag, (out.values.copy(),), dict(out.aux))
+    return Incoming(out.kind, src, round, out.values.copy(), out.frag, dict(out.aux))
 
 
 def vec(*values):
@@ -43,7 +42,7 @@ def vec(*values):
 
 
 def msg(kind, src, dst, values, round=0, **aux):
-    return Message(kind, src, dst, round, 0, (np.asarray(values, dtype=np.float32),), aux)
+    return Incoming(kind, src, round, np.asarray(values, dtype=np.float32), 0, aux)
 
 
 # ---- Swift --------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def test_adpsgd_answers_a_ping_with_its_latest_round_model_and_never_a_pong():
 
 def test_adpsgd_rejects_a_model_of_the_wrong_size():
     algo = ADPSGD(ADPSGDConfig(name="adpsgd", degree=2, **COMMON), ctx())
-    with pytest.raises(ValueError):
+    with pytest.raises(Rejected):
         algo.on_message(msg("ping", 1, 0, np.zeros(SIZE + 1)), torch.zeros(SIZE))
 
 
@@ -151,7 +150,7 @@ def test_atomic_roles_are_bipartite_and_one_exchange_at_a_time():
 def test_atomic_passive_ignores_nothing_silently():
     config = ADPSGDAtomicConfig(name="adpsgd_atomic", timeout=5.0, **COMMON)
     passive = ADPSGDAtomic(config, ctx(1, 4))
-    with pytest.raises(ValueError):  # a ping from another passive node breaks the bipartition
+    with pytest.raises(Rejected):  # a ping from another passive node breaks the bipartition
         passive.on_message(msg("ping", 3, 1, np.zeros(SIZE), xid=1), torch.zeros(SIZE))
 
 
@@ -225,7 +224,7 @@ def test_el_round_closes_after_one_message_from_everyone_and_averages_uniformly(
 
 def test_el_rejects_an_empty_message_that_carries_data():
     algo = EpidemicLearning(ELConfig(name="el", degree=2, timeout=1.0, **COMMON), ctx(0, 4))
-    with pytest.raises(ValueError):
+    with pytest.raises(Rejected):
         algo.on_message(msg("gossip", 1, 0, np.ones(3), model=False), torch.zeros(SIZE))
 
 

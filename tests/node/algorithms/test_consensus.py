@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from node.algorithms import builtin_algorithms
+from tests import cli
+
 pytestmark = pytest.mark.process
-ROOT = Path(__file__).resolve().parents[3]
-DEGREE = {"divshare": 2, "swift": 2, "adpsgd": 2, "el": 2, "dpsgd": 2}
+# Every built-in algorithm but the reference; those with a `degree` get 2 of the 3 peers.
+ALGORITHMS = sorted(name for name in builtin_algorithms() if name != "local")
+DEGREE = {
+    name: 2
+    for name, cls in builtin_algorithms().items()
+    if "degree" in {f.name for f in dataclasses.fields(cls.config_class)}
+}
 COMMON = [
     "num_nodes=4",
     "duration=4",
@@ -26,27 +31,12 @@ COMMON = [
 
 
 def run(algorithm: str, tmp: Path, data: Path) -> dict:
-    args = [sys.executable, "-m", "launcher", *COMMON, f"algorithm={algorithm}"]
+    args = [*COMMON, f"algorithm={algorithm}"]
     if algorithm in DEGREE:
         args.append(f"algorithm.degree={DEGREE[algorithm]}")
     args += [f"data_root={data}", f"hydra.run.dir={tmp / algorithm}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"{algorithm} did not finish in 180 s:\n{out}")
-    assert proc.returncode == 0, out
+    code, out = cli.run("launcher", *args, timeout=180)
+    assert code == 0, out
     return json.loads((tmp / algorithm / "summary.json").read_text())
 
 
@@ -74,10 +64,7 @@ def test_nodes_training_alone_drift_apart(alone):
     assert alone["totals"]["bytes_sent"] == 0
 
 
-@pytest.mark.parametrize(
-    "algorithm",
-    ["divshare", "swift", "adpsgd", "adpsgd_atomic", "dpsgd", "el", "lasgd", "relaysgd"],
-)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_algorithm_keeps_models_closer_than_training_alone(algorithm, workdir, alone):
     summary = run(algorithm, workdir, workdir / "data")
     assert summary["status"] == "ok" and summary["algorithm"] == algorithm

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from node.algorithms.base import NodeContext
-from node.algorithms.divshare import DivShare, fragment_indices, per_coordinate_mean
-from node.config import DivShareConfig
-from transport import Message
+from node.algorithms.base import Incoming, NodeContext, Rejected
+from node.algorithms.divshare import (
+    DivShare,
+    DivShareConfig,
+    fragment_indices,
+    per_coordinate_mean,
+)
 
 LAYERS = (7, 20, 3)
 
@@ -87,7 +90,7 @@ def test_round_messages_send_each_fragment_to_j_distinct_peers_shuffled():
 
 def _fragment(algo, src, frag, round_, value):
     n = len(algo.indices[frag])
-    return Message("fragment", src, 0, round_, frag, (np.full(n, value, dtype=np.float32),))
+    return Incoming("fragment", src, round_, np.full(n, value, dtype=np.float32), frag)
 
 
 def test_only_the_latest_copy_per_sender_and_fragment_is_merged():
@@ -108,13 +111,13 @@ def test_only_the_latest_copy_per_sender_and_fragment_is_merged():
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda a: Message("fragment", 1, 0, 0, 7, (np.zeros(3, dtype=np.float32),)),
-        lambda a: Message("fragment", 1, 0, 0, 0, (np.zeros(2, dtype=np.float32),)),
-        lambda a: Message("fragment", 1, 0, 0, 0, (np.zeros(len(a.indices[0])),)),
-        lambda a: Message("model", 1, 0, 0, 0, (np.zeros(len(a.indices[0]), dtype=np.float32),)),
+        lambda a: Incoming("fragment", 1, 0, np.zeros(3, dtype=np.float32), 7),
+        lambda a: Incoming("fragment", 1, 0, np.zeros(2, dtype=np.float32), 0),
+        lambda a: Incoming("fragment", 1, 0, np.zeros(len(a.indices[0])), 0),
+        lambda a: Incoming("model", 1, 0, np.zeros(len(a.indices[0]), dtype=np.float32), 0),
     ],
 )
 def test_a_fragment_that_does_not_match_the_partition_is_rejected(bad):
     algo = _algo(fraction=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(Rejected):
         algo.on_message(bad(algo), torch.zeros(sum(LAYERS)))

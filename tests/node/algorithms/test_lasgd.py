@@ -4,7 +4,6 @@ same state machine over real sockets and shaped links in N node processes."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import random
 import threading
 import time
@@ -12,22 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
-import zmq
 
-from node.algorithms import ALGORITHMS
-from node.algorithms.base import NodeContext
+from node.algorithms import builtin_algorithms
+from node.algorithms.base import Incoming, NodeContext, Rejected
 from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
 from node.config import ConfigError
-from transport import (
-    Downlink,
-    EmulatedClock,
-    LinkStats,
-    Message,
-    Receiver,
-    SendBatch,
-    Sender,
-    TokenBucket,
-)
+from node.runtime import incoming
+from transport import EmulatedClock, LinkSpec, Message, ZmqTransport
 
 
 def config(chunks=1, timeout=10.0, sync_every=1):
@@ -64,7 +54,7 @@ def deliver(out, src):
     np.frombuffer on a received frame is)."""
     values = out.values.copy()
     values.flags.writeable = False
-    return Message(out.kind, src, out.dst, 0, out.frag, (values,), dict(out.aux))
+    return Incoming(out.kind, src, 0, values, out.frag, dict(out.aux))
 
 
 class Net:
@@ -77,20 +67,20 @@ class Net:
         for out in outgoing:
             assert out.dst == (src + 1) % len(self.algos)  # ring: only to the next node
             self.sent[src] = self.sent.get(src, 0) + out.values.nbytes
-            self.wire.append(deliver(out, src))
+            self.wire.append((out.dst, deliver(out, src)))
 
     def start(self, node, round=0):
         self.post(node, self.algos[node].round_messages(round, self.params[node]))
 
-    def run(self, rng=None, hold=lambda msg: False):
+    def run(self, rng=None, hold=lambda dst, msg: False):
         """Deliver until nothing is left but what `hold` keeps back; returns the held."""
         held = []
         while self.wire:
-            msg = self.wire.pop(rng.randrange(len(self.wire)) if rng else 0)
-            if hold(msg):
-                held.append(msg)
+            dst, msg = self.wire.pop(rng.randrange(len(self.wire)) if rng else 0)
+            if hold(dst, msg):
+                held.append((dst, msg))
                 continue
-            self.post(msg.dst, self.algos[msg.dst].on_message(msg, self.params[msg.dst]))
+            self.post(dst, self.algos[dst].on_message(msg, self.params[dst]))
         return held
 
 
@@ -180,8 +170,8 @@ def test_messages_of_an_all_reduce_a_node_has_not_started_are_kept_until_it_star
     for i in range(3):
         net.start(i, round=1)
 
-    def last_gather_to_0(m):
-        return m.dst == 0 and m.kind == "gather" and m.aux["step"] == 1
+    def last_gather_to_0(dst, m):
+        return dst == 0 and m.kind == "gather" and m.aux["step"] == 1
 
     held = net.run(hold=last_gather_to_0)
     assert len(held) == 1 and algos[0].active.k == 1
@@ -191,9 +181,9 @@ def test_messages_of_an_all_reduce_a_node_has_not_started_are_kept_until_it_star
     assert net.run(hold=last_gather_to_0) == []
     # the same two reduce messages, of All-Reduce 2 this time, kept while node 0 is in 1
     assert algos[0].counts["allreduce_early"] == 4 and algos[0].active.k == 1
-    with pytest.raises(ValueError, match="stale"):  # the same one twice
+    with pytest.raises(Rejected, match="stale"):  # the same one twice
         algos[0].on_message(
-            Message("reduce", 2, 0, 0, 2, (np.zeros(2, np.float32),), {"ar": 2, "step": 0}),
+            Incoming("reduce", 2, 0, np.zeros(2, np.float32), 2, {"ar": 2, "step": 0}),
             params[0],
         )
     net.wire = held
@@ -242,7 +232,7 @@ def test_a_stalled_all_reduce_ends_the_run_with_a_clear_error(fake_clock):
     fake_clock.t = 18.5
     with pytest.raises(RuntimeError, match="a ring member is gone") as err:
         algos[1].round_messages(2, params[1])
-    assert not isinstance(err.value, ValueError)  # the runtime must not count it as rejected
+    assert not isinstance(err.value, Rejected)  # the runtime must not count it as rejected
     assert "stalled for 10.5 s waiting for node 0" in str(err.value)
 
 
@@ -252,7 +242,7 @@ def test_malformed_ring_messages_are_rejected():
 
     def send(kind, src, frag, values, **aux):
         values = np.asarray(values, dtype=np.float32)
-        return algos[0].on_message(Message(kind, src, 0, 0, frag, (values,), aux), params[0])
+        return algos[0].on_message(Incoming(kind, src, 0, values, frag, aux), params[0])
 
     for bad, match in [
         (("reduce", 1, 2, [0, 0], {"ar": 0, "step": 0}), "unexpected"),  # not from prev
@@ -264,10 +254,10 @@ def test_malformed_ring_messages_are_rejected():
         (("reduce", 2, 2, [0, 0], {"ar": 5, "step": 0}), "stale"),
     ]:
         kind, src, frag, values, aux = bad
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(Rejected, match=match):
             send(kind, src, frag, values, **aux)
     send("reduce", 2, 2, [1, 1], ar=0, step=0)
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(Rejected, match="twice"):
         send("reduce", 2, 2, [1, 1], ar=0, step=0)
     assert algos[0].counts["allreduces"] == 0
 
@@ -281,7 +271,8 @@ def test_rounds_never_wait_and_all_reduces_start_every_sync_every_rounds():
 
 
 def test_config_is_registered_and_checked():
-    assert ALGORITHMS["lasgd"] == (LASGD, LASGDConfig)
+    assert builtin_algorithms()["lasgd"] is LASGD and LASGD.config_class is LASGDConfig
+    assert LASGD.kinds == {"reduce", "gather"}
     for key, value in [("chunks", 0), ("sync_every", 0), ("timeout", 0.0)]:
         with pytest.raises(ConfigError, match=f"algorithm.{key}"):
             LASGDConfig(**{**config().__dict__, key: value})
@@ -292,38 +283,27 @@ RATE = 1e9  # bit/s: generous, so the test is quick
 SIZE = 1001  # uneven segments for every N below
 
 
-def _send(outbox, node, outgoing):
+def _send(transport, node, outgoing):
     if outgoing:
-        batch = tuple(Message(o.kind, node, o.dst, 0, o.frag, (o.values,), o.aux) for o in outgoing)
-        outbox.put(SendBatch(batch), timeout=5)
+        messages = [Message(o.kind, node, o.dst, 0, o.frag, (o.values,), o.aux) for o in outgoing]
+        transport.send(messages)
 
 
 def _ring_node(node, n, values, t0, delay, conn):
-    """One node process: real Sender/Receiver threads and LASGD driven by a drain loop."""
+    """One node process: a real ZeroMQ transport and LASGD driven by a drain loop."""
     torch.set_num_threads(1)
-    ctx, stop, stats = zmq.Context(), threading.Event(), LinkStats()
-    inbox, outbox = queue.Queue(maxsize=4096), queue.Queue(maxsize=256)
+    stop = threading.Event()
+    link = LinkSpec(up_mbps=RATE / 1e6, down_mbps=RATE / 1e6, latency_ms=1.0)
+    transport = ZmqTransport(node, link, LASGD.kinds, stop)
     clock = EmulatedClock(t0, 1.0)
-    threads = []
     try:
-        down = Downlink(RATE, 0.001, clock=clock.now)
-        rx = Receiver(ctx, node, "tcp://127.0.0.1:0", down, None, inbox, stop, stats, 1 << 24)
-        rx.start()
-        threads.append(rx)
-        if not rx.bound.wait(10):
-            raise RuntimeError(f"node {node} did not bind")
-        conn.send(rx.endpoint)
+        conn.send(transport.bind())
         if not conn.poll(20):
             raise RuntimeError(f"node {node} got no peers")
         peers = conn.recv()
-        up = TokenBucket(RATE, clock=clock.now)
-        tx = Sender(ctx, node, peers, up, None, outbox, stop, stats)
-        tx.start()
-        threads.append(tx)
-        if not tx.connected.wait(10):
-            raise RuntimeError(f"node {node} did not connect")
-        tx.start_clock(clock)
-        rx.start_clock(clock, frozenset(peers))
+        transport.connect(peers)
+        transport.start(clock)
+        stats = transport.stats
         layers = (SIZE,)
         nctx = NodeContext(node, n, layers, random.Random(node), 1, now=clock.now)
         algo = LASGD(config(chunks=2), nctx)
@@ -332,13 +312,11 @@ def _ring_node(node, n, values, t0, delay, conn):
         started = False
         while algo.counts["allreduces"] < 1 and time.monotonic() < deadline:
             if not started and time.monotonic() >= start_at:  # this node's round boundary
-                _send(outbox, node, algo.round_messages(0, params))
+                _send(transport, node, algo.round_messages(0, params))
                 started = True
-            try:
-                msg = inbox.get(timeout=0.01)
-            except queue.Empty:
-                continue
-            _send(outbox, node, algo.on_message(msg, params))
+            msg = transport.receive(until=clock.now() + 0.01)
+            if msg is not None:
+                _send(transport, node, algo.on_message(incoming(msg), params))
         # The last gathers this node forwards must leave before its sockets close.
         while stats.sent_messages < 2 * (n - 1) * 2 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -346,10 +324,7 @@ def _ring_node(node, n, values, t0, delay, conn):
     except BaseException as exc:
         conn.send(repr(exc))
     finally:
-        stop.set()
-        for t in threads:
-            t.join(5)
-        ctx.destroy(linger=0)
+        transport.close()
         conn.close()
 
 
@@ -368,7 +343,7 @@ def test_ring_all_reduce_over_real_processes_gives_every_node_the_exact_mean(n):
         for i in range(n):
             parent, child = mp_ctx.Pipe()
             # Node 0 reaches its round boundary last: the others' messages wait for it.
-            delay = 0.3 if i == 0 else 0.05 * i
+            delay = 1.0 if i == 0 else 0.05 * i
             args = (i, n, (base + offsets[i]).tolist(), t0, delay, child)
             proc = mp_ctx.Process(target=_ring_node, args=args, daemon=True)
             proc.start()

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from node.algorithms.base import NodeContext
+from node.algorithms.base import Incoming, NodeContext, Rejected
 from node.algorithms.relaysgd import RelaySGD, RelaySGDConfig, binary_tree, chain, trees
 from node.config import ConfigError
-from transport import Message
 
 LAYERS = (3, 2)
 SIZE = sum(LAYERS)
@@ -40,7 +39,7 @@ def cluster(topology="chain", fill="own", n=4, x0=None):
 
 
 def deliver(out, src, round):
-    return Message(out.kind, src, out.dst, round, out.frag, (out.values.copy(),), dict(out.aux))
+    return Incoming(out.kind, src, round, out.values.copy(), out.frag, dict(out.aux))
 
 
 def exchange(nodes, round, sent, drop=()):
@@ -186,7 +185,7 @@ def test_a_lost_message_counts_zero_now_and_in_what_is_relayed_next():
     assert stats["relay_count"] == 2 and stats["missed_relays"] == 1
     assert torch.allclose(params, torch.full((SIZE,), (10 + 1 + 2 * 4) / 4))
     # the lost message arrives after its round closed: dropped and counted
-    late = Message("relay", 2, 1, 1, 0, (np.full(SIZE, 1100.0, dtype=np.float32),), {"count": 2})
+    late = Incoming("relay", 2, 1, np.full(SIZE, 1100.0, dtype=np.float32), 0, {"count": 2})
     nodes[1].on_message(late, params)
     assert nodes[1].aggregate(2, params.clone())["late_relays"] == 1
     # what node 1 relayed in round 2 used zero for it: to 0 only itself, to 2 itself + m_01
@@ -221,17 +220,17 @@ def test_malformed_relays_are_rejected():
     node = cluster("chain")[1]
     good = {"count": 1}
     bad = [
-        Message("gossip", 0, 1, 0, 0, (np.zeros(SIZE, np.float32),), good),
-        Message("relay", 3, 1, 0, 0, (np.zeros(SIZE, np.float32),), good),  # not a neighbour
-        Message("relay", 0, 1, 0, 1, (np.zeros(SIZE, np.float32),), good),  # no tree 1
-        Message("relay", 0, 1, 0, 0, (np.zeros(SIZE - 1, np.float32),), good),
-        Message("relay", 0, 1, 0, 0, (np.zeros(SIZE, np.float64),), good),
-        Message("relay", 0, 1, 0, 0, (np.zeros(SIZE, np.float32),), {"count": 4}),
-        Message("relay", 0, 1, 0, 0, (np.zeros(SIZE, np.float32),), {"count": True}),
-        Message("relay", 0, 1, 0, 0, (np.zeros(SIZE, np.float32),), {}),
+        Incoming("gossip", 0, 0, np.zeros(SIZE, np.float32), 0, good),
+        Incoming("relay", 3, 0, np.zeros(SIZE, np.float32), 0, good),  # not a neighbour
+        Incoming("relay", 0, 0, np.zeros(SIZE, np.float32), 1, good),  # no tree 1
+        Incoming("relay", 0, 0, np.zeros(SIZE - 1, np.float32), 0, good),
+        Incoming("relay", 0, 0, np.zeros(SIZE, np.float64), 0, good),
+        Incoming("relay", 0, 0, np.zeros(SIZE, np.float32), 0, {"count": 4}),
+        Incoming("relay", 0, 0, np.zeros(SIZE, np.float32), 0, {"count": True}),
+        Incoming("relay", 0, 0, np.zeros(SIZE, np.float32), 0, {}),
     ]
     for msg in bad:
-        with pytest.raises(ValueError):
+        with pytest.raises(Rejected):
             node.on_message(msg, torch.zeros(SIZE))
     assert not node.inbox
 
