@@ -1,31 +1,74 @@
 """Benchmarks: shaper accuracy, memory and start-up, CIFAR-10 shard memory, emulation
 efficiency, dilation invariance.
 
-    python -m bench.run [shaper] [memory] [cifar_shard] [efficiency] [dilation]  (default: all)
+    python -m bench.run [--tiny] [--results DIR] [shaper] [memory] [cifar_shard] [efficiency]
+                        [dilation]                                             (default: all)
 
-Each writes bench/results/<name>.json with the machine, the command and the figures, and
-bench/results/SUMMARY.md is regenerated from whatever results exist.
+Each writes <DIR>/<name>.json (default bench/results/) with the machine, the command and the
+figures, and <DIR>/SUMMARY.md is regenerated from whatever results exist there. `--tiny` runs
+every benchmark at a size that only proves it still works (the tests do), not its figures.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing as mp
 import os
 import platform
-import queue
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from node.files import write_json_atomic, write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark runs: the real figures, or just enough to prove it works."""
+
+    nodes: int = 60
+    shaper_rates_mbps: tuple[float, ...] = (1.0, 10.0, 100.0)
+    shaper_seconds: float = 4.0
+    burners: int = 4
+    run_seconds: float = 4.0  # emulated, memory benchmark
+    cifar_per_batch: int = 10_000
+    bare_step_seconds: float = 5.0
+    efficiency_seconds: float = 3.0  # emulated, un-paced
+    dilation_seconds: float = 10.0
+    dilation_eval: float = 1.0
+    extra: tuple[str, ...] = ()  # overrides every launched run gets
+
+
+FULL = Sizes()
+TINY = Sizes(
+    nodes=4,
+    shaper_rates_mbps=(10.0,),
+    shaper_seconds=0.5,
+    burners=1,
+    run_seconds=1.0,
+    cifar_per_batch=100,
+    bare_step_seconds=0.5,
+    efficiency_seconds=0.5,
+    dilation_seconds=2.0,
+    dilation_eval=1.0,
+    extra=(
+        "algorithm.degree=2",
+        "dataset.num_samples=3000",
+        "compute.calibration_margin=4",
+        "eval.interval=0.5",
+    ),
+)
 
 
 def machine() -> dict:
@@ -39,8 +82,7 @@ def machine() -> dict:
     }
 
 
-def save(name: str, figures: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def save(results: Path, name: str, figures: dict) -> None:
     record = {
         "benchmark": name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -48,16 +90,16 @@ def save(name: str, figures: dict) -> None:
         "machine": machine(),
         **figures,
     }
-    tmp = RESULTS / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(RESULTS / f"{name}.json")
+    write_json_atomic(results / f"{name}.json", record)
     print(json.dumps(figures, indent=2), flush=True)
 
 
-def launcher(run_dir: Path, *overrides: str, timeout: float = 1800) -> dict:
-    """The real CLI in a subprocess; returns its summary.json."""
-    args = [sys.executable, "-m", "launcher", f"hydra.run.dir={run_dir}", *overrides]
-    subprocess.run(args, cwd=ROOT, timeout=timeout, check=False)
+def launcher(run_dir: Path, sizes: Sizes, *overrides: str, timeout: float = 1800) -> dict:
+    """The real CLI in a subprocess (its data under bench/'s data root); its summary.json."""
+    args = [sys.executable, "-m", "launcher", f"hydra.run.dir={run_dir}", *sizes.extra, *overrides]
+    code = subprocess.run(args, cwd=ROOT, timeout=timeout, check=False).returncode
+    if not (run_dir / "summary.json").is_file():
+        raise SystemExit(f"the run wrote no summary (exit code {code}): {' '.join(args)}")
     return json.loads((run_dir / "summary.json").read_text())
 
 
@@ -80,57 +122,57 @@ def _burn(stop) -> None:
         opt.step()
 
 
-def _shaped_sender(endpoint: str, t0: float, rate_bps: float, count: int, size: int) -> None:
-    import zmq
+def _link(up_mbps: float, down_mbps: float):
+    from transport import LinkSpec
 
-    from transport import EmulatedClock, LinkStats, Message, SendBatch, Sender, TokenBucket
+    return LinkSpec(up_mbps=up_mbps, down_mbps=down_mbps, latency_ms=1.0)
 
-    ctx, clock = zmq.Context(), EmulatedClock(t0, 1.0)
-    stop, outbox, stats = threading.Event(), queue.Queue(), LinkStats()
-    tx = Sender(
-        ctx, 0, {1: endpoint}, TokenBucket(rate_bps, clock=clock.now), None, outbox, stop, stats
-    )
-    tx.start()
-    tx.start_clock(clock)
-    payload = np.ones(size // 4, dtype=np.float32)
-    outbox.put(SendBatch(tuple(Message("model", 0, 1, i, 0, (payload,)) for i in range(count))))
-    deadline = time.monotonic() + 120
-    while stats.sent_messages < count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    tx.join(5)
-    ctx.destroy(linger=0)
+
+def _shaped_sender(endpoint: str, t0: float, rate_mbps: float, count: int, size: int) -> None:
+    from transport import EmulatedClock, Message, ZmqTransport
+
+    tx = ZmqTransport(0, _link(rate_mbps, rate_mbps), frozenset({"model"}), threading.Event())
+    try:
+        tx.bind()
+        tx.connect({1: endpoint})
+        tx.start(EmulatedClock(t0, 1.0))
+        payload = np.ones(size // 4, dtype=np.float32)
+        tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(count)])
+        deadline = time.monotonic() + 120
+        while tx.stats.sent_messages < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        tx.close()
 
 
 def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> dict:
-    import zmq
+    from transport import EmulatedClock, ZmqTransport
 
-    from transport import Downlink, EmulatedClock, LinkStats, Receiver
-
-    rate = rate_mbps * 1e6
-    count = max(20, int(seconds * rate / (size * 8)))
-    ctx = zmq.Context()
+    count = max(20, int(seconds * rate_mbps * 1e6 / (size * 8)))
     clock = EmulatedClock(time.monotonic() + 0.5, 1.0)
-    stop, inbox, stats = threading.Event(), queue.Queue(), LinkStats()
-    down = Downlink(rate * 10, 0.001, clock=clock.now)
-    rx = Receiver(ctx, 1, "tcp://127.0.0.1:0", down, None, inbox, stop, stats, 1 << 24)
-    rx.start()
-    rx.bound.wait(5)
-    rx.start_clock(clock, frozenset({0}))
-    spawn = mp.get_context("spawn")
-    proc = spawn.Process(target=_shaped_sender, args=(rx.endpoint, clock.t0, rate, count, size))
-    proc.start()
-    times, deadline = [], time.monotonic() + seconds * 3 + 60
-    while len(times) < count and time.monotonic() < deadline:
-        try:
-            inbox.get(timeout=1.0)
-            times.append(clock.now())
-        except queue.Empty:
-            pass
-    proc.join(30)
-    stop.set()
-    rx.join(5)
-    ctx.destroy(linger=0)
+    # The downlink is 10x faster: the sender's uplink alone sets the pace.
+    rx = ZmqTransport(1, _link(rate_mbps, rate_mbps * 10), frozenset({"model"}), threading.Event())
+    proc = None
+    try:
+        endpoint = rx.bind()
+        rx.connect({0: "tcp://127.0.0.1:1"})  # a source it accepts; never sent to
+        rx.start(clock)
+        spawn = mp.get_context("spawn")
+        args = (endpoint, clock.t0, rate_mbps, count, size)
+        proc = spawn.Process(target=_shaped_sender, args=args)
+        proc.start()
+        times, deadline = [], time.monotonic() + seconds * 3 + 60
+        while len(times) < count and time.monotonic() < deadline:
+            if rx.receive(until=clock.now() + 1.0) is not None:
+                times.append(clock.now())
+        proc.join(30)
+    finally:
+        rx.close()
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    stats = rx.stats
+    rate = rate_mbps * 1e6
     per_message = stats.total_delivered / max(1, len(times))
     measured = (len(times) - 1) * per_message * 8 / (times[-1] - times[0])
     return {
@@ -141,23 +183,26 @@ def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> d
     }
 
 
-def bench_shaper() -> None:
+def bench_shaper(sizes: Sizes, results: Path) -> None:
     stop = mp.get_context("fork").Event()
-    burners = [mp.get_context("fork").Process(target=_burn, args=(stop,)) for _ in range(4)]
+    burners = [
+        mp.get_context("fork").Process(target=_burn, args=(stop,)) for _ in range(sizes.burners)
+    ]
     for b in burners:
         b.start()
     try:
         time.sleep(2.0)
-        rates = [shaper_rate(r) for r in (1.0, 10.0, 100.0)]
+        rates = [shaper_rate(r, sizes.shaper_seconds) for r in sizes.shaper_rates_mbps]
     finally:
         stop.set()
         for b in burners:
             b.join(10)
     worst = max(abs(r["error"]) for r in rates)
     save(
+        results,
         "shaper",
         {
-            "load": "4 processes training CNN1D flat out on the same cores",
+            "load": f"{sizes.burners} processes training CNN1D flat out on the same cores",
             "rates": rates,
             "worst_abs_error": worst,
             "target": 0.01,
@@ -167,14 +212,17 @@ def bench_shaper() -> None:
 
 
 # ---- 2. memory and start-up at N=60 -------------------------------------------------------------
-def bench_memory() -> None:
+def bench_memory(sizes: Sizes, results: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        s = launcher(Path(tmp) / "run", "num_nodes=60", "duration=4")
+        s = launcher(
+            Path(tmp) / "run", sizes, f"num_nodes={sizes.nodes}", f"duration={sizes.run_seconds}"
+        )
     mem = s["memory"]
     save(
+        results,
         "memory",
         {
-            "nodes": 60,
+            "nodes": sizes.nodes,
             "ready_seconds": s["ready_seconds"],
             "pss_mib_per_node_at_ready": mem["ready_pss_mib_mean"],
             "pss_mib_per_node_training_mean": mem["training_pss_mib_mean"],
@@ -205,16 +253,15 @@ print(json.dumps({"rss_mib": (psutil.Process().memory_info().rss - before) / 2**
 """
 
 
-def bench_cifar_shard() -> None:
+def bench_cifar_shard(sizes: Sizes, results: Path) -> None:
     """RSS a node gains loading its kshard shard of 60, against loading the whole training set,
     side by side on full-size CIFAR-10 files written in the real format (random pixels)."""
-    sys.path.insert(0, str(ROOT))
+    from bench.data_files import write_cifar10
     from node.config import DataSpec
     from node.data import task
-    from tests.data_files import write_cifar10
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_cifar10(Path(tmp), per_batch=10_000, test=10_000)
+        write_cifar10(Path(tmp), per_batch=sizes.cifar_per_batch, test=sizes.cifar_per_batch)
         spec = DataSpec(name="cifar10", root=tmp, partition="kshard", partition_seed=1234)
         task("cifar10").prepare(spec)
         probes = {}
@@ -229,6 +276,7 @@ def bench_cifar_shard() -> None:
             )
             probes[what] = json.loads(out.stdout)
     save(
+        results,
         "cifar_shard",
         {
             "nodes": 60,
@@ -246,16 +294,21 @@ def bench_cifar_shard() -> None:
 
 
 # ---- 3. emulation efficiency --------------------------------------------------------------------
-def bare_steps_per_second(seconds: float = 5.0) -> float:
+def bare_steps_per_second(sizes: Sizes, seconds: float) -> float:
+    """One process alone, CNN1D on node 0's shard of the default MNIST-1D run: steps per s."""
     import torch
     import torch.nn.functional as F
 
-    from node.data import load_shard
+    from node.config import DataSpec
+    from node.data import task
     from node.models import build_model
     from node.torch_setup import configure_torch
 
-    configure_torch(1)
-    x, y = load_shard(ROOT / "data", 0, 60, "kshard", 1234)
+    configure_torch(1, "cnn1d")
+    root = str(ROOT / "data")  # the launcher's default data_root, as the runs below use
+    spec = DataSpec(name="mnist1d", root=root, partition="kshard", partition_seed=1234)
+    task("mnist1d").prepare(spec)
+    x, y = task("mnist1d").train_shard(spec, 0, sizes.nodes)
     model = build_model("cnn1d", 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
@@ -271,17 +324,25 @@ def bare_steps_per_second(seconds: float = 5.0) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bench_efficiency() -> None:
+def bench_efficiency(sizes: Sizes, results: Path) -> None:
     cores = len(os.sched_getaffinity(0))
-    bare = bare_steps_per_second()
+    bare = bare_steps_per_second(sizes, sizes.bare_step_seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        s = launcher(Path(tmp) / "run", "num_nodes=60", "duration=3", "compute.pace=false", "tdf=1")
+        s = launcher(
+            Path(tmp) / "run",
+            sizes,
+            f"num_nodes={sizes.nodes}",
+            f"duration={sizes.efficiency_seconds}",
+            "compute.pace=false",
+            "tdf=1",
+        )
     aggregate = s["local_steps"] / s["training_wall_seconds"]
     ratio = aggregate / (bare * cores)
     save(
+        results,
         "efficiency",
         {
-            "nodes": 60,
+            "nodes": sizes.nodes,
             "cores": cores,
             "bare_steps_per_s_one_core": bare,
             "aggregate_steps_per_s": aggregate,
@@ -297,12 +358,17 @@ def bench_efficiency() -> None:
 
 
 # ---- 4. time-dilation invariance ---------------------------------------------------------------
-def bench_dilation(duration: float = 10.0) -> None:
+def bench_dilation(sizes: Sizes, results: Path) -> None:
+    duration = sizes.dilation_seconds
     with tempfile.TemporaryDirectory() as tmp:
-        common = (f"duration={duration}", "eval.interval=1.0")
-        first = launcher(Path(tmp) / "a", *common)
+        common = (
+            f"num_nodes={sizes.nodes}",
+            f"duration={duration}",
+            f"eval.interval={sizes.dilation_eval}",
+        )
+        first = launcher(Path(tmp) / "a", sizes, *common)
         a = first["tdf"]
-        second = launcher(Path(tmp) / "b", *common, f"tdf={2 * a}")
+        second = launcher(Path(tmp) / "b", sizes, *common, f"tdf={2 * a}")
     runs = []
     for s in (first, second):
         runs.append(
@@ -324,6 +390,7 @@ def bench_dilation(duration: float = 10.0) -> None:
         abs(p["mean"] - q["mean"]) for p, q in zip(first["curve"], second["curve"], strict=False)
     )
     save(
+        results,
         "dilation",
         {
             "duration_emulated_s": duration,
@@ -339,9 +406,9 @@ def bench_dilation(duration: float = 10.0) -> None:
     )
 
 
-def write_summary() -> None:
+def write_summary(results: Path) -> None:
     lines = ["# Benchmark results", "", "Regenerated by `make bench` from the JSON files here.", ""]
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(results.glob("*.json")):
         r = json.loads(path.read_text())
         verdict = "meets target" if r.get("meets_target") else "MISSES target"
         lines += [
@@ -362,7 +429,7 @@ def write_summary() -> None:
             "```",
             "",
         ]
-    (RESULTS / "SUMMARY.md").write_text("\n".join(lines))
+    write_text_atomic(results / "SUMMARY.md", "\n".join(lines))
 
 
 BENCHES = {
@@ -375,14 +442,19 @@ BENCHES = {
 
 
 def main(argv: list[str]) -> None:
-    names = argv or list(BENCHES)
-    unknown = [n for n in names if n not in BENCHES]
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {list(BENCHES)}")
+    parser.add_argument("--tiny", action="store_true", help="smallest sizes: proves it runs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results go")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
-        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
-    for name in names:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}")
+    sizes = TINY if args.tiny else FULL
+    for name in args.names or list(BENCHES):
         print(f"== {name}", flush=True)
-        BENCHES[name]()
-    write_summary()
+        BENCHES[name](sizes, args.results)
+    write_summary(args.results)
 
 
 if __name__ == "__main__":
