@@ -28,6 +28,7 @@ class RandomPairConfig(AlgorithmConfig):
 class RandomPair(Algorithm):
     config_class = RandomPairConfig
     kinds = frozenset({"pair"})  # the message kinds it sends: the transport accepts only these
+    merges_at = "round"  # what arrives only counts at a round boundary: compute rounds at once
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -1,4 +1,4 @@
-"""Plans a run: one NodeSpec per node, and the time-dilation factor from measured step costs."""
+"""Plans a run: the data set prepared once, then one NodeSpec per node."""
 
 from __future__ import annotations
 
@@ -16,20 +16,6 @@ class Plan:
     run_dir: Path
     nodes: tuple[NodeSpec, ...]
     model_dims: dict
-
-
-def choose_tdf(
-    step_times: tuple[float, ...], cpu_per_step: dict[int, float], cores: int, margin: float
-) -> float:
-    """Smallest factor at which the host keeps up with every node's paced compute, with margin.
-
-    Node n asks for cpu_n / step_time_n CPU seconds per emulated second. All of them together
-    must fit in the cores, and no single-threaded node can use more than one core.
-    `cpu_per_step` was measured with every node stepping at once, so it includes what sharing
-    the caches costs; the margin covers exchange, aggregation and snapshots.
-    """
-    demand = [cpu / step_times[node] for node, cpu in cpu_per_step.items()]
-    return max(1.0, margin * max(sum(demand) / cores, max(demand)))
 
 
 def make_plan(run: RunConfig, run_dir: Path) -> Plan:
@@ -55,6 +41,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             eval_interval=run.eval_interval,
             threads=run.threads,
             pace=run.pace,
+            pacing=run.pacing,
             bind=run.bind,
             max_message_bytes=run.max_message_bytes,
         )

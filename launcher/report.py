@@ -134,6 +134,11 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "ready_seconds": outcome.ready_seconds,
         "training_wall_seconds": outcome.training_wall_seconds,
         "local_steps": sum(r.get("steps", 0) for r in reports.values()),
+        # CPU seconds of every node process (all threads) per emulated second
+        "node_cpu_per_emulated_s": sum(r.get("cpu_s", 0.0) for r in reports.values())
+        / run.duration,
+        "gate_wait_s_mean": sum(r.get("gate_wait_s", 0.0) for r in reports.values())
+        / max(1, len(reports)),
         "final_mean_accuracy": final["mean"] if final else None,
         "final_worst_accuracy": final["min"] if final else None,
         "final_t": final["t"] if final else None,

@@ -64,7 +64,10 @@ class RunConfig:
     step_times: tuple[float, ...]  # per node, emulated seconds per local step
     threads: int
     pace: bool
+    pacing: str  # "burst": a round computed at once when the algorithm allows it; "step"
+    gate_slots: int  # nodes computing at once (the host's cores by default); 0: no gate
     calibration_margin: float
+    calibration_rounds: int
     eval_interval: float
     targets: tuple[float, ...]
     eval_workers: int
@@ -475,13 +478,27 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
             "overrides",
             "threads",
             "calibration_margin",
+            "calibration_rounds",
             "pace",
+            "pacing",
+            "gate_slots",
             "stragglers",
             "slowdown",
         },
     )
     pace = compute.get("pace", True)
     require(isinstance(pace, bool), "compute.pace", f"{pace!r} is not a boolean", "true or false")
+    pacing = compute.get("pacing", "burst")
+    require(
+        pacing in ("burst", "step"),
+        "compute.pacing",
+        f"{pacing!r} is not a pacing",
+        "burst (a round at once where the algorithm allows it) or step (every step paced)",
+    )
+    gate_slots = compute.get("gate_slots", "auto")
+    if gate_slots == "auto":
+        gate_slots = len(os.sched_getaffinity(0))
+    gate_slots = _num({"g": gate_slots}, "g", "compute.gate_slots", kind=int, low=0)
     step_time = _num(compute, "step_time", "compute.", low=1e-6)
     step_times = [step_time] * num_nodes
     slow = _node_ids(list(compute.get("stragglers") or []), "compute.stragglers", num_nodes)
@@ -546,7 +563,10 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         step_times=tuple(step_times),
         threads=_num(compute, "threads", "compute.", kind=int, low=1),
         pace=pace,
+        pacing=pacing,
+        gate_slots=gate_slots,
         calibration_margin=_num(compute, "calibration_margin", "compute.", low=1.0),
+        calibration_rounds=_num(compute, "calibration_rounds", "compute.", kind=int, low=1),
         eval_interval=interval,
         targets=tuple(float(t) for t in targets),
         eval_workers=_num({"w": workers}, "w", "eval.workers", kind=int, low=1),

@@ -10,19 +10,18 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-import numpy as np
 import psutil
 
-from launcher.plan import Plan, choose_tdf
+from launcher.calibration import Calibrator
+from launcher.plan import Plan
 from node import control
 from node.entry import run_node
 from node.evaluator import run_evaluator
 from node.files import write_json_atomic
+from transport import GateServer
 
 START_SLACK = 1.0  # wall seconds between the barrier and t0, for every PUSH socket to connect
 DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
-CALIBRATION_STEPS = 40  # per node and phase, all at once: ~8 s for 60 CNN1D nodes on 2 cores
-PACED_CALIBRATION_SLACK = 2.0  # the paced phase runs this much slower than the flat-out estimate
 
 
 @dataclass
@@ -94,6 +93,7 @@ class Launch:
         self.evaluators: dict[int, mp.Process] = {}
         self.eval_conns: dict[int, Connection] = {}
         self.eval_done: set[int] = set()
+        self.gate: GateServer | None = None
 
     def run(self) -> Outcome:
         run, started = self.plan.run, time.monotonic()
@@ -104,12 +104,17 @@ class Launch:
         previous_term = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly
         try:
             self._start_evaluators(ctx)
+            gate = self._start_gate()
             self._start_nodes(ctx)
             self._write_pids()
             peers = self._barrier(started)
-            self._broadcast(control.Peers(peers))
+            self._broadcast(control.Peers(peers, gate))
             self._collect(control.Connected, started)
-            tdf = self.outcome.tdf = self._calibrate() if run.tdf is None else run.tdf
+            if run.tdf is None:
+                self.outcome.tdf, self.outcome.calibration = Calibrator(self, self.cores)()
+            else:
+                self.outcome.tdf = run.tdf
+            tdf = self.outcome.tdf
             self.log(f"time-dilation factor {tdf:.2f} ({'auto' if run.tdf is None else 'fixed'})")
             t0 = time.monotonic() + START_SLACK
             self._broadcast(control.Start(t0, tdf))
@@ -126,6 +131,8 @@ class Launch:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
                 self._stop_nodes()
+                if self.gate is not None:
+                    self.gate.close()
                 self._finish_evaluators()
             finally:
                 signal.signal(signal.SIGINT, previous)
@@ -134,6 +141,18 @@ class Launch:
         return self.outcome
 
     # ---- start -------------------------------------------------------------------------------
+    @property
+    def cores(self) -> int:
+        return len(os.sched_getaffinity(0))
+
+    def _start_gate(self) -> str | None:
+        """The host's compute gate: `compute.gate_slots` nodes compute at once (0: no gate)."""
+        slots = self.plan.run.gate_slots
+        if slots == 0:
+            return None
+        self.gate = GateServer(slots)
+        return self.gate.start_and_bind()
+
     def _start_evaluators(self, ctx) -> None:
         run = self.plan.run
         for w in range(run.eval_workers):
@@ -209,31 +228,6 @@ class Launch:
         self.log(f"{len(ready)} nodes ready in {self.outcome.ready_seconds:.1f} s")
         return {node: message.endpoint for node, message in ready.items()}
 
-    def _calibrate(self) -> float:
-        """Every node steps at once and reports its CPU time per step, twice: flat out, for a
-        first estimate, then paced at that estimate's pace, as in the run (cold caches)."""
-        run = self.plan.run
-        cores = len(os.sched_getaffinity(0))
-        flat_out = self._calibration_round(CALIBRATION_STEPS, period=0.0)
-        rough = choose_tdf(run.step_times, flat_out, cores, PACED_CALIBRATION_SLACK)
-        paced = self._calibration_round(CALIBRATION_STEPS, period=rough * min(run.step_times))
-        tdf = choose_tdf(run.step_times, paced, cores, run.calibration_margin)
-        self.outcome.calibration = {
-            "mode": "auto",
-            "margin": run.calibration_margin,
-            "steps": CALIBRATION_STEPS,
-            "cores": cores,
-            "cpu_per_step_flat_out_median_s": float(np.median(list(flat_out.values()))),
-            "cpu_per_step_paced_median_s": float(np.median(list(paced.values()))),
-            "cpu_per_step_paced_max_s": max(paced.values()),
-        }
-        return tdf
-
-    def _calibration_round(self, steps: int, period: float) -> dict[int, float]:
-        self._broadcast(control.Calibrate(steps, period))
-        reports = self._collect(control.Calibrated, time.monotonic())
-        return {n: r.cpu_per_step for n, r in reports.items()}
-
     def _errors_text(self, nodes: list[int]) -> str:
         return "; ".join(
             self.outcome.errors.get(n, "no report").strip().splitlines()[-1] for n in nodes
@@ -284,6 +278,8 @@ class Launch:
             finished = {n for n, p in self.nodes.items() if p.exitcode is not None}
             for n in finished - set(self.outcome.exit_codes):
                 self.outcome.exit_codes[n] = self.nodes[n].exitcode
+                if self.gate is not None:
+                    self.gate.forget(n)  # a node dead while holding it must not block the rest
                 if self.nodes[n].exitcode != 0:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
                     self.log(f"node {n} failed: {self._errors_text([n])}")

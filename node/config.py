@@ -65,5 +65,6 @@ class NodeSpec:
     bind: str
     max_message_bytes: int
     pace: bool = True
+    pacing: str = "burst"  # "step": every step paced on its own, whatever the algorithm
     progress_every: float = 1.0
     extra: dict = field(default_factory=dict)

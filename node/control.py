@@ -2,7 +2,9 @@
 messages, msgpack on a pipe, in the order a run uses them.
 
 Start-up: node -> Ready(endpoint); launcher -> Peers; node -> Connected; then, for tdf=auto,
-launcher -> Calibrate / node -> Calibrated, as often as the launcher asks; launcher -> Start.
+launcher -> Calibrate / node -> Calibrated (a burst of steps), and trials, as often as the
+launcher asks: launcher -> TrialPrepare / node -> TrialReady(endpoint of a fresh transport),
+launcher -> TrialStart / node -> TrialDone; then launcher -> Start.
 Run: node -> Progress (every few seconds), then Done or Failed; launcher -> Stop at any time.
 Evaluators: -> Evaluated per snapshot tested; launcher -> Finish (test what is left) or Stop;
 -> EvaluatorDone.
@@ -29,6 +31,7 @@ class Ready:
 @dataclass(frozen=True)
 class Peers:
     peers: dict[int, str]  # node -> endpoint, every node's
+    gate: str | None = None  # the host's compute gate, if any
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,7 @@ class Connected:
 
 @dataclass(frozen=True)
 class Calibrate:
-    steps: int
-    period: float  # wall seconds between step starts; 0: flat out
+    steps: int  # back to back, inside the compute gate
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,31 @@ class Calibrated:
     node: int
     cpu_per_step: float
     wall_per_step: float
+
+
+@dataclass(frozen=True)
+class TrialPrepare:
+    pass
+
+
+@dataclass(frozen=True)
+class TrialReady:
+    node: int
+    endpoint: str  # of a transport of its own, for this trial only
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    peers: dict[int, str]  # every node's trial endpoint
+    t0: float
+    tdf: float
+    rounds: int
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    node: int
+    stats: dict  # see node.calibration.trial
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,10 @@ MESSAGES = {
         Connected,
         Calibrate,
         Calibrated,
+        TrialPrepare,
+        TrialReady,
+        TrialStart,
+        TrialDone,
         Start,
         Progress,
         Done,

@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 
 from node import control
 
-CONTROL_POLL = 0.1
+CONTROL_POLL = 1.0  # a message wakes the watcher at once; this only bounds noticing the end
 
 
 def _watch_control(conn: Connection, stop: threading.Event) -> None:
@@ -26,6 +26,37 @@ def _watch_control(conn: Connection, stop: threading.Event) -> None:
             stop.set()
 
 
+def calibrate(node, conn: Connection, make_transport, timeout: float) -> control.Start:
+    """Answer the launcher's calibration requests until it says Start; each trial runs on a
+    transport of its own, closed before the next one and before the run."""
+    from node import calibration
+    from transport import EmulatedClock
+
+    steps = (control.Calibrate, control.TrialPrepare, control.TrialStart, control.Start)
+    node_id, trial_transport = node.spec.node_id, None
+    try:
+        while True:
+            message = control.expect(conn, steps, timeout, node_id)
+            if isinstance(message, control.Start):
+                return message
+            if isinstance(message, control.Calibrate):
+                cpu, wall = calibration.burst(node, message.steps)
+                control.send(conn, control.Calibrated(node_id, cpu, wall))
+            elif isinstance(message, control.TrialPrepare):
+                if trial_transport is not None:
+                    trial_transport.close()
+                trial_transport = make_transport()
+                control.send(conn, control.TrialReady(node_id, trial_transport.bind()))
+            else:
+                clock = EmulatedClock(message.t0, message.tdf)
+                peers, rounds = message.peers, message.rounds
+                stats = calibration.trial(node, trial_transport, peers, clock, rounds)
+                control.send(conn, control.TrialDone(node_id, stats))
+    finally:
+        if trial_transport is not None:
+            trial_transport.close()
+
+
 def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     """Target of every node process. Ctrl-C goes to the launcher, which stops nodes in order."""
     os.environ["OMP_NUM_THREADS"] = str(spec.threads)
@@ -33,7 +64,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     from node.algorithms import load_algorithm
     from node.runtime import Node
     from node.torch_setup import configure_torch
-    from transport import EmulatedClock, ZmqTransport
+    from transport import EmulatedClock, GateClient, ZmqTransport
 
     configure_torch(spec.threads, spec.model)
 
@@ -43,33 +74,40 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     node = None
     code = 0
     try:
-        transport = ZmqTransport(
-            spec.node_id,
-            spec.link,
-            load_algorithm(spec.algorithm_class).kinds,
-            stop,
-            bind_address=f"{spec.bind}:0",
-            max_message_bytes=spec.max_message_bytes,
-        )
+        kinds = load_algorithm(spec.algorithm_class).kinds
+
+        def make_transport(stopped: threading.Event) -> ZmqTransport:
+            return ZmqTransport(
+                spec.node_id,
+                spec.link,
+                kinds,
+                stopped,
+                bind_address=f"{spec.bind}:0",
+                max_message_bytes=spec.max_message_bytes,
+            )
+
+        transport = make_transport(stop)
         node = Node(spec, transport, stop)
         endpoint = node.setup()
         gc.collect()
         gc.freeze()  # model, data and sockets stay for the whole run: no need to scan them again
         control.send(conn, control.Ready(spec.node_id, endpoint))
         peers = control.expect(conn, control.Peers, start_timeout, spec.node_id)
+        if peers.gate is not None:
+            node.gate = GateClient(spec.node_id, peers.gate, stop)
         node.connect(peers.peers)
         control.send(conn, control.Connected(spec.node_id))
-        next_step = (control.Calibrate, control.Start)
-        message = control.expect(conn, next_step, start_timeout, spec.node_id)
-        while isinstance(message, control.Calibrate):
-            cpu, wall = node.calibrate(message.steps, message.period)
-            control.send(conn, control.Calibrated(spec.node_id, cpu, wall))
-            message = control.expect(conn, next_step, start_timeout, spec.node_id)
+        message = calibrate(node, conn, lambda: make_transport(threading.Event()), start_timeout)
         node.start(EmulatedClock(message.t0, message.tdf))
         threading.Thread(target=_watch_control, args=(conn, stop), daemon=True).start()
         node.run(report=lambda progress: control.send(conn, progress))
         stop.set()
-        report = node.final_report()
+        report = control.Done(
+            node=spec.node_id,
+            stats={**node.counters, "gate_wait_s": node.gate.waited, **transport.stats.totals()},
+            links=transport.stats.per_peer(),
+            thread_errors=transport.errors(),
+        )
         control.send(conn, report)
         if report.thread_errors:
             raise RuntimeError(f"node {spec.node_id}: {report.thread_errors}")

@@ -11,38 +11,37 @@ import numpy as np
 import torch
 
 from node import control
-from node.algorithms import Incoming, NodeContext, Outgoing, Rejected, load_algorithm
+from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, load_algorithm
 from node.config import NodeSpec
 from node.data import task as data_task
 from node.files import JsonlWriter, save_npy_atomic
+from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
-from transport import Clock, Message, Transport
-
-
-def incoming(msg: Message) -> Incoming:
-    """What an algorithm sees of a delivered message: one array of values, no transport."""
-    if len(msg.buffers) != 1:
-        raise Rejected(f"{msg.kind} from {msg.src} carries {len(msg.buffers)} buffers, not 1")
-    return Incoming(msg.kind, msg.src, msg.round, msg.buffers[0], msg.frag, dict(msg.aux))
+from transport import Clock, Gate, Message, NoGate, Transport
 
 
 class Node:
     """Builds model, data and algorithm around a transport; `run()` is the hot loop."""
 
-    def __init__(self, spec: NodeSpec, transport: Transport, stop: threading.Event):
+    def __init__(
+        self, spec: NodeSpec, transport: Transport, stop: threading.Event, gate: Gate | None = None
+    ):
         self.spec, self.transport, self.stop = spec, transport, stop
+        self.gate = gate or NoGate()
         self.algorithm_class = load_algorithm(spec.algorithm_class)
         self.run_dir = Path(spec.run_dir)
+        self.snapshot_dir = self.run_dir / "snapshots"
         self.clock: Clock | None = None
         self.metrics: JsonlWriter | None = None
         self.counters = {
-            "behind_max": 0.0,
-            "lagged_steps": 0,
+            "behind_max": 0.0,  # emulated seconds the latest action came after its instant
+            "late_actions": 0,
             "steps": 0,
             "rounds": 0,
             "rejected_messages": 0,
             "outbox_overflow": 0,
             "ready_misses": 0,
+            "cpu_s": 0.0,
         }
 
     # ---- set-up, before the shared start instant -------------------------------------------
@@ -59,6 +58,21 @@ class Node:
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
+        self.algorithm = self.new_algorithm()
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=spec.algorithm.lr, **self.algorithm.optimizer_options()
+        )
+        round_merges = self.algorithm_class.merges_at == "round" and spec.pacing == "burst"
+        self.burst = spec.algorithm.local_steps if round_merges else 1
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
+        endpoint = self.transport.bind()
+        self.attach(self.transport)
+        return endpoint
+
+    def new_algorithm(self) -> Algorithm:
+        """The algorithm as it starts, with its own RNG, given the initial model."""
+        spec = self.spec
         ctx = NodeContext(
             node_id=spec.node_id,
             num_nodes=spec.num_nodes,
@@ -67,33 +81,14 @@ class Node:
             partition_seed=spec.data.partition_seed,
             now=self._now,
         )
-        self.algorithm = self.algorithm_class(spec.algorithm, ctx)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=spec.algorithm.lr, **self.algorithm.optimizer_options()
-        )
-        self.algorithm.init(self.flat)
-        (self.run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
-        return self.transport.bind()
+        algorithm = self.algorithm_class(spec.algorithm, ctx)
+        algorithm.init(self.flat)
+        return algorithm
 
-    def calibrate(self, steps: int, period: float) -> tuple[float, float]:
-        """(CPU, wall) seconds per local step while every node steps at once, one step every
-        `period` wall seconds (0: flat out). Paced steps start with cold caches as in the run,
-        and cost ~1.4x the flat-out ones here. Model and batch order are left untouched."""
-        saved, batches = self.flat.clone(), self.batches
-        self.batches = Batches(batches.x, batches.y, batches.batch_size, seed=self.spec.seed + 7)
-        for _ in range(max(1, steps // 5)):
-            self._local_step()
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(steps):
-            self._local_step()
-            self.stop.wait(max(0.0, start + (i + 1) * period - time.perf_counter()))
-        wall = (time.perf_counter() - start) / steps
-        cpu = (time.process_time() - cpu) / steps
-        self.flat.copy_(saved)
-        self.optimizer.state.clear()  # no momentum buffer left over from calibration
-        self.batches, self.counters["steps"] = batches, 0
-        return cpu, wall
+    def attach(self, transport: Transport) -> None:
+        """Answers due at delivery (`Algorithm.reply`) come from `transport`'s own thread."""
+        if type(self.algorithm).reply is not Algorithm.reply:
+            transport.respond_with(self._respond)
 
     def _now(self) -> float:
         return self.clock.now()
@@ -110,61 +105,108 @@ class Node:
     # ---- the hot loop ----------------------------------------------------------------------
     def run(self, report=None) -> None:
         spec, clock = self.spec, self.clock
-        rounds_per = spec.algorithm.local_steps
-        deadline, next_snapshot = 0.0, spec.eval_interval
+        self.deadline, self.next_snapshot = 0.0, spec.eval_interval
         clock.sleep_until(0.0, self.stop)
         # Evaluated at instant t: the model after the last aggregation before t, as DL papers
         # and the artifact test post-aggregation models (mid-round ones have drifted locally).
         self.settled = self.flat.clone()
         self._snapshot(0.0)
-        last_report = time.monotonic()
+        self.last_report, cpu_run = time.monotonic(), time.process_time()
         round_ = 0
-        while not self.stop.is_set() and deadline < spec.duration:
-            losses, behind_round, received = [], 0.0, 0
-            cpu_start = time.thread_time()
-            for _ in range(rounds_per):
-                if self.stop.is_set() or deadline >= spec.duration:
-                    break
-                losses.append(self._local_step())
-                deadline += spec.step_time
-                received += self._drain()
-                behind_round = max(behind_round, self._pace(deadline))
-                while deadline >= next_snapshot - 1e-9:
-                    self._snapshot(next_snapshot)
-                    next_snapshot += spec.eval_interval
-                if report and time.monotonic() - last_report >= spec.progress_every:
-                    report(self._progress(round_, deadline))
-                    last_report = time.monotonic()
-            if len(losses) < rounds_per:
+        while not self.stop.is_set() and self.deadline < spec.duration:
+            cpu_start, self.behind_round = time.thread_time(), 0.0
+            waited, wall_start = self.gate.waited, time.perf_counter()
+            losses, received = self._compute_round(round_, report)
+            if len(losses) < spec.algorithm.local_steps:
                 break  # the run ended mid-round: no exchange for a partial round
             self._send(self.algorithm.round_messages(round_, self.flat), self.algorithm.drop_unsent)
             received += self._wait_ready(round_)
             if self.algorithm.ready_timeout > 0 and spec.pace:
                 # A synchronous round resumes computing when its wait ended; the evaluation
                 # grid instants passed while waiting saw the model from before the wait.
-                deadline = max(deadline, self.clock.now())
-                while deadline >= next_snapshot - 1e-9 and next_snapshot <= spec.duration:
-                    self._snapshot(next_snapshot)
-                    next_snapshot += spec.eval_interval
+                self.deadline = max(self.deadline, self.clock.now())
+                self._snapshots_until(min(self.deadline, spec.duration))
             merge = self.algorithm.aggregate(round_, self.flat)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
             self.metrics.write(
                 {
-                    "t": round(deadline, 6),  # this node's emulated time; lag is separate
+                    "t": round(self.deadline, 6),  # this node's emulated time; lag is separate
                     "round": round_,
                     "train_loss": float(np.mean(losses)),
                     # CPU seconds this thread spent per local step, exchange included
                     "cpu_per_step": (time.thread_time() - cpu_start) / len(losses),
                     "received": received,
-                    "behind_max": round(behind_round, 6),
+                    "behind_max": round(self.behind_round, 6),
+                    # wall seconds this round waited for the compute gate, and took in all
+                    "gate_wait_s": round(self.gate.waited - waited, 6),
+                    "wall_s": round(time.perf_counter() - wall_start, 6),
                     **merge,
                     **self.transport.stats.totals(),
                 }
             )
             round_ += 1
-        if deadline >= spec.duration and next_snapshot - spec.eval_interval < spec.duration - 1e-9:
+        if self.deadline >= spec.duration and self.next_snapshot - spec.eval_interval < (
+            spec.duration - 1e-9
+        ):
             self._snapshot(spec.duration)
+        self.counters["cpu_s"] = time.process_time() - cpu_run  # every thread of the process
+
+    def _compute_round(self, round_: int, report) -> tuple[list[float], int]:
+        """The round's local steps, a burst at a time: computed back to back inside the host's
+        compute gate, then held until the burst's emulated end, where what arrived meanwhile
+        is handed to the algorithm. A burst is the whole round when messages only count at
+        round boundaries, else one step (and then no gate: a step is too short to queue for)."""
+        spec, per_round = self.spec, self.spec.algorithm.local_steps
+        losses, received = [], 0
+        end, complete = self._round_end()
+        if self.burst > 1 and not complete:
+            # The run ends before this round does: its steps could change nothing anyone
+            # sees (no exchange, no merge, the snapshots show the settled model). Skip them.
+            if spec.pace:
+                self.clock.sleep_until(spec.duration, self.stop)
+            self.deadline = end
+            self._snapshots_until(self.deadline)
+            return losses, received
+        while len(losses) < per_round and not self.stop.is_set():
+            if self.deadline >= spec.duration:
+                break
+            steps = min(self.burst, per_round - len(losses))
+            gated = steps > 1 and spec.pace
+            if gated:
+                self.gate.acquire(self.deadline + steps * spec.step_time)
+            try:
+                for _ in range(steps):
+                    if self.stop.is_set() or self.deadline >= spec.duration:
+                        break
+                    losses.append(self._local_step())
+                    self.deadline += spec.step_time
+            finally:
+                if gated:
+                    self.gate.release()
+            self._reach(self.deadline)
+            received += self._drain()
+            self._snapshots_until(self.deadline)
+            if report and time.monotonic() - self.last_report >= spec.progress_every:
+                report(self._progress(round_, self.deadline))
+                self.last_report = time.monotonic()
+        return losses, received
+
+    def _round_end(self) -> tuple[float, bool]:
+        """Where the step loop would leave `deadline` after this round, to the last bit, and
+        whether the round completes before the run's end."""
+        deadline = self.deadline
+        for _ in range(self.spec.algorithm.local_steps):
+            if deadline >= self.spec.duration:
+                return deadline, False
+            deadline += self.spec.step_time
+        return deadline, True
+
+    def _snapshots_until(self, t: float) -> None:
+        """Every evaluation instant up to `t`: the model settled at the last aggregation."""
+        while t >= self.next_snapshot - 1e-9:
+            self._snapshot(self.next_snapshot)
+            self.next_snapshot += self.spec.eval_interval
 
     def _local_step(self) -> float:
         x, y = self.batches.next()
@@ -175,17 +217,18 @@ class Node:
         self.counters["steps"] += 1
         return loss.item()
 
-    def _pace(self, deadline: float) -> float:
-        """Sleep out the rest of the step's emulated budget; returns how far behind we are."""
+    def _reach(self, instant: float) -> None:
+        """Wait for emulated `instant` before acting on it (handing over messages, sending,
+        merging); arriving after it is lag, counted with how far behind."""
         if not self.spec.pace:
-            return 0.0
-        behind = self.clock.now() - deadline
+            return
+        behind = self.clock.now() - instant
         if behind > 0:
-            self.counters["lagged_steps"] += 1
+            self.counters["late_actions"] += 1
             self.counters["behind_max"] = max(self.counters["behind_max"], behind)
-            return behind
-        self.clock.sleep_until(deadline, self.stop)
-        return 0.0
+            self.behind_round = max(self.behind_round, behind)
+            return
+        self.clock.sleep_until(instant, self.stop)
 
     def _drain(self) -> int:
         """Hand every message delivered so far to the algorithm; returns how many."""
@@ -194,6 +237,14 @@ class Node:
             count += 1
             self._handle(msg)
         return count
+
+    def _respond(self, msg: Message) -> list[Message]:
+        """Runs in the transport's receiver thread at `msg`'s delivery instant."""
+        try:
+            replies = self.algorithm.reply(incoming(msg))
+        except Rejected:
+            return []  # `on_message` refuses it too, and counts it
+        return outgoing(self.spec.node_id, self.counters["rounds"], replies)
 
     def _handle(self, msg: Message) -> None:
         try:
@@ -221,36 +272,25 @@ class Node:
                 received += 1 + self._drain()
         return received
 
-    def _send(self, outgoing: list[Outgoing], replace: bool) -> None:
-        if not outgoing and not replace:
+    def _send(self, messages: list[Outgoing], replace: bool) -> None:
+        if not messages and not replace:
             return
-        node, round_ = self.spec.node_id, self.counters["rounds"]
-        messages = [
-            Message(out.kind, node, out.dst, round_, out.frag, (out.values,), out.aux)
-            for out in outgoing
-        ]
-        if not self.transport.send(messages, replace):
-            self.counters["outbox_overflow"] += len(messages)
+        sent = outgoing(self.spec.node_id, self.counters["rounds"], messages)
+        if not self.transport.send(sent, replace):
+            self.counters["outbox_overflow"] += len(sent)
 
     def _snapshot(self, t: float) -> None:
         name = f"n{self.spec.node_id:03d}_t{round(t * 1000):09d}.npy"
-        save_npy_atomic(self.run_dir / "snapshots" / name, self.settled.numpy())
+        save_npy_atomic(self.snapshot_dir / name, self.settled.numpy())
 
     def _progress(self, round_: int, deadline: float) -> control.Progress:
         stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}
         return control.Progress(node=self.spec.node_id, t=deadline, round=round_, stats=stats)
 
-    def final_report(self) -> control.Done:
-        return control.Done(
-            node=self.spec.node_id,
-            stats={**self.counters, **self.transport.stats.totals()},
-            links=self.transport.stats.per_peer(),
-            thread_errors=self.transport.errors(),
-        )
-
     def close(self) -> None:
-        """Stop and close the transport (sockets in their owner threads), then the log."""
+        """Stop and close the transport (sockets in their owner threads), the gate, the log."""
         self.stop.set()
         self.transport.close()
+        self.gate.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -64,7 +64,8 @@ class Transport(Protocol):
     side to every peer; `start` arms the shared clock; `send` queues a batch for the shaped
     uplink (`replace`: everything unsent is dropped first) and returns False if the batch was
     refused because the node is far behind; `receive` returns the next delivered message,
-    waiting for one until emulated instant `until` when given.
+    waiting for one until emulated instant `until` when given. `respond_with` installs a
+    function called at each message's delivery instant, whose answers leave at once.
     """
 
     stats: LinkStats
@@ -74,6 +75,8 @@ class Transport(Protocol):
     def connect(self, peers: dict[int, str]) -> None: ...
 
     def start(self, clock: Clock) -> None: ...
+
+    def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None: ...
 
     def send(self, messages: Sequence[Message], replace: bool = False) -> bool: ...
 

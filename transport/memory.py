@@ -173,6 +173,7 @@ class MemoryTransport:
         # send at one instant reaches each receiver in node-id order, whatever the threads did.
         self.handed: list[tuple[int, list]] = []
         self.peers: frozenset[int] = frozenset()
+        self.responder: Callable[[Message], Sequence[Message]] | None = None
         self.closed = False
 
     def bind(self) -> str:
@@ -190,17 +191,22 @@ class MemoryTransport:
         if clock is not self.network.clock:
             raise ValueError("a memory transport runs on its network's clock")
 
+    def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None:
+        self.responder = responder
+
     def send(self, messages: Sequence[Message], replace: bool = False) -> bool:
+        with self.network.lock:
+            self._send(messages, replace, self.network.clock.now())
+        return True
+
+    def _send(self, messages: Sequence[Message], replace: bool, now: float) -> None:
         checked = (check_sendable(m, self.node_id, self.kinds, self.peers) for m in messages)
         packed = tuple(pack(m) for m in checked)
-        now = self.network.clock.now()
-        with self.network.lock:
-            self._stage(self.uplink.advance(now))
-            for dst in self.uplink.take(packed, replace, now):
-                notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
-                self.handed.append((dst, stamp(pack(notice), now, now)))
-            self._stage(self.uplink.advance(now))
-        return True
+        self._stage(self.uplink.advance(now))
+        for dst in self.uplink.take(packed, replace, now):
+            notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
+            self.handed.append((dst, stamp(pack(notice), now, now)))
+        self._stage(self.uplink.advance(now))
 
     def _stage(self, due: list[Booked]) -> None:
         for booked in due:
@@ -233,6 +239,10 @@ class MemoryTransport:
 
     def release(self, now: float) -> None:
         for msg, size in self.downlink.release(now, late_after=0.0):
+            if self.responder is not None:
+                replies = self.responder(msg)
+                if replies:
+                    self._send(replies, False, now)  # at the delivery instant
             if len(self.inbox) >= INBOX_SIZE:
                 self.stats.inbox_overflow_messages += 1
                 continue

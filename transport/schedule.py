@@ -137,16 +137,17 @@ class DownlinkQueue:
         self._pending_bytes = 0
         self._seq = itertools.count()
 
-    def admit(self, msg: Message, size: int) -> bool:
-        """Book the downlink for `msg`; False (counted) when the queue is full."""
+    def admit(self, msg: Message, size: int) -> float | None:
+        """Book the downlink for `msg`: its delivery instant, or None (counted) when the
+        queue is full."""
         if self._pending_bytes + size > self.max_pending_bytes:
             self.stats.inbox_overflow_messages += 1
-            return False
+            return None
         start, finish, deliver_at = self.downlink.book(size, msg.t_start, msg.t_end)
         entry = _Pending(deliver_at, next(self._seq), msg, size, start, finish)
         heapq.heappush(self._pending, (deliver_at, entry.seq, entry))
         self._pending_bytes += size
-        return True
+        return deliver_at
 
     def next_due(self) -> float:
         return self._pending[0][0] if self._pending else float("inf")
@@ -175,17 +176,15 @@ class DownlinkQueue:
         self._pending = [(e.deliver_at, e.seq, e) for e in kept]
         heapq.heapify(self._pending)
 
-    def release(self, now: float, late_after: float) -> list[tuple[Message, int]]:
-        """Every message due by `now`, in delivery order, with its size; one released more
-        than `late_after` emulated seconds after its instant counts as late."""
+    def release(self, now: float, late_after: float | None = None) -> list[tuple[Message, int]]:
+        """Every message due by `now`, in delivery order, with its size; with `late_after`,
+        one released more than that many emulated seconds after its instant counts as late."""
         out = []
         while self._pending and self._pending[0][0] <= now:
             deliver_at, _, entry = heapq.heappop(self._pending)
             self._pending_bytes -= entry.size
             self._released_finish = max(self._released_finish, entry.finish)
-            lateness = now - deliver_at
-            if lateness > late_after:
-                self.stats.late_deliveries += 1
-            self.stats.max_delivery_lateness = max(self.stats.max_delivery_lateness, lateness)
+            if late_after is not None:
+                self.stats.count_lateness(now - deliver_at, late_after)
             out.append((entry.msg, entry.size))
         return out

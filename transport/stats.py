@@ -49,6 +49,12 @@ class LinkStats:
         self.total_flushed += size
         self.flushed_messages += 1
 
+    def count_lateness(self, lateness: float, late_after: float) -> None:
+        """A delivery `lateness` emulated seconds after its instant (late beyond `late_after`)."""
+        if lateness > late_after:
+            self.late_deliveries += 1
+        self.max_delivery_lateness = max(self.max_delivery_lateness, lateness)
+
     def per_peer(self) -> dict[str, dict[int, int]]:
         """Per-link byte counters; read only after the owning threads have stopped."""
         return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 import zmq
 
@@ -17,7 +18,9 @@ from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
 # A tiny high-water mark: the emulated uplink is the only queue; ZeroMQ must not hide another.
 SEND_HWM = 4
 RECV_HWM = 64
-POLL_MS = 50
+# The longest a thread sleeps with nothing due: how soon it notices `stop`. Every wake-up of
+# an idle thread costs its process CPU and the training thread the GIL, times 60 processes.
+IDLE_S = 0.5
 # A delivery released this many emulated seconds after its time counts as late.
 LATE_AFTER = 0.005
 
@@ -59,7 +62,7 @@ class SenderThread(threading.Thread):
                 sock.connect(endpoint)
                 sockets[peer] = sock
             self.connected.set()
-            while not self.stop.is_set() and not self.started_clock.wait(POLL_MS / 1000):
+            while not self.stop.is_set() and not self.started_clock.wait(IDLE_S):
                 pass
             self._loop(sockets)
         except BaseException as exc:  # reported by the node, never swallowed
@@ -71,7 +74,7 @@ class SenderThread(threading.Thread):
 
     def _loop(self, sockets: dict[int, zmq.Socket]) -> None:
         while not self.stop.is_set():
-            wait = min(POLL_MS / 1000, self.clock.wall_until(self.uplink.next_due()))
+            wait = min(IDLE_S, self.clock.wall_until(self.uplink.next_due()))
             try:
                 batch: PackedBatch | None = self.outbox.get(timeout=max(0.0, wait))
             except queue.Empty:
@@ -107,9 +110,16 @@ class SenderThread(threading.Thread):
 
 
 class ReceiverThread(threading.Thread):
-    """Owns the node's inbound PULL socket: admits valid messages into the downlink queue and
-    releases them into the inbox at their delivery instant. A malformed, oversized,
-    misaddressed, undeclared-kind or unknown-sender message is dropped and counted."""
+    """Owns the node's inbound PULL socket and admits valid messages into the downlink queue
+    (`arrived` guards it and is notified at every admission). A malformed, oversized,
+    misaddressed, undeclared-kind or unknown-sender message is dropped and counted.
+
+    With `on_deliver` set (an answer is due at receipt), it also wakes at every delivery
+    instant and releases the message into the inbox there. Without, it sleeps until frames
+    arrive, and the training thread takes what is due when it looks (`ZmqTransport.receive`):
+    the same messages at the same emulated instants, without a wake-up per message, which
+    costs the computing processes CPU and the GIL. A message handed over too late for its
+    delivery instant then counts as a late delivery at admission."""
 
     def __init__(
         self,
@@ -129,6 +139,8 @@ class ReceiverThread(threading.Thread):
         self.stop, self.stats, self.max_message_bytes = stop, stats, max_message_bytes
         self.clock: EmulatedClock | None = None
         self.known_sources: frozenset[int] = frozenset()
+        self.on_deliver: Callable[[Message], None] | None = None  # runs before the inbox
+        self.arrived = threading.Condition()
         self.endpoint: str | None = None
         self.error: BaseException | None = None
         self.bound = threading.Event()
@@ -151,7 +163,7 @@ class ReceiverThread(threading.Thread):
                 sock.bind(self.bind_address)
                 self.endpoint = self.bind_address
             self.bound.set()
-            while not self.stop.is_set() and not self.started_clock.wait(POLL_MS / 1000):
+            while not self.stop.is_set() and not self.started_clock.wait(IDLE_S):
                 pass
             self._loop(sock)
         except BaseException as exc:
@@ -163,25 +175,36 @@ class ReceiverThread(threading.Thread):
     def _loop(self, sock: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        timed = self.on_deliver is not None
         while not self.stop.is_set():
-            wait_ms = self.clock.wall_until(self.downlink.next_due()) * 1000
-            timeout_ms = max(0, int(min(POLL_MS, wait_ms)))
-            if poller.poll(timeout_ms):
-                for _ in range(RECV_HWM):
-                    try:
-                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._admit(frames)
-            for msg, size in self.downlink.release(self.clock.now(), LATE_AFTER):
-                try:
-                    self.inbox.put_nowait(msg)
-                except queue.Full:
-                    self.stats.inbox_overflow_messages += 1
-                    continue
-                self.stats.count_delivered(msg.src, size)
+            wait_ms = IDLE_S * 1000
+            if timed:
+                wait_ms = min(wait_ms, self.clock.wall_until(self.downlink.next_due()) * 1000)
+            if poller.poll(max(0, int(wait_ms))):
+                with self.arrived:
+                    for _ in range(RECV_HWM):
+                        try:
+                            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._admit(frames, timed)
+                    self.arrived.notify_all()
+            if timed:
+                self._release()
 
-    def _admit(self, frames: list) -> None:
+    def _release(self) -> None:
+        with self.arrived:
+            released = self.downlink.release(self.clock.now(), LATE_AFTER)
+        for msg, size in released:
+            self.on_deliver(msg)
+            try:
+                self.inbox.put_nowait(msg)
+            except queue.Full:
+                self.stats.inbox_overflow_messages += 1
+                continue
+            self.stats.count_delivered(msg.src, size)
+
+    def _admit(self, frames: list, timed: bool) -> None:
         try:
             msg = decode(frames, self.kinds, self.max_message_bytes)
         except WireError:
@@ -193,4 +216,6 @@ class ReceiverThread(threading.Thread):
         if msg.kind == FLUSH:
             self.downlink.flush(msg.src, msg.t_start)
             return
-        self.downlink.admit(msg, sum(len(f.buffer) for f in frames))
+        deliver_at = self.downlink.admit(msg, sum(len(f.buffer) for f in frames))
+        if deliver_at is not None and not timed:
+            self.stats.count_lateness(self.clock.now() - deliver_at, LATE_AFTER)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 
 import zmq
 
@@ -13,7 +14,7 @@ from transport.clock import EmulatedClock
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, OUTBOX_SIZE, LinkSpec, check_sendable
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.stats import LinkStats
-from transport.threads import POLL_MS, ReceiverThread, SenderThread
+from transport.threads import IDLE_S, ReceiverThread, SenderThread
 from transport.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FLUSH,
@@ -49,18 +50,19 @@ class ZmqTransport:
         self.receiver: ReceiverThread | None = None
         self.clock: EmulatedClock | None = None
         self.peers: dict[int, str] = {}
+        self.ready: deque[Message] = deque()  # released, not yet received (no `on_deliver`)
 
     def _now(self) -> float:
         return self.clock.now()
 
     def bind(self) -> str:
         self.ctx = zmq.Context(io_threads=1)
-        downlink = DownlinkQueue(self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES)
+        self.downlink = DownlinkQueue(self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES)
         self.receiver = ReceiverThread(
             self.ctx,
             self.node_id,
             self.bind_address,
-            downlink,
+            self.downlink,
             self.kinds | {FLUSH},
             self.inbox,
             self.stop,
@@ -89,17 +91,31 @@ class ZmqTransport:
         self.sender.start_clock(clock)
         self.receiver.start_clock(clock, frozenset(self.peers))
 
-    def send(self, messages: Sequence[Message], replace: bool = False) -> bool:
+    def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None:
+        """Answers leave from the receiver thread at the delivery instant: never held back
+        by what the training thread is computing."""
+
+        def on_deliver(msg: Message) -> None:
+            replies = responder(msg)
+            if replies and not self.send(replies, block=False):
+                for reply in replies:
+                    self.stats.count_dropped(reply.dst, pack(reply).size)
+
+        self.receiver.on_deliver = on_deliver
+
+    def send(self, messages: Sequence[Message], replace: bool = False, block: bool = True) -> bool:
         packed = tuple(
             pack(check_sendable(m, self.node_id, self.kinds, self.peers)) for m in messages
         )
         try:
-            self.outbox.put(PackedBatch(packed, replace), timeout=1.0)
+            self.outbox.put(PackedBatch(packed, replace), timeout=1.0 if block else 0)
         except queue.Full:
             return False
         return True
 
     def receive(self, until: float | None = None) -> Message | None:
+        if self.receiver.on_deliver is None:
+            return self._take_due(until)
         if until is None:
             try:
                 return self.inbox.get_nowait()
@@ -108,11 +124,29 @@ class ZmqTransport:
         while not self.stop.is_set():
             wait = self.clock.wall_until(until)
             try:
-                return self.inbox.get(timeout=max(0.0, min(wait, POLL_MS / 1000)))
+                return self.inbox.get(timeout=max(0.0, min(wait, IDLE_S)))
             except queue.Empty:
                 if wait <= 0:
                     return None
         return None
+
+    def _take_due(self, until: float | None) -> Message | None:
+        """The next message due by now, released by this (the training) thread; waits for
+        one until `until`, woken by every admission."""
+        arrived = self.receiver.arrived
+        with arrived:
+            while True:
+                if not self.ready:
+                    for msg, size in self.downlink.release(self.clock.now()):
+                        self.ready.append(msg)
+                        self.stats.count_delivered(msg.src, size)
+                if self.ready:
+                    return self.ready.popleft()
+                left = self.clock.wall_until(until) if until is not None else 0.0
+                if left <= 0 or self.stop.is_set():
+                    return None
+                due = self.clock.wall_until(self.downlink.next_due())
+                arrived.wait(max(0.0, min(left, due, IDLE_S)))
 
     def errors(self) -> list[str]:
         return [str(t.error) for t in (self.sender, self.receiver) if t and t.error]

@@ -13,7 +13,6 @@ from node.algorithms.base import (
     NodeContext,
     Outgoing,
     Rejected,
-    check_degree,
     model_values,
     uniform_mean,
 )
@@ -29,19 +28,18 @@ class ADPSGDConfig(AlgorithmConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.degree >= 2, "algorithm.degree", "must be >= 2 (degree // 2 pings)", "use 6")
-
-    def check(self, num_nodes: int) -> None:
-        check_degree(self.degree, num_nodes)
+        # No upper bound: the pings' peers are drawn with replacement (2 nodes may ping 3x).
 
 
 class ADPSGD(Algorithm):
     """The artifact's pairwise exchange, not Lian et al.'s atomic average (see `adpsgd_atomic`).
 
     After each round the node sends its freshly trained model to `degree // 2` peers drawn
-    with replacement ("ping"). A node receiving a ping answers at once with its own latest
-    round-boundary model ("pong"). Every model received, ping or pong, is kept (latest per
-    sender) and averaged uniformly with the own model at the next round boundary. Nothing
-    queued is ever dropped: a straggler's backlog goes out in FIFO order.
+    with replacement ("ping"). A node receiving a ping answers at once, at the instant it is
+    delivered, with its own latest round-boundary model ("pong"; before its first round, the
+    initial model). Every model received, ping or pong, is kept (latest per sender) and
+    averaged uniformly with the own model at the next round boundary. Nothing queued is ever
+    dropped: a straggler's backlog goes out in FIFO order.
 
     The artifact queues one shared dict for all pings and flips its `first_ping` flag to
     send a pong, which can turn still-queued pings into pongs. Here every message is its own
@@ -50,13 +48,17 @@ class ADPSGD(Algorithm):
 
     config_class = ADPSGDConfig
     kinds = frozenset({"ping", "pong"})  # never waits, never drops
+    merges_at = "round"  # the pong leaves at receipt (`reply`); models merge at boundaries
 
     def __init__(self, config: ADPSGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)
         self.pings = config.degree // 2
         self.latest_sent: torch.Tensor | None = None  # what a pong answers with
         self.received: dict[int, tuple[int, torch.Tensor]] = {}  # sender -> (round, model)
-        self.pongs_sent = 0
+        self.pongs_sent = 0  # written by the receiver thread only
+
+    def init(self, params: torch.Tensor) -> None:
+        self.latest_sent = params.clone()  # a ping before the first round gets the initial model
 
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
         # Cut before this round's aggregation, as the artifact's `latest_model`.
@@ -65,19 +67,20 @@ class ADPSGD(Algorithm):
         peers = self.ctx.peers
         return [Outgoing(self.ctx.rng.choice(peers), "ping", values) for _ in range(self.pings)]
 
+    def reply(self, msg: Incoming) -> list[Outgoing]:
+        if msg.kind != "ping":
+            return []
+        self.pongs_sent += 1
+        # `latest_sent` is replaced, never changed in place: a reference read is safe here.
+        return [Outgoing(msg.src, "pong", self.latest_sent.numpy())]
+
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind not in self.kinds:
             raise Rejected(f"unexpected {msg.kind}")
         values = model_values(msg, self.ctx.model_size)
         if msg.src not in self.received or self.received[msg.src][0] <= msg.round:
             self.received[msg.src] = (msg.round, values)
-        if msg.kind == "pong":
-            return []
-        # Before its first round a node has no round-boundary model: it answers with the
-        # current one (still the shared initial model, give or take a few local steps).
-        answer = self.latest_sent if self.latest_sent is not None else params.clone()
-        self.pongs_sent += 1
-        return [Outgoing(msg.src, "pong", answer.numpy())]
+        return []
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         stats = {"models_merged": len(self.received), "pongs_sent": self.pongs_sent}

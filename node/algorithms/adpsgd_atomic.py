@@ -54,6 +54,7 @@ class ADPSGDAtomic(Algorithm):
 
     config_class = ADPSGDAtomicConfig
     kinds = frozenset({"ping", "pong"})  # rounds never wait: the exchange overlaps the next
+    merges_at = "step"  # a ping averages the model at once, between two steps
 
     def __init__(self, config: ADPSGDAtomicConfig, ctx: NodeContext):
         super().__init__(config, ctx)

@@ -72,6 +72,7 @@ class Incoming:
     values: np.ndarray
     frag: int = 0
     aux: dict = field(default_factory=dict)
+    sent_at: float = 0.0  # emulated instant it started leaving its sender
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class Algorithm:
     kinds: ClassVar[frozenset[str]] = frozenset()  # the message kinds it sends and accepts
     drop_unsent: ClassVar[bool] = False  # a new round's batch drops what is still unsent
     ready_timeout: float = 0.0  # emulated seconds `ready` may keep a round waiting
+    # When a received message can change the model: only at round boundaries ("round": the
+    # node computes a round's steps back to back and hands it what arrived at the boundary)
+    # or between any two steps ("step": paced step by step, messages handed over as they
+    # arrive). "step" is always faithful; "round" is much cheaper to emulate.
+    merges_at: ClassVar[str] = "step"
 
     def __init__(self, config: AlgorithmConfig, ctx: NodeContext):
         self.config, self.ctx = config, ctx
@@ -145,6 +151,13 @@ class Algorithm:
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         """Fold in or keep a delivered message; raise Rejected for one you refuse."""
         raise Rejected(f"{type(self).__name__} expects no {msg.kind!r} from {msg.src}")
+
+    def reply(self, msg: Incoming) -> list[Outgoing]:
+        """An answer due at the instant `msg` is delivered, whatever the node is computing
+        (AD-PSGD's pong). Runs in the transport's receiver thread, before `on_message` sees
+        the same message at the next merge: read only what the training thread no longer
+        changes (e.g. the model sent at the last round boundary)."""
+        return []
 
     def ready(self, round: int) -> bool:
         """May round `round` end now? (synchronous algorithms wait for their neighbours)"""

@@ -83,6 +83,7 @@ class DivShare(Algorithm):
 
     config_class = DivShareConfig
     kinds = frozenset({"fragment"})
+    merges_at = "round"
     drop_unsent = True  # never waits (ready is always true)
     kind = "fragment"
 

@@ -98,6 +98,7 @@ class DPSGD(Algorithm):
 
     config_class = DPSGDConfig
     kinds = frozenset({"gossip"})
+    merges_at = "round"
 
     def __init__(self, config: DPSGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)

@@ -50,6 +50,7 @@ class EpidemicLearning(Algorithm):
 
     config_class = ELConfig
     kinds = frozenset({"gossip"})
+    merges_at = "round"
 
     def __init__(self, config: ELConfig, ctx: NodeContext):
         super().__init__(config, ctx)

@@ -104,6 +104,7 @@ class LASGD(Algorithm):
 
     config_class = LASGDConfig
     kinds = frozenset({"reduce", "gather"})
+    merges_at = "step"  # the average is folded in when its last piece arrives
     # Never drops (a replacing batch would cut the collective's messages) and rounds never
     # wait: the All-Reduce overlaps computation.
 

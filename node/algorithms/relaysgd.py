@@ -109,6 +109,7 @@ class RelaySGD(Algorithm):
 
     config_class = RelaySGDConfig
     kinds = frozenset({"relay"})
+    merges_at = "round"
 
     def __init__(self, config: RelaySGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)

@@ -1,27 +1,8 @@
-"""Pure pieces of planning and reporting: the dilation factor, curves, time to accuracy."""
+"""Pure pieces of reporting: curves, time to accuracy."""
 
 import pytest
 
-from launcher.plan import choose_tdf
 from launcher.report import accuracy_curve, time_to_targets
-
-
-def test_tdf_fits_the_total_demand_into_the_cores():
-    # 60 nodes needing 2 ms CPU per 5 ms step: 24 CPU-s per emulated s on 2 cores -> 12x.
-    cpu = {n: 0.002 for n in range(60)}
-    assert choose_tdf((0.005,) * 60, cpu, cores=2, margin=1.0) == pytest.approx(12.0)
-    assert choose_tdf((0.005,) * 60, cpu, cores=2, margin=2.0) == pytest.approx(24.0)
-
-
-def test_tdf_never_below_one_and_one_node_cannot_use_two_cores():
-    assert choose_tdf((0.01, 0.01), {0: 0.001, 1: 0.001}, cores=2, margin=1.5) == 1.0
-    # a single node whose step costs 3x its budget needs 3x even on many cores
-    assert choose_tdf((0.01, 0.01), {0: 0.03, 1: 0.001}, cores=64, margin=1.0) == pytest.approx(3)
-
-
-def test_compute_stragglers_ask_for_less():
-    slow = choose_tdf((0.005, 0.025), {0: 0.02, 1: 0.02}, cores=1, margin=1.0)
-    assert slow == pytest.approx(0.02 / 0.005 + 0.02 / 0.025)  # 4 + 0.8, not 4 + 4
 
 
 def _evals(rows):

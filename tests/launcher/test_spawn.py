@@ -19,7 +19,7 @@ def test_a_broadcast_to_a_dead_node_is_a_startup_error_naming_it():
     try:
         with pytest.raises(StartupError, match="node 1 is gone"):
             for _ in range(3):  # the first write into a closed pipe may still be buffered
-                launch._broadcast(control.Calibrate(steps=1, period=0.0))
+                launch._broadcast(control.Calibrate(steps=1))
         assert alive_child.poll(1.0)
     finally:
         for conn in (alive_parent, alive_child, dead_parent):

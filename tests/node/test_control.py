@@ -21,7 +21,12 @@ def pipe():
     [
         control.Ready(3, "tcp://127.0.0.1:5555"),
         control.Peers({0: "tcp://a:1", 12: "tcp://b:2"}),
-        control.Calibrate(40, 0.0125),
+        control.Peers({0: "tcp://a:1"}, gate="tcp://127.0.0.1:7000"),
+        control.Calibrate(64),
+        control.TrialPrepare(),
+        control.TrialReady(2, "tcp://127.0.0.1:6000"),
+        control.TrialStart({0: "tcp://a:1"}, t0=12.5, tdf=3.0, rounds=2),
+        control.TrialDone(2, {"behind_max": 0.001, "delivered": 12}),
         control.Start(t0=1234.5, tdf=17.25),
         control.Progress(2, 1.5, 3, {"bytes_sent": 10, "behind_max": 0.0}),
         control.Done(1, {"steps": 5}, {"sent": {2: 100}}, ["boom"]),

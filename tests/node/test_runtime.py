@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from node.algorithms import Rejected
-from node.runtime import incoming
+from node.messages import incoming
 from tests.node import twin
 from tests.test_golden import ALGORITHM_ARGS, GOLDEN, GOLDEN_ARGS, models_digest
 from transport import Message, WireError, wire_size
@@ -65,7 +65,7 @@ def test_steps_are_paced_and_snapshots_fall_on_the_grid(tmp_path, data_root):
         assert [r["t"] for r in records] == pytest.approx([0.05, 0.1, 0.15, 0.2])
         assert all(r["behind_max"] == 0 for r in records)
         assert result.nodes[node].counters["steps"] == 20
-        assert result.nodes[node].counters["lagged_steps"] == 0
+        assert result.nodes[node].counters["late_actions"] == 0
         models = snapshots(tmp_path, node)
         assert sorted(models) == [0, 50, 100, 150, 200]
         # At 50 ms the first round's aggregation has not happened yet: the initial model.
@@ -89,6 +89,46 @@ def test_a_model_reaches_the_peer_after_its_transfer_and_is_folded_in_at_the_nex
             assert now == pytest.approx(math.ceil(delivered / STEP - 1e-9) * STEP)
         # The model sent at 0.2 would leave at 0.2 + transfer: the run is over by then.
         assert result.stats(node).sent_messages == result.stats(node).delivered_messages == 3
+
+
+def test_a_round_merging_algorithm_computes_rounds_at_once_and_merges_at_boundaries(
+    tmp_path, data_root
+):
+    rounds = ["algorithm=local", "algorithm._target_=tests.node.twin.RoundRecorder"]
+    result = run(tmp_path, data_root, *SMALL, *rounds, "duration=0.2")
+    assert not result.errors
+    for node in (0, 1):
+        # Sent at 0.05, 0.10, 0.15; each delivered ~0.034 later, handed over at the next
+        # boundary (not at the next step as the step-merging Recorder is).
+        received = result.nodes[node].algorithm.received
+        assert [(now, src, rnd) for now, src, rnd in received] == [
+            (pytest.approx(0.1), 1 - node, 0),
+            (pytest.approx(0.15), 1 - node, 1),
+            (pytest.approx(0.2), 1 - node, 2),
+        ]
+        assert [r["t"] for r in result.records(node)] == pytest.approx([0.05, 0.1, 0.15, 0.2])
+        assert sorted(snapshots(tmp_path, node)) == [0, 50, 100, 150, 200]
+        assert result.nodes[node].burst == 5 and result.nodes[node].counters["steps"] == 20
+
+
+def test_a_pong_leaves_at_the_ping_delivery_instant_not_at_a_boundary(tmp_path, data_root):
+    # One ping a round to the other node; rounds of 0.1 s leave each uplink idle in time.
+    pongs = ["algorithm=adpsgd", "algorithm._target_=tests.node.twin.PongRecorder"]
+    longer = ["algorithm.degree=2", "algorithm.local_steps=10", "eval.interval=0.1"]
+    result = run(tmp_path, data_root, *SMALL, *pongs, *longer, "duration=0.4")
+    assert not result.errors
+    ping = wire_size(Message("ping", 0, 1, 0, 0, (np.zeros(8010, np.float32),)))
+    transfer = ping * 8 / 8e6 + 0.002
+    for node in (0, 1):
+        merged = result.nodes[node].algorithm.merged
+        pings = [sent for _, kind, _, sent in merged if kind == "ping"]
+        pongs_in = [sent for _, kind, _, sent in merged if kind == "pong"]
+        assert pings == pytest.approx([0.1, 0.2, 0.3])  # sent at the peer's boundaries
+        # The peer answered each of this node's pings the instant it arrived, mid-round.
+        assert pongs_in == pytest.approx([0.1 + transfer, 0.2 + transfer, 0.3 + transfer])
+        # Everything was merged at this node's boundaries only.
+        assert sorted({round(now, 6) for now, *_ in merged}) == [0.2, 0.3, 0.4]
+        assert result.records(node)[-1]["pongs_sent"] == 3
 
 
 def test_a_synchronous_round_waits_for_the_slow_neighbour(tmp_path, data_root):

@@ -17,6 +17,7 @@ from launcher.main import CONF_DIR
 from launcher.plan import Plan, make_plan
 from launcher.schema import validate
 from node.algorithms import load_algorithm
+from node.algorithms.adpsgd import ADPSGD
 from node.algorithms.base import (
     Algorithm,
     AlgorithmConfig,
@@ -141,6 +142,24 @@ class Recorder(Algorithm):
         params.copy_(uniform_mean(params, list(self.models.values())))
         merged, self.models = len(self.models), {}
         return {"models_merged": merged}
+
+
+class RoundRecorder(Recorder):
+    """A Recorder whose messages only count at round boundaries: rounds compute at once."""
+
+    merges_at = "round"
+
+
+class PongRecorder(ADPSGD):
+    """AD-PSGD recording (now, kind, src, sent_at) of every message it merges."""
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.merged: list[tuple[float, str, int, float]] = []
+
+    def on_message(self, msg: Incoming, params):
+        self.merged.append((self.ctx.now(), msg.kind, msg.src, msg.sent_at))
+        return super().on_message(msg, params)
 
 
 class Picky(Recorder):

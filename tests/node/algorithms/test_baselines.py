@@ -83,17 +83,23 @@ def test_adpsgd_pings_degree_half_peers_with_replacement():
 
 def test_adpsgd_answers_a_ping_with_its_latest_round_model_and_never_a_pong():
     algo = ADPSGD(ADPSGDConfig(name="adpsgd", degree=2, **COMMON), ctx(node_id=0))
+    algo.init(vec(7, 7, 7, 7, 7))
+    (early,) = algo.reply(msg("ping", 2, 0, np.full(SIZE, 2.0)))  # before any round: x0
+    assert np.array_equal(early.values, np.full(SIZE, 7, np.float32))
     params = vec(1, 1, 1, 1, 1)
     algo.round_messages(0, params)  # latest round-boundary model: all ones
     params += 5  # local steps since then
-    (pong,) = algo.on_message(msg("ping", 3, 0, np.full(SIZE, 2.0)), params)
+    ping = msg("ping", 3, 0, np.full(SIZE, 2.0))
+    (pong,) = algo.reply(ping)  # at delivery, from the receiver thread
     assert (pong.dst, pong.kind) == (3, "pong")
     assert np.array_equal(pong.values, np.ones(SIZE, np.float32))
-    assert algo.on_message(msg("pong", 4, 0, np.full(SIZE, 8.0)), params) == []
+    assert algo.on_message(ping, params) == []  # merged later, answered already
+    pong_in = msg("pong", 4, 0, np.full(SIZE, 8.0))
+    assert algo.reply(pong_in) == [] and algo.on_message(pong_in, params) == []
     stats = algo.aggregate(1, params)
     # own 6, ping from 3 = 2, pong from 4 = 8: (6 + 2 + 8) / 3
     assert torch.allclose(params, torch.full((SIZE,), 16 / 3))
-    assert stats["models_merged"] == 2 and stats["pongs_sent"] == 1
+    assert stats["models_merged"] == 2 and stats["pongs_sent"] == 2
 
 
 def test_adpsgd_rejects_a_model_of_the_wrong_size():

@@ -16,7 +16,7 @@ from node.algorithms import builtin_algorithms
 from node.algorithms.base import Incoming, NodeContext, Rejected
 from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
 from node.config import ConfigError
-from node.runtime import incoming
+from node.messages import incoming
 from transport import EmulatedClock, LinkSpec, Message, ZmqTransport
 
 

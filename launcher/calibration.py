@@ -1,0 +1,135 @@
+"""Chooses the time-dilation factor on this host from what the run does: a burst of local
+steps on every node through the compute gate, then trial rounds of the configured algorithm
+(exchange, merge, snapshot, through the shaped transport) at candidate factors, keeping the
+smallest factor at which no node fell behind."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from node import control
+
+BURST_STEPS = 64  # per node, back to back inside the gate
+MAX_TRIALS = 4
+# The share of the cores the measured demand may use at the chosen factor: the rest absorbs
+# the jitter of bursts, exchanges and the evaluators.
+UTILISATION = 0.85
+START_SLACK = 1.0  # wall seconds between a trial's announcement and its emulated 0
+
+
+@dataclass
+class Trial:
+    """What one trial at factor `tdf` showed."""
+
+    tdf: float
+    passed: bool
+    behind_max_s: float  # emulated: the latest any node acted after its instant
+    late_delivery_share: float
+    demand: float  # CPU seconds of all nodes per emulated second (every thread)
+    demand_max: float  # the most any one node needed
+    wall_s: float
+
+
+def compute_limit(step_times: tuple[float, ...], cpu_per_step: dict[int, float], cores: int):
+    """The factor at which the host's cores are just busy computing local steps alone:
+    sum over nodes of (CPU per step / emulated step time), divided by the cores."""
+    return sum(cpu / step_times[node] for node, cpu in cpu_per_step.items()) / cores
+
+
+def needed(demand: float, demand_max: float, cores: int) -> float:
+    """The factor a measured demand needs: the cores at `UTILISATION`, and one core for the
+    busiest node (its training thread cannot use two)."""
+    return max(1.0, demand / (cores * UTILISATION), demand_max)
+
+
+def next_factor(trials: list[Trial], cores: int) -> float | None:
+    """The factor to try next, or None once the smallest passing one is as good as known.
+
+    After a pass: the factor its measured demand needs, if clearly smaller (and above every
+    failure). After a failure: half again, or what its demand needs; between the failure
+    and the smallest pass if there is one."""
+    if len(trials) >= MAX_TRIALS:
+        return None
+    last = trials[-1]
+    passed = [t.tdf for t in trials if t.passed]
+    failed = [t.tdf for t in trials if not t.passed]
+    if last.passed:
+        candidate = max(needed(last.demand, last.demand_max, cores), max(failed, default=0) * 1.1)
+    elif passed:
+        candidate = (last.tdf + min(passed)) / 2
+    else:
+        return max(last.tdf * 1.5, needed(last.demand, last.demand_max, cores))
+    return candidate if candidate < 0.9 * min(passed) else None
+
+
+def chosen_factor(trials: list[Trial]) -> float:
+    """The smallest factor that passed; if none did, half again the largest tried."""
+    passed = [t.tdf for t in trials if t.passed]
+    return min(passed) if passed else 1.5 * max(t.tdf for t in trials)
+
+
+class Calibrator:
+    """Drives the nodes through the calibration; `launch` owns the pipes and the gate."""
+
+    def __init__(self, launch, cores: int):
+        self.launch, self.run, self.cores = launch, launch.plan.run, cores
+
+    def __call__(self) -> tuple[float, dict]:
+        bursts = self._burst()
+        limit = compute_limit(self.run.step_times, bursts, self.cores)
+        trials: list[Trial] = []
+        tdf = max(1.0, 1.5 * limit)
+        while tdf is not None:
+            trials.append(self._trial(tdf))
+            self.launch.log(
+                f"calibration: tdf {tdf:.2f} {'kept up' if trials[-1].passed else 'lagged'} "
+                f"(behind {trials[-1].behind_max_s * 1000:.1f} ms)"
+            )
+            tdf = next_factor(trials, self.cores)
+        chosen = chosen_factor(trials) * self.run.calibration_margin
+        record = {
+            "mode": "auto",
+            "cores": self.cores,
+            "burst_steps": BURST_STEPS,
+            "cpu_per_step_median_s": float(np.median(list(bursts.values()))),
+            "cpu_per_step_max_s": max(bursts.values()),
+            "compute_limit_tdf": limit,
+            "efficiency": limit / chosen,
+            "margin": self.run.calibration_margin,
+            "trial_rounds": self.run.calibration_rounds,
+            "trials": [asdict(t) for t in trials],
+            "verified": any(t.passed for t in trials),
+        }
+        return chosen, record
+
+    def _burst(self) -> dict[int, float]:
+        self.launch._broadcast(control.Calibrate(BURST_STEPS))
+        reports = self.launch._collect(control.Calibrated, time.monotonic())
+        return {n: r.cpu_per_step for n, r in reports.items()}
+
+    def _trial(self, tdf: float) -> Trial:
+        started = time.monotonic()
+        self.launch._broadcast(control.TrialPrepare())
+        ready = self.launch._collect(control.TrialReady, time.monotonic())
+        peers = {node: message.endpoint for node, message in ready.items()}
+        t0 = time.monotonic() + START_SLACK
+        rounds = self.run.calibration_rounds
+        self.launch._broadcast(control.TrialStart(peers, t0, tdf, rounds))
+        span = rounds * max(self.run.step_times) * self.run.algorithm.local_steps * tdf
+        done = [r.stats for r in self.launch._collect(control.TrialDone, t0 + span).values()]
+        behind = max(r["behind_max"] for r in done)
+        delivered = sum(r["delivered"] for r in done)
+        late = sum(r["late_deliveries"] for r in done) / delivered if delivered else 0.0
+        demands = [r["cpu_per_emulated_s"] for r in done]
+        return Trial(
+            tdf=tdf,
+            passed=behind <= self.run.lag_tolerance / 2 and late <= 0.01,
+            behind_max_s=behind,
+            late_delivery_share=late,
+            demand=sum(demands),
+            demand_max=max(demands),
+            wall_s=time.monotonic() - started,
+        )
