@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, LinkSpec, check_sendable
-from transport.schedule import Booked, DownlinkQueue, Uplink
+from transport.schedule import DownlinkQueue, Uplink
 from transport.stats import LinkStats
 from transport.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -131,7 +131,6 @@ class MemoryNetwork:
         with self.lock:
             due = [float("inf")]
             for node in self.nodes.values():
-                due += [node.uplink.next_due() if node.uplink else float("inf")]
                 due += [node.downlink.next_due(), float("-inf") if node.handed else float("inf")]
             return min(due)
 
@@ -201,25 +200,19 @@ class MemoryTransport:
 
     def _send(self, messages: Sequence[Message], replace: bool, now: float) -> None:
         checked = (check_sendable(m, self.node_id, self.kinds, self.peers) for m in messages)
-        packed = tuple(pack(m) for m in checked)
-        self._stage(self.uplink.advance(now))
-        for dst in self.uplink.take(packed, replace, now):
+        notify, bookings = self.uplink.take(tuple(pack(m) for m in checked), replace, now)
+        for dst in notify:  # before the new batch, as the ZeroMQ sender does
             notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
             self.handed.append((dst, stamp(pack(notice), now, now)))
-        self._stage(self.uplink.advance(now))
-
-    def _stage(self, due: list[Booked]) -> None:
-        for booked in due:
-            self.handed.append(
-                (booked.packed.dst, stamp(booked.packed, booked.t_start, booked.t_end))
-            )
-            self.uplink.handed_over(booked)
+        for booked in bookings:
+            frames = stamp(booked.packed, booked.t_start, booked.t_end)
+            self.handed.append((booked.packed.dst, frames))
 
     def hand_over_due(self, now: float) -> None:
         """Admit what this node handed over. A message to a closed node was sent (its bytes
         left) and is never delivered."""
         if self.uplink is not None:
-            self._stage(self.uplink.advance(now))
+            self.uplink.settle(now)
         handed, self.handed = self.handed, []
         for dst, frames in handed:
             self.network.deliver(dst, frames)

@@ -1,13 +1,20 @@
 """The emulated links' queues as pure state driven by explicit emulated instants: the uplink
-(backlog, the message on the wire, those still crossing a path, the flush) and the downlink
-(pending deliveries, their bookings, a sender's flush). No sockets, no threads, no sleeps."""
+(bookings, the flush) and the downlink (arrivals, deliveries, a sender's flush). No sockets,
+no threads, no sleeps.
+
+Messages are handed over ahead of time: a batch is booked on the sender's links the instant
+it is queued, stamped with the emulated instants it will leave (`t_start`, `t_end`), and
+handed to the receiver at once, which books its downlink in order of emulated arrival and
+delivers each message at its instant. The emulation is the same as handing each message over
+when its last byte leaves; the host does one wake-up per batch instead of two per message
+(measured here: 120-150 µs of CPU per message sent alone over loopback, 18-29 µs in batches).
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transport.shaper import Downlink, Egress
 from transport.stats import LinkStats
@@ -35,156 +42,152 @@ class Booked:
 class Uplink:
     """A node's uplink as a serial link with per-destination paths (timing in `Egress`).
 
-    A message occupies the uplink for size/rate emulated seconds, then waits in `held` until
-    it has fully crossed its path (`t_end`); only then is it due for hand-over. A `replace`
-    batch drops everything not fully transmitted, on the uplink or on a path, and frees every
-    link at once, as the artifact's flush (sockets closed with linger=0) does. The flush also
-    reaches what has left this node but still queues in a receiver's downlink: `take` returns
-    every peer handed a message since the last flush, to be sent an unshaped flush notice.
+    `take` books a batch at once: each message occupies the uplink for size/rate emulated
+    seconds after the one before, then crosses its path by `t_end`. It counts as sent once
+    `t_end` has passed (`settle`). A `replace` batch drops everything not fully transmitted
+    by then, on the uplink or on a path, and frees every link at once, as the artifact's
+    flush (sockets closed with linger=0) does; every peer handed a message since the last
+    flush is returned, to be sent a flush notice (before the new batch) so that it discards
+    what had not reached it by the flush instant.
     """
 
-    def __init__(self, egress: Egress, stats: LinkStats, max_backlog: int = 10_000):
-        self.egress, self.stats, self.max_backlog = egress, stats, max_backlog
-        # (message, emulated time it was queued): a message waiting while the link was busy
-        # starts exactly when the link frees, however late the owner wakes up.
-        self.backlog: deque[tuple[Packed, float]] = deque()
-        self.on_uplink: Booked | None = None
-        self.held: list[tuple[float, int, Booked]] = []  # by t_end, then arrival order
+    def __init__(self, egress: Egress, stats: LinkStats, max_unsent: int = 10_000):
+        self.egress, self.stats, self.max_unsent = egress, stats, max_unsent
+        self.unsent: list[tuple[float, int, Booked]] = []  # booked, by t_end: not yet sent
         self._seq = itertools.count()
         self.sent_since_flush: set[int] = set()
 
-    def take(self, messages: tuple[Packed, ...], replace: bool, now: float) -> list[int]:
-        """Queue a batch at `now`; `replace` first drops all that is not fully sent. Returns
-        the peers to notify of the flush (empty without `replace`)."""
+    def take(
+        self, messages: tuple[Packed, ...], replace: bool, now: float
+    ) -> tuple[list[int], list[Booked]]:
+        """Book a batch at `now` (`replace`: after dropping what is not fully sent). Returns
+        the peers to notify of the flush, and the bookings to hand over, in order."""
+        self.settle(now)
         notify: list[int] = []
         if replace:
-            for packed, _ in self.backlog:
-                self.stats.count_dropped(packed.dst, packed.size)
-            self.backlog.clear()
-            if self.on_uplink is not None:
-                self.stats.count_dropped(self.on_uplink.packed.dst, self.on_uplink.packed.size)
-                self.on_uplink = None
-            for _, _, booked in self.held:
+            for _, _, booked in self.unsent:
                 self.stats.count_dropped(booked.packed.dst, booked.packed.size)
-            self.held.clear()
+            self.unsent.clear()
             self.egress.cut(now)
             notify = sorted(self.sent_since_flush)
             self.sent_since_flush.clear()
+        bookings = []
         for packed in messages:
-            if len(self.backlog) >= self.max_backlog:
-                oldest, _ = self.backlog.popleft()
-                self.stats.count_dropped(oldest.dst, oldest.size)
-            self.backlog.append((packed, now))
-        return notify
+            if len(self.unsent) >= self.max_unsent:
+                self.stats.count_dropped(packed.dst, packed.size)
+                continue
+            booked = Booked(packed, *self.egress.reserve(packed.dst, packed.size, now))
+            heapq.heappush(self.unsent, (booked.t_end, next(self._seq), booked))
+            self.sent_since_flush.add(packed.dst)
+            bookings.append(booked)
+        return notify, bookings
 
-    def next_due(self) -> float:
-        """Emulated time of the next change: the uplink or the earliest held message finishes."""
-        if self.on_uplink is None:
-            if self.backlog:
-                return float("-inf")  # a batch waits for the idle uplink: start it now
-            due = float("inf")
-        else:
-            due = self.on_uplink.u_end
-        return min(due, self.held[0][0]) if self.held else due
-
-    def advance(self, now: float) -> list[Booked]:
-        """Bring the schedule to `now`: move messages off the uplink and return, in order,
-        those that have fully crossed their path, for hand-over (then `handed_over`)."""
-        while self.on_uplink is not None or self.backlog:
-            if self.on_uplink is None:
-                packed, queued_at = self.backlog.popleft()
-                timing = self.egress.reserve(packed.dst, packed.size, queued_at)
-                self.on_uplink = Booked(packed, *timing)
-            if self.on_uplink.u_end > now:
-                break
-            heapq.heappush(self.held, (self.on_uplink.t_end, next(self._seq), self.on_uplink))
-            self.on_uplink = None
-        due = []
-        while self.held and self.held[0][0] <= now:
-            due.append(heapq.heappop(self.held)[2])
-        return due
-
-    def handed_over(self, booked: Booked) -> None:
-        self.sent_since_flush.add(booked.packed.dst)
-        self.stats.count_sent(booked.packed.dst, booked.packed.size)
+    def settle(self, now: float) -> None:
+        """Count as sent what has fully left by `now`."""
+        while self.unsent and self.unsent[0][0] <= now:
+            booked = heapq.heappop(self.unsent)[2]
+            self.stats.count_sent(booked.packed.dst, booked.packed.size)
 
     def lost(self, booked: Booked) -> None:
-        """The hand-over did not happen (the node is stopping): the message never left."""
-        self.stats.count_dropped(booked.packed.dst, booked.packed.size)
+        """It could not be handed over (the node is stopping): it never left."""
+        entry = next((e for e in self.unsent if e[2] is booked), None)
+        if entry is not None:
+            self.unsent.remove(entry)
+            heapq.heapify(self.unsent)
+            self.stats.count_dropped(booked.packed.dst, booked.packed.size)
 
 
-@dataclass(slots=True)
-class _Pending:
-    deliver_at: float
+@dataclass(order=True, slots=True)
+class _Entry:
+    at: float  # arrival instant while waiting for the downlink, then delivery instant
     seq: int
-    msg: Message
-    size: int
-    start: float  # the downlink's booking for this message
-    finish: float
+    msg: Message = field(compare=False)
+    size: int = field(compare=False)
+    start: float = field(default=0.0, compare=False)  # the downlink's booking, once booked
+    finish: float = field(default=0.0, compare=False)
 
 
 class DownlinkQueue:
-    """Delivered messages wait here, bounded in bytes, until their emulated delivery instant.
+    """What a node has received but not yet delivered, bounded in bytes.
 
-    A sender's flush cuts what of its traffic was not delivered by the flush instant, and what
-    queued behind it in the downlink moves up into the share it frees.
+    A message waits in `arrivals` until its emulated arrival (`t_start` + latency), is then
+    booked on the downlink in order of arrival (cut-through: delivered when both the downlink
+    has carried it and its last byte has crossed the latency), and waits in `pending` until
+    its delivery instant. A sender's flush at instant F discards what of its traffic was not
+    delivered by F: silently what had not even left it by F (it counted that dropped), as
+    `flushed` what had; what queued behind in the downlink moves up into the share it frees.
     """
 
     def __init__(self, downlink: Downlink, stats: LinkStats, max_pending_bytes: int):
         self.downlink, self.stats, self.max_pending_bytes = downlink, stats, max_pending_bytes
-        self._pending: list[tuple[float, int, _Pending]] = []
+        self.arrivals: list[_Entry] = []
+        self.pending: list[_Entry] = []
         self._released_finish = float("-inf")  # the downlink is busy until this for released ones
-        self._pending_bytes = 0
+        self._bytes = 0
         self._seq = itertools.count()
 
     def admit(self, msg: Message, size: int) -> float | None:
-        """Book the downlink for `msg`: its delivery instant, or None (counted) when the
-        queue is full."""
-        if self._pending_bytes + size > self.max_pending_bytes:
+        """Queue `msg` for its arrival; its arrival instant, or None (counted) when full."""
+        if self._bytes + size > self.max_pending_bytes:
             self.stats.inbox_overflow_messages += 1
             return None
-        start, finish, deliver_at = self.downlink.book(size, msg.t_start, msg.t_end)
-        entry = _Pending(deliver_at, next(self._seq), msg, size, start, finish)
-        heapq.heappush(self._pending, (deliver_at, entry.seq, entry))
-        self._pending_bytes += size
-        return deliver_at
+        arrival = msg.t_start + self.downlink.latency_s
+        heapq.heappush(self.arrivals, _Entry(arrival, next(self._seq), msg, size))
+        self._bytes += size
+        return arrival
 
     def next_due(self) -> float:
-        return self._pending[0][0] if self._pending else float("inf")
+        """The next instant something changes: an arrival to book or a delivery."""
+        due = self.pending[0].at if self.pending else float("inf")
+        return min(due, self.arrivals[0].at) if self.arrivals else due
+
+    def _book_until(self, now: float) -> None:
+        while self.arrivals and self.arrivals[0].at <= now:
+            entry = heapq.heappop(self.arrivals)
+            entry.start, entry.finish, entry.at = self.downlink.book(
+                entry.size, entry.msg.t_start, entry.msg.t_end
+            )
+            heapq.heappush(self.pending, entry)
+
+    def release(self, now: float, late_after: float | None = None) -> list[tuple[Message, int]]:
+        """Every message delivered by `now`, in delivery order, with its size; with
+        `late_after`, one released more than that many emulated seconds after its instant
+        counts as late."""
+        self._book_until(now)
+        out = []
+        while self.pending and self.pending[0].at <= now:
+            entry = heapq.heappop(self.pending)
+            self._bytes -= entry.size
+            self._released_finish = max(self._released_finish, entry.finish)
+            if late_after is not None:
+                self.stats.count_lateness(now - entry.at, late_after)
+            out.append((entry.msg, entry.size))
+        return out
 
     def flush(self, src: int, at: float) -> None:
         """`src` flushed at `at`: what of its traffic was not delivered by then is lost."""
-        entries = [e for _, _, e in self._pending]
-        cut = [e for e in entries if e.msg.src == src and e.deliver_at > at]
+        self._book_until(at)
+        gone = [e for e in self.arrivals if e.msg.src == src]
+        self.arrivals = [e for e in self.arrivals if e.msg.src != src]
+        heapq.heapify(self.arrivals)
+        cut = [e for e in self.pending if e.msg.src == src and e.at > at]
+        for entry in gone + cut:
+            self._bytes -= entry.size
+            if entry.msg.t_end <= at:  # it had left the sender: lost in the downlink
+                self.stats.count_flushed(src, entry.size)
         if not cut:
             return
-        for e in cut:
-            self._pending_bytes -= e.size
-            self.stats.count_flushed(src, e.size)
         cut_seqs = {e.seq for e in cut}
-        kept = [e for e in entries if e.seq not in cut_seqs]
+        kept = [e for e in self.pending if e.seq not in cut_seqs]
         # The downlink stays as booked up to the flush; a message cut midway held it till then.
         busy_until = [self._released_finish]
         busy_until += [at for e in cut if e.start < at]
         busy_until += [e.finish for e in kept if e.start <= at]
-        behind = sorted((e for e in kept if e.start > at), key=lambda e: e.seq)
+        behind = sorted((e for e in kept if e.start > at), key=lambda e: (e.start, e.seq))
         rebooked = self.downlink.rebook(
             [(e.size, e.msg.t_start, e.msg.t_end) for e in behind], max(busy_until)
         )
-        for e, (start, finish, deliver_at) in zip(behind, rebooked, strict=True):
-            e.start, e.finish, e.deliver_at = start, finish, deliver_at
-        self._pending = [(e.deliver_at, e.seq, e) for e in kept]
-        heapq.heapify(self._pending)
-
-    def release(self, now: float, late_after: float | None = None) -> list[tuple[Message, int]]:
-        """Every message due by `now`, in delivery order, with its size; with `late_after`,
-        one released more than that many emulated seconds after its instant counts as late."""
-        out = []
-        while self._pending and self._pending[0][0] <= now:
-            deliver_at, _, entry = heapq.heappop(self._pending)
-            self._pending_bytes -= entry.size
-            self._released_finish = max(self._released_finish, entry.finish)
-            if late_after is not None:
-                self.stats.count_lateness(now - deliver_at, late_after)
-            out.append((entry.msg, entry.size))
-        return out
+        for entry, (start, finish, deliver_at) in zip(behind, rebooked, strict=True):
+            entry.start, entry.finish, entry.at = start, finish, deliver_at
+        self.pending = kept
+        heapq.heapify(self.pending)

@@ -15,9 +15,11 @@ from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.stats import LinkStats
 from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
 
-# A tiny high-water mark: the emulated uplink is the only queue; ZeroMQ must not hide another.
-SEND_HWM = 4
-RECV_HWM = 64
+# Messages wait in ZeroMQ ahead of their emulated instants (the stamps carry the timing), so
+# a batch must fit: at the worst every message of a round to one peer.
+SEND_HWM = 10_000
+RECV_HWM = 10_000
+RECV_BATCH = 256  # frames admitted per wake-up before the stop flag is looked at again
 # The longest a thread sleeps with nothing due: how soon it notices `stop`. Every wake-up of
 # an idle thread costs its process CPU and the training thread the GIL, times 60 processes.
 IDLE_S = 0.5
@@ -26,8 +28,9 @@ LATE_AFTER = 0.005
 
 
 class SenderThread(threading.Thread):
-    """Owns one PUSH socket per peer; applies batches from the outbox to the uplink schedule
-    and hands each message to ZeroMQ once it has crossed its links, stamped with its times."""
+    """Owns one PUSH socket per peer; books each batch from the outbox on the uplink schedule
+    and hands every message of it to ZeroMQ at once, stamped with the emulated instants it
+    leaves (the receiver delivers it at its instant): one wake-up per batch."""
 
     def __init__(
         self,
@@ -74,29 +77,23 @@ class SenderThread(threading.Thread):
 
     def _loop(self, sockets: dict[int, zmq.Socket]) -> None:
         while not self.stop.is_set():
-            wait = min(IDLE_S, self.clock.wall_until(self.uplink.next_due()))
             try:
-                batch: PackedBatch | None = self.outbox.get(timeout=max(0.0, wait))
+                batch: PackedBatch | None = self.outbox.get(timeout=IDLE_S)
             except queue.Empty:
                 batch = None
             now = self.clock.now()
-            self._hand_over_due(sockets, now)  # what was fully sent before the batch is not cut
             if batch is None:
+                self.uplink.settle(now)
                 continue
-            for dst in self.uplink.take(batch.messages, batch.replace, now):
+            notify, bookings = self.uplink.take(batch.messages, batch.replace, now)
+            # The flush notices first: a receiver must not cut this batch with the old one.
+            for dst in notify:
                 notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
                 self._hand_over(sockets[dst], stamp(pack(notice), now, now))
-            self._hand_over_due(sockets, now)
-
-    def _hand_over_due(self, sockets: dict[int, zmq.Socket], now: float) -> None:
-        for booked in self.uplink.advance(now):
-            if self.stop.is_set():
-                return
-            frames = stamp(booked.packed, booked.t_start, booked.t_end)
-            if self._hand_over(sockets[booked.packed.dst], frames):
-                self.uplink.handed_over(booked)
-            else:
-                self.uplink.lost(booked)
+            for booked in bookings:
+                frames = stamp(booked.packed, booked.t_start, booked.t_end)
+                if not self._hand_over(sockets[booked.packed.dst], frames):
+                    self.uplink.lost(booked)
 
     def _hand_over(self, sock: zmq.Socket, frames: list) -> bool:
         """Give the frames to ZeroMQ, waiting (bounded, stoppable) if the peer is not draining."""
@@ -118,8 +115,9 @@ class ReceiverThread(threading.Thread):
     instant and releases the message into the inbox there. Without, it sleeps until frames
     arrive, and the training thread takes what is due when it looks (`ZmqTransport.receive`):
     the same messages at the same emulated instants, without a wake-up per message, which
-    costs the computing processes CPU and the GIL. A message handed over too late for its
-    delivery instant then counts as a late delivery at admission."""
+    costs the computing processes CPU and the GIL. A message that arrives after the training
+    thread already took what was due by an instant it could have been delivered at, missed
+    that look: it counts as a late delivery."""
 
     def __init__(
         self,
@@ -141,6 +139,7 @@ class ReceiverThread(threading.Thread):
         self.known_sources: frozenset[int] = frozenset()
         self.on_deliver: Callable[[Message], None] | None = None  # runs before the inbox
         self.arrived = threading.Condition()
+        self.drained_until = float("-inf")  # emulated: the training thread took all due by
         self.endpoint: str | None = None
         self.error: BaseException | None = None
         self.bound = threading.Event()
@@ -182,7 +181,7 @@ class ReceiverThread(threading.Thread):
                 wait_ms = min(wait_ms, self.clock.wall_until(self.downlink.next_due()) * 1000)
             if poller.poll(max(0, int(wait_ms))):
                 with self.arrived:
-                    for _ in range(RECV_HWM):
+                    for _ in range(RECV_BATCH):
                         try:
                             frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                         except zmq.Again:
@@ -216,6 +215,9 @@ class ReceiverThread(threading.Thread):
         if msg.kind == FLUSH:
             self.downlink.flush(msg.src, msg.t_start)
             return
-        deliver_at = self.downlink.admit(msg, sum(len(f.buffer) for f in frames))
-        if deliver_at is not None and not timed:
-            self.stats.count_lateness(self.clock.now() - deliver_at, LATE_AFTER)
+        admitted = self.downlink.admit(msg, sum(len(f.buffer) for f in frames))
+        if admitted is not None and not timed:
+            # Late if the training thread already took what was due at an instant this
+            # message could have been delivered by: it missed that look.
+            earliest = msg.t_end + self.downlink.downlink.latency_s
+            self.stats.count_lateness(self.drained_until - earliest, 0.0)

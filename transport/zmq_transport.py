@@ -137,9 +137,11 @@ class ZmqTransport:
         with arrived:
             while True:
                 if not self.ready:
-                    for msg, size in self.downlink.release(self.clock.now()):
+                    now = self.clock.now()
+                    for msg, size in self.downlink.release(now):
                         self.ready.append(msg)
                         self.stats.count_delivered(msg.src, size)
+                    self.receiver.drained_until = now
                 if self.ready:
                     return self.ready.popleft()
                 left = self.clock.wall_until(until) if until is not None else 0.0

@@ -18,107 +18,84 @@ SIZE = wire_size(_msg(1))
 
 
 class Stepped:
-    """An uplink whose links take `up_ms` (uplink) and `paths_ms[dst]` ms per message, woken
-    at chosen instants as the sender thread would be: hand over what is due, then take the
-    batch, then hand over again."""
+    """An uplink whose links take `up_ms` (uplink) and `paths_ms[dst]` ms per message, driven
+    as the sender thread drives it: a batch is booked and handed over at once."""
 
-    def __init__(self, fake_clock, up_ms, paths_ms=None):
+    def __init__(self, fake_clock, up_ms, paths_ms=None, max_unsent=10_000):
         def bucket(ms):
             return TokenBucket(SIZE * 8 / (ms * MS) if ms else float("inf"), clock=fake_clock)
 
         paths = {dst: bucket(ms) for dst, ms in (paths_ms or {}).items()}
         self.stats = LinkStats()
-        self.uplink = Uplink(Egress(bucket(up_ms), paths), self.stats)
-        self.clock = fake_clock
-        self.got: dict[int, list] = {1: [], 2: []}  # (left at, round, frag, t_start, t_end)
-        self.flushes: dict[int, list] = {1: [], 2: []}  # when a flush notice left
+        self.uplink = Uplink(Egress(bucket(up_ms), paths), self.stats, max_unsent)
+        self.stamps: dict[int, list] = {1: [], 2: []}  # (t_start, t_end) in ms, per dst
+        self.flushes: list[tuple[float, list[int]]] = []
 
-    def step(self, t, messages=None, replace=False):
-        self.clock.t = t
-        self._hand_over(t)
-        if messages is not None:
-            for dst in self.uplink.take(tuple(pack(m) for m in messages), replace, t):
-                self.flushes[dst].append(_ms(t))
-            self._hand_over(t)
+    def take(self, t, messages, replace=False):
+        notify, bookings = self.uplink.take(tuple(pack(m) for m in messages), replace, t)
+        if replace:
+            self.flushes.append((_ms(t), notify))
+        for booked in bookings:
+            self.stamps[booked.packed.dst].append((_ms(booked.t_start), _ms(booked.t_end)))
 
-    def _hand_over(self, t):
-        for booked in self.uplink.advance(t):
-            self.uplink.handed_over(booked)
-            self.got[booked.packed.dst].append((_ms(t), _ms(booked.t_start), _ms(booked.t_end)))
+    def sent_by(self, t):
+        self.uplink.settle(t)
+        return self.stats.sent_messages
 
 
 def _ms(t):
     return round(t / MS, 6)
 
 
-def test_without_paths_a_message_leaves_at_its_uplink_finish(fake_clock):
+def test_a_batch_is_booked_back_to_back_and_counts_as_sent_once_it_has_left(fake_clock):
     s = Stepped(fake_clock, up_ms=1)
-    s.uplink.take((pack(_msg(1, frag=0)), pack(_msg(1, frag=1))), False, 0.0)
-    assert s.uplink.next_due() == float("-inf")  # a batch waits for the idle uplink
-    s.step(0.0)
-    assert s.uplink.next_due() == pytest.approx(1 * MS) and not s.got[1]
-    s.step(1 * MS)
-    s.step(2.5 * MS)  # a late wake-up: the second one was booked from 1 ms all the same
-    assert s.got[1] == [(1, 0, 1), (2.5, 1, 2)]
-    assert not s.uplink.held and s.uplink.on_uplink is None
-    assert s.uplink.next_due() == float("inf")
-    assert s.stats.sent_messages == 2 and s.stats.sent_bytes[1] == 2 * SIZE
+    s.take(0.0, [_msg(1, frag=0), _msg(1, frag=1)])
+    assert s.stamps[1] == [(0, 1), (1, 2)]  # both handed over now, stamped with their times
+    assert s.sent_by(0.5 * MS) == 0 and s.sent_by(1 * MS) == 1 and s.sent_by(2.5 * MS) == 2
+    assert not s.uplink.unsent and s.stats.sent_bytes[1] == 2 * SIZE
+    s.take(3 * MS, [_msg(1, round_=1)])  # the uplink was idle: it starts at once
+    assert s.stamps[1][-1] == (3, 4)
 
 
-def test_without_paths_replace_cuts_the_message_on_the_uplink(fake_clock):
+def test_replace_drops_the_message_still_on_the_uplink_and_flushes_its_peers(fake_clock):
     s = Stepped(fake_clock, up_ms=1)
-    s.step(0.0, [_msg(1, frag=0), _msg(1, frag=1)])
-    s.step(1.5 * MS, [_msg(1, round_=1)], replace=True)
-    # The first had left at 1 ms; the second is cut; the new one starts at the cut.
-    assert s.got[1] == [(1.5, 0, 1)]
+    s.take(0.0, [_msg(1, frag=0), _msg(1, frag=1)])
+    s.take(1.5 * MS, [_msg(1, round_=1)], replace=True)
+    # The first had left at 1 ms; the second (1-2 ms) is cut; the new one starts at the cut.
+    assert s.stamps[1] == [(0, 1), (1, 2), (1.5, 2.5)]
+    assert s.stats.sent_messages == 1
     assert s.stats.dropped_messages == 1 and s.stats.dropped_bytes[1] == SIZE
-    assert s.uplink.next_due() == pytest.approx(2.5 * MS)
-    assert s.flushes[1] == [1.5]  # it had been sent to: told of the flush at once
+    assert s.flushes == [(1.5, [1])]  # it had handed node 1 messages: told of the flush
+    assert s.sent_by(2.5 * MS) == 2
 
 
 def test_a_slow_path_holds_its_messages_but_not_the_uplink_nor_other_destinations(fake_clock):
     s = Stepped(fake_clock, up_ms=1, paths_ms={1: 4, 2: 0.5})
     # To 1: uplink 0-1, path 0-4; to 1: uplink 1-2, path 4-8; to 2: uplink 2-3, path 2-2.5.
-    s.step(0.0, [_msg(1, frag=0), _msg(1, frag=1), _msg(2, frag=2)])
-    s.step(1 * MS)
-    s.step(2 * MS)
-    assert [entry[0] for entry in s.uplink.held] == pytest.approx([4 * MS, 8 * MS])
-    assert s.uplink.next_due() == pytest.approx(3 * MS)
-    s.step(3 * MS)
-    assert s.got[2] == [(3, 2, 3)]
-    assert not s.got[1] and s.stats.sent_messages == 1
-    assert s.uplink.next_due() == pytest.approx(4 * MS)
-    s.step(4 * MS)
-    s.step(8 * MS)
-    assert s.got[1] == [(4, 0, 4), (8, 4, 8)]
-    assert s.stats.sent_messages == 3 and not s.uplink.held
+    s.take(0.0, [_msg(1, frag=0), _msg(1, frag=1), _msg(2, frag=2)])
+    assert s.stamps == {1: [(0, 4), (4, 8)], 2: [(2, 3)]}
+    assert s.sent_by(3 * MS) == 1 and s.sent_by(4 * MS) == 2 and s.sent_by(8 * MS) == 3
 
 
 def test_replace_drops_what_is_still_crossing_a_path_and_frees_it(fake_clock):
     # An unlimited uplink, as in the geo profile: only the paths take time.
     s = Stepped(fake_clock, up_ms=0, paths_ms={1: 4, 2: 1})
-    s.step(0.0, [_msg(1, frag=0), _msg(1, frag=1), _msg(2, frag=2)])
-    assert s.uplink.on_uplink is None and len(s.uplink.held) == 3
-    s.step(1 * MS)
-    # The sender wakes late, at 6 ms, with a replacing batch: the first message to 1 had
-    # arrived at 4 ms and still goes; the second (path 4-8 ms) is dropped and the path freed.
-    s.step(6 * MS, [_msg(1, round_=1)], replace=True)
+    s.take(0.0, [_msg(1, frag=0), _msg(1, frag=1), _msg(2, frag=2)])
+    assert s.stamps == {1: [(0, 4), (4, 8)], 2: [(0, 1)]}
+    # A replacing batch at 6 ms: the first message to 1 had arrived at 4 ms; the second
+    # (path 4-8 ms) is dropped and the path freed; the new one crosses it 6-10 ms.
+    s.take(6 * MS, [_msg(1, round_=1)], replace=True)
     assert s.stats.dropped_messages == 1 and s.stats.dropped_bytes == {1: SIZE}
-    assert s.stats.total_dropped == SIZE
-    s.step(10 * MS)
-    assert s.got[1] == [(6, 0, 4), (10, 6, 10)]
-    assert s.got[2] == [(1, 0, 1)]
-    assert s.stats.sent_messages == 3 and s.stats.sent_bytes == {1: 2 * SIZE, 2: SIZE}
-    # Both peers had been sent to before the flush: each got one notice, at once, unshaped.
-    assert s.flushes == {1: [6], 2: [6]}
+    assert s.stamps[1][-1] == (6, 10)
+    assert s.sent_by(10 * MS) == 3 and s.stats.sent_bytes == {1: 2 * SIZE, 2: SIZE}
+    assert s.flushes == [(6, [1, 2])]  # both peers had been handed messages
 
 
-def test_a_full_backlog_drops_its_oldest_message(fake_clock):
-    stats = LinkStats()
-    uplink = Uplink(Egress(TokenBucket(1e3, clock=fake_clock)), stats, max_backlog=2)
-    uplink.take(tuple(pack(_msg(1, frag=f)) for f in range(3)), False, 0.0)
-    assert [p.size for p, _ in uplink.backlog] == [SIZE, SIZE]
-    assert stats.dropped_messages == 1 and stats.dropped_bytes == {1: SIZE}
+def test_a_full_uplink_refuses_what_does_not_fit_and_counts_it(fake_clock):
+    s = Stepped(fake_clock, up_ms=1, max_unsent=2)
+    s.take(0.0, [_msg(1, frag=f) for f in range(3)])
+    assert len(s.stamps[1]) == 2 and len(s.uplink.unsent) == 2
+    assert s.stats.dropped_messages == 1 and s.stats.dropped_bytes == {1: SIZE}
 
 
 # ---- the downlink --------------------------------------------------------------------------
@@ -143,12 +120,24 @@ def test_downlink_rebook_moves_queued_messages_up_into_the_freed_share(fake_cloc
     ]
 
 
+def test_the_downlink_books_in_order_of_arrival_whatever_the_order_handed_over(fake_clock):
+    queue, _ = _queue(fake_clock)  # 1 byte per ms
+    queue.admit(_arrived(2, 0.05, 0.05, frag=1), 100)  # handed over first, arrives second
+    queue.admit(_arrived(1, 0.0, 0.0, frag=0), 100)
+    assert queue.next_due() == 0.0  # an arrival to book
+    released = queue.release(0.25)
+    assert [(m.frag, size) for m, size in released] == [(0, 100), (1, 100)]
+    queue.admit(_arrived(3, 0.2, 0.2), 10)  # the downlink is busy until 0.2: starts at once
+    assert queue.release(0.21) == [] and len(queue.release(0.22)) == 1
+
+
 def test_the_downlink_releases_in_delivery_order_and_counts_late_ones(fake_clock):
     queue, stats = _queue(fake_clock, latency=0.01)  # 1 byte per ms, 10 ms latency
-    assert queue.admit(_arrived(1, 0.0, 0.0, frag=0), 100)  # delivered at 0.11
-    assert queue.admit(_arrived(2, 0.0, 0.0, frag=1), 50)  # queues behind it: 0.16
+    assert queue.admit(_arrived(1, 0.0, 0.0, frag=0), 100) == pytest.approx(0.01)
+    assert queue.admit(_arrived(2, 0.0, 0.0, frag=1), 50) == pytest.approx(0.01)
+    assert queue.next_due() == pytest.approx(0.01)
+    assert queue.release(0.10) == []  # booked: delivered at 0.11 and 0.16
     assert queue.next_due() == pytest.approx(0.11)
-    assert queue.release(0.10, late_after=0.005) == []
     released = queue.release(0.2, late_after=0.005)
     assert [(m.src, size) for m, size in released] == [(1, 100), (2, 50)]
     assert stats.late_deliveries == 2 and stats.max_delivery_lateness == pytest.approx(0.09)
@@ -167,11 +156,20 @@ def test_a_flush_cuts_only_what_of_its_sender_was_not_delivered_by_then(fake_clo
     released = queue.release(1.0, late_after=1.0)
     assert [m.frag for m, _ in released] == [0, 2]
     queue.admit(_arrived(3, 0.0, 0.0), 10)
-    assert queue.next_due() == pytest.approx(0.26)  # behind 2's, which now ends at 0.25
+    assert queue.release(0.255) == [] and len(queue.release(0.26)) == 1  # behind 2's (0.25)
+
+
+def test_a_flush_drops_silently_what_had_not_left_its_sender_yet(fake_clock):
+    queue, stats = _queue(fake_clock)
+    queue.admit(_arrived(1, 0.1, 0.3), 100)  # still on the sender's uplink at 0.2
+    queue.admit(_arrived(1, 0.0, 0.01), 10)  # left at 0.01, delivered at 0.01
+    queue.flush(1, at=0.2)
+    assert stats.flushed_messages == 0  # the sender counted the first one dropped
+    assert [m.t_end for m, _ in queue.release(1.0)] == [0.01]
 
 
 def test_a_full_downlink_refuses_and_counts(fake_clock):
     queue, stats = _queue(fake_clock, max_bytes=150)
-    assert queue.admit(_arrived(1, 0.0, 0.0), 100)
-    assert not queue.admit(_arrived(1, 0.0, 0.0), 100)
+    assert queue.admit(_arrived(1, 0.0, 0.0), 100) is not None
+    assert queue.admit(_arrived(1, 0.0, 0.0), 100) is None
     assert stats.inbox_overflow_messages == 1
