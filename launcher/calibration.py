@@ -14,9 +14,13 @@ from node import control
 
 BURST_STEPS = 64  # per node, back to back inside the gate
 MAX_TRIALS = 4
-# The share of the cores the measured demand may use at the chosen factor: the rest absorbs
-# the jitter of bursts, exchanges and the evaluators.
-UTILISATION = 0.85
+# A trial passes when every node finished each round's computation with at least this share
+# of the round to spare: the run has the evaluators (and the host's jitter) on top, which the
+# trial has not. Measured here (60 nodes, default experiment): trials that passed with 5-10%
+# to spare gave runs that lagged; with 25%, none did.
+MIN_SLACK = 0.25
+# The share of the cores a measured demand may use, to propose the next factor to try.
+UTILISATION = 0.75
 START_SLACK = 1.0  # wall seconds between a trial's announcement and its emulated 0
 
 
@@ -27,6 +31,7 @@ class Trial:
     tdf: float
     passed: bool
     behind_max_s: float  # emulated: the latest any node acted after its instant
+    slack_min: float  # the least share of a burst's span any node had to spare
     late_delivery_share: float
     demand: float  # CPU seconds of all nodes per emulated second (every thread)
     demand_max: float  # the most any one node needed
@@ -84,9 +89,11 @@ class Calibrator:
         tdf = max(1.0, 1.5 * limit)
         while tdf is not None:
             trials.append(self._trial(tdf))
+            last = trials[-1]
             self.launch.log(
-                f"calibration: tdf {tdf:.2f} {'kept up' if trials[-1].passed else 'lagged'} "
-                f"(behind {trials[-1].behind_max_s * 1000:.1f} ms)"
+                f"calibration: tdf {tdf:.2f} {'kept up' if last.passed else 'too tight'} "
+                f"({last.slack_min:.0%} to spare at the least, late deliveries "
+                f"{last.late_delivery_share:.1%})"
             )
             tdf = next_factor(trials, self.cores)
         chosen = chosen_factor(trials) * self.run.calibration_margin
@@ -99,6 +106,7 @@ class Calibrator:
             "compute_limit_tdf": limit,
             "efficiency": limit / chosen,
             "margin": self.run.calibration_margin,
+            "min_slack": MIN_SLACK,
             "trial_rounds": self.run.calibration_rounds,
             "trials": [asdict(t) for t in trials],
             "verified": any(t.passed for t in trials),
@@ -121,13 +129,15 @@ class Calibrator:
         span = rounds * max(self.run.step_times) * self.run.algorithm.local_steps * tdf
         done = [r.stats for r in self.launch._collect(control.TrialDone, t0 + span).values()]
         behind = max(r["behind_max"] for r in done)
+        slack = min(r["slack_min"] for r in done)
         delivered = sum(r["delivered"] for r in done)
         late = sum(r["late_deliveries"] for r in done) / delivered if delivered else 0.0
         demands = [r["cpu_per_emulated_s"] for r in done]
         return Trial(
             tdf=tdf,
-            passed=behind <= self.run.lag_tolerance / 2 and late <= 0.01,
+            passed=behind == 0 and slack >= MIN_SLACK and late <= 0.01,
             behind_max_s=behind,
+            slack_min=slack,
             late_delivery_share=late,
             demand=sum(demands),
             demand_max=max(demands),

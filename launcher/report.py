@@ -137,6 +137,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         # CPU seconds of every node process (all threads) per emulated second
         "node_cpu_per_emulated_s": sum(r.get("cpu_s", 0.0) for r in reports.values())
         / run.duration,
+        "compute_cpu_per_step_s": sum(r.get("cpu_compute_s", 0.0) for r in reports.values())
+        / max(1, sum(r.get("steps", 0) for r in reports.values())),
         "gate_wait_s_mean": sum(r.get("gate_wait_s", 0.0) for r in reports.values())
         / max(1, len(reports)),
         "final_mean_accuracy": final["mean"] if final else None,

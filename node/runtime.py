@@ -20,6 +20,22 @@ from node.models import Batches, build_model, flatten_parameters
 from transport import Clock, Gate, Message, NoGate, Transport
 
 
+def fresh_counters() -> dict:
+    """What a node counts during a run, before it starts."""
+    return {
+        "behind_max": 0.0,  # emulated seconds the latest action came after its instant
+        "late_actions": 0,
+        "steps": 0,
+        "rounds": 0,
+        "rejected_messages": 0,
+        "outbox_overflow": 0,
+        "ready_misses": 0,
+        "slack_min": 1.0,  # the least share of a burst's span left when it was done
+        "cpu_s": 0.0,  # the process's, every thread, during the run
+        "cpu_compute_s": 0.0,  # the training thread's in its local steps
+    }
+
+
 class Node:
     """Builds model, data and algorithm around a transport; `run()` is the hot loop."""
 
@@ -33,21 +49,11 @@ class Node:
         self.snapshot_dir = self.run_dir / "snapshots"
         self.clock: Clock | None = None
         self.metrics: JsonlWriter | None = None
-        self.counters = {
-            "behind_max": 0.0,  # emulated seconds the latest action came after its instant
-            "late_actions": 0,
-            "steps": 0,
-            "rounds": 0,
-            "rejected_messages": 0,
-            "outbox_overflow": 0,
-            "ready_misses": 0,
-            "cpu_s": 0.0,
-        }
+        self.counters = fresh_counters()
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
-        """Load the shard, build the model and algorithm, bind the inbound side; returns its
-        address."""
+        """Load the shard, build the model and algorithm, bind the inbound side: its address."""
         spec = self.spec
         task = data_task(spec.data.name)
         x, y = task.train_shard(spec.data, spec.node_id, spec.num_nodes)
@@ -79,7 +85,7 @@ class Node:
             layer_sizes=tuple(p.numel() for p in self.model.parameters()),
             rng=random.Random(spec.seed * 1_000_003 + spec.node_id),
             partition_seed=spec.data.partition_seed,
-            now=self._now,
+            now=lambda: self.clock.now(),
         )
         algorithm = self.algorithm_class(spec.algorithm, ctx)
         algorithm.init(self.flat)
@@ -89,9 +95,6 @@ class Node:
         """Answers due at delivery (`Algorithm.reply`) come from `transport`'s own thread."""
         if type(self.algorithm).reply is not Algorithm.reply:
             transport.respond_with(self._respond)
-
-    def _now(self) -> float:
-        return self.clock.now()
 
     def connect(self, peers: dict[int, str]) -> None:
         """Open the outbound side to every peer; sending waits for `start`."""
@@ -146,11 +149,10 @@ class Node:
                 }
             )
             round_ += 1
-        if self.deadline >= spec.duration and self.next_snapshot - spec.eval_interval < (
-            spec.duration - 1e-9
-        ):
+        last_snapshot = self.next_snapshot - spec.eval_interval
+        if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
             self._snapshot(spec.duration)
-        self.counters["cpu_s"] = time.process_time() - cpu_run  # every thread of the process
+        self.counters["cpu_s"] = time.process_time() - cpu_run
 
     def _compute_round(self, round_: int, report) -> tuple[list[float], int]:
         """The round's local steps, a burst at a time: computed back to back inside the host's
@@ -168,13 +170,12 @@ class Node:
             self.deadline = end
             self._snapshots_until(self.deadline)
             return losses, received
-        while len(losses) < per_round and not self.stop.is_set():
-            if self.deadline >= spec.duration:
-                break
+        while len(losses) < per_round and not self.stop.is_set() and self.deadline < spec.duration:
             steps = min(self.burst, per_round - len(losses))
             gated = steps > 1 and spec.pace
             if gated:
                 self.gate.acquire(self.deadline + steps * spec.step_time)
+            cpu = time.thread_time()
             try:
                 for _ in range(steps):
                     if self.stop.is_set() or self.deadline >= spec.duration:
@@ -184,7 +185,8 @@ class Node:
             finally:
                 if gated:
                     self.gate.release()
-            self._reach(self.deadline)
+                self.counters["cpu_compute_s"] += time.thread_time() - cpu
+            self._reach(self.deadline, steps * spec.step_time)
             received += self._drain()
             self._snapshots_until(self.deadline)
             if report and time.monotonic() - self.last_report >= spec.progress_every:
@@ -217,12 +219,14 @@ class Node:
         self.counters["steps"] += 1
         return loss.item()
 
-    def _reach(self, instant: float) -> None:
-        """Wait for emulated `instant` before acting on it (handing over messages, sending,
-        merging); arriving after it is lag, counted with how far behind."""
+    def _reach(self, instant: float, span: float) -> None:
+        """Wait for emulated `instant`, the end of a burst of `span` emulated seconds, before
+        acting on it (handing over messages, sending, merging). Arriving after it is lag,
+        counted with how far behind; before it, the share of the span left is the slack."""
         if not self.spec.pace:
             return
         behind = self.clock.now() - instant
+        self.counters["slack_min"] = min(self.counters["slack_min"], -behind / span)
         if behind > 0:
             self.counters["late_actions"] += 1
             self.counters["behind_max"] = max(self.counters["behind_max"], behind)

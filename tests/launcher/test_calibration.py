@@ -30,7 +30,7 @@ def test_a_demand_needs_the_cores_at_the_target_utilisation_and_one_core_per_nod
 
 
 def trial(tdf, passed, demand=10.0, demand_max=0.5):
-    return Trial(tdf, passed, 0.0 if passed else 0.2, 0.0, demand, demand_max, 1.0)
+    return Trial(tdf, passed, 0.0 if passed else 0.2, 0.3, 0.0, demand, demand_max, 1.0)
 
 
 def test_a_passing_trial_is_tightened_to_what_its_demand_needs_then_verified():
@@ -43,9 +43,9 @@ def test_a_passing_trial_is_tightened_to_what_its_demand_needs_then_verified():
 
 def test_a_failing_trial_raises_the_factor_and_never_goes_back_below_a_failure():
     cores = 2
-    trials = [trial(4.0, passed=False)]
-    assert next_factor(trials, cores) == pytest.approx(6.0)  # 1.5x, above the 5.88 estimate
-    trials.append(trial(6.0, passed=True, demand=6.0))  # estimate 3.5: but 4 failed
+    trials = [trial(4.0, passed=False, demand=6.0)]  # estimate 6 / (2 x UTILISATION) = 4
+    assert next_factor(trials, cores) == pytest.approx(6.0)  # 1.5x, above the estimate
+    trials.append(trial(6.0, passed=True, demand=6.0))  # estimate 4: but 4 failed
     assert next_factor(trials, cores) == pytest.approx(4.4)  # just above the failure
     trials.append(trial(4.4, passed=False))
     assert next_factor(trials, cores) == pytest.approx(5.2)  # between failure and pass
