@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
     or raises DataError saying how to provide it; then one spec per node."""
     task = data_task(run.dataset.name)
     task.prepare(run.dataset)
+    bind = run.bind
+    if bind == "ipc://":  # a short private folder: a Unix socket's path has 107 bytes at most
+        bind = f"ipc://{tempfile.mkdtemp(prefix='dlemu-')}"
     model_dims = task.model_dims(run.dataset)
     nodes = tuple(
         NodeSpec(
@@ -42,7 +46,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             threads=run.threads,
             pace=run.pace,
             pacing=run.pacing,
-            bind=run.bind,
+            bind=bind,
             max_message_bytes=run.max_message_bytes,
         )
         for i in range(run.num_nodes)

@@ -535,10 +535,10 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     tr = _section(cfg, "transport", {"bind", "max_message_bytes"})
     bind = tr.get("bind")
     require(
-        isinstance(bind, str) and bind.startswith(("tcp://", "ipc://")),
+        bind == "ipc://" or (isinstance(bind, str) and bind.startswith("tcp://")),
         "transport.bind",
-        f"{bind!r} is not a ZeroMQ address",
-        "use tcp://127.0.0.1",
+        f"{bind!r} is not an address nodes can bind on",
+        "use ipc:// (one host: Unix sockets in a folder of the run's own) or tcp://127.0.0.1",
     )
     launch = _section(cfg, "launch", {"start_timeout", "stop_grace", "progress_interval"})
     model = _section(cfg, "model", {"name"}).get("name")

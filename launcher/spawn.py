@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
 import time
@@ -134,6 +135,8 @@ class Launch:
                 if self.gate is not None:
                     self.gate.close()
                 self._finish_evaluators()
+                if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
+                    shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
             finally:
                 signal.signal(signal.SIGINT, previous)
                 signal.signal(signal.SIGTERM, previous_term)

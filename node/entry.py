@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import threading
@@ -74,15 +75,22 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     node = None
     code = 0
     try:
-        kinds = load_algorithm(spec.algorithm_class).kinds
+        kinds, made = load_algorithm(spec.algorithm_class).kinds, itertools.count()
 
         def make_transport(stopped: threading.Event) -> ZmqTransport:
+            # tcp: any free port; ipc: a socket file of its own in the run's folder
+            n = next(made)
+            where = (
+                f"{spec.bind}:0"
+                if spec.bind.startswith("tcp")
+                else f"{spec.bind}/{spec.node_id}-{n}"
+            )
             return ZmqTransport(
                 spec.node_id,
                 spec.link,
                 kinds,
                 stopped,
-                bind_address=f"{spec.bind}:0",
+                bind_address=where,
                 max_message_bytes=spec.max_message_bytes,
             )
 
