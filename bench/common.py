@@ -1,0 +1,161 @@
+"""What every benchmark shares: the sizes it runs at, the machine, where results go, the real
+CLI in a subprocess, and a bare training step timed alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from node.files import write_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark runs: the real figures, or just enough to prove it works."""
+
+    nodes: int = 60
+    shaper_rates_mbps: tuple[float, ...] = (1.0, 10.0, 100.0)
+    shaper_seconds: float = 4.0
+    burners: int = 4
+    run_seconds: float = 4.0  # emulated, memory benchmark
+    cifar_per_batch: int = 10_000
+    bare_step_seconds: float = 2.0  # each of three timings of a bare step
+    efficiency_seconds: float = 6.0  # emulated, default experiment
+    cifar_nodes: int = 60
+    cifar_seconds: float = 1.3  # emulated: two rounds of GN-LeNet
+    fidelity_nodes: int = 16
+    fidelity_seconds: float = 10.0
+    scale_nodes: int = 500
+    scale_seconds: float = 2.0
+    nolag_seconds: float = 4.0
+    nolag_experiments: tuple[str, ...] = (
+        "default",
+        "artifact_7of60",
+        "stragglers_30of60",
+        "geo_10regions",
+        "compute_stragglers",
+        "paper_movielens",
+    )
+    extra: tuple[str, ...] = ()  # overrides every launched run gets
+
+
+FULL = Sizes()
+TINY = Sizes(
+    nodes=4,
+    shaper_rates_mbps=(10.0,),
+    shaper_seconds=0.5,
+    burners=1,
+    run_seconds=1.0,
+    cifar_per_batch=100,
+    bare_step_seconds=0.3,
+    efficiency_seconds=1.3,  # two whole rounds: a partial last round is not computed
+    cifar_nodes=4,
+    cifar_seconds=1.3,
+    fidelity_nodes=4,
+    fidelity_seconds=1.3,
+    scale_nodes=6,
+    scale_seconds=1.3,
+    nolag_seconds=1.3,
+    nolag_experiments=("default",),
+    extra=(
+        "dataset.num_samples=3000",
+        "compute.calibration_margin=4",
+        "compute.calibration_rounds=1",
+        "eval.interval=0.5",
+    ),
+)
+
+
+def machine() -> dict:
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def save(results: Path, name: str, figures: dict) -> None:
+    record = {
+        "benchmark": name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.run", *sys.argv[1:]]),
+        "machine": machine(),
+        **figures,
+    }
+    write_json_atomic(results / f"{name}.json", record)
+    print(json.dumps(figures, indent=2), flush=True)
+
+
+def launcher(run_dir: Path, sizes: Sizes, *overrides: str, timeout: float = 3600) -> dict:
+    """The real CLI in a subprocess; its summary.json."""
+    args = [sys.executable, "-m", "launcher", f"hydra.run.dir={run_dir}", *sizes.extra, *overrides]
+    code = subprocess.run(args, cwd=ROOT, timeout=timeout, check=False).returncode
+    if not (run_dir / "summary.json").is_file():
+        raise SystemExit(f"the run wrote no summary (exit code {code}): {' '.join(args)}")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+_BARE_STEP = """
+import json, sys, time
+import torch
+from node.config import DataSpec
+from node.data import task
+from node.models import Batches, build_model, flatten_parameters
+from node.torch_setup import configure_torch
+model_name, seconds, spec = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+nodes, batch = int(sys.argv[4]), int(sys.argv[5])
+configure_torch(1, model_name)
+spec = DataSpec(**spec)
+data = task(spec.name)
+x, y = data.train_shard(spec, 0, nodes)
+model = build_model(model_name, 1, **data.model_dims(spec))
+flatten_parameters(model)
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+batches = Batches(x, y, batch, 0)
+def step():
+    xb, yb = batches.next()
+    opt.zero_grad(set_to_none=True)
+    loss = data.loss(model(xb), yb)
+    loss.backward()
+    opt.step()
+    loss.item()
+for _ in range(20):
+    step()
+times = []
+for _ in range(3):
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    times.append((time.perf_counter() - start) / count)
+print(json.dumps(times))
+"""
+
+
+def bare_step_s(model: str, spec: dict, nodes: int, seconds: float, batch: int = 8) -> float:
+    """A node's local step timed alone in a fresh process, one thread, as a node is set up
+    (the median of three timings): the cost the compute limit of the factor is made of."""
+    args = [sys.executable, "-c", _BARE_STEP, model, str(seconds), json.dumps(spec), str(nodes)]
+    out = subprocess.run(
+        [*args, str(batch)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    )
+    return statistics.median(json.loads(out.stdout))
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float]:
+    start = time.monotonic()
+    return fn(*args, **kwargs), time.monotonic() - start

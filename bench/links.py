@@ -1,0 +1,119 @@
+"""How exactly the shaped links hold their configured rate, with the cores busy training."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Sizes, save
+
+
+def _burn(stop) -> None:
+    """A training loop flat out: the CPU load the shaper must hold its rate under."""
+    import torch
+    import torch.nn.functional as F
+
+    from node.models import build_model
+    from node.torch_setup import configure_torch
+
+    configure_torch(1)
+    model = build_model("cnn1d", 0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 1, 40), torch.randint(0, 10, (8,))
+    while not stop.is_set():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def _link(up_mbps: float, down_mbps: float):
+    from transport import LinkSpec
+
+    return LinkSpec(up_mbps=up_mbps, down_mbps=down_mbps, latency_ms=1.0)
+
+
+def _shaped_sender(endpoint: str, t0: float, rate_mbps: float, count: int, size: int) -> None:
+    from transport import EmulatedClock, Message, ZmqTransport
+
+    tx = ZmqTransport(0, _link(rate_mbps, rate_mbps), frozenset({"model"}), threading.Event())
+    try:
+        tx.bind()
+        tx.connect({1: endpoint})
+        tx.start(EmulatedClock(t0, 1.0))
+        payload = np.ones(size // 4, dtype=np.float32)
+        tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(count)])
+        deadline = time.monotonic() + 120
+        while tx.stats.sent_messages < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        tx.close()
+
+
+def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> dict:
+    from transport import EmulatedClock, ZmqTransport
+
+    count = max(20, int(seconds * rate_mbps * 1e6 / (size * 8)))
+    clock = EmulatedClock(time.monotonic() + 0.5, 1.0)
+    # The downlink is 10x faster: the sender's uplink alone sets the pace.
+    rx = ZmqTransport(1, _link(rate_mbps, rate_mbps * 10), frozenset({"model"}), threading.Event())
+    proc = None
+    try:
+        endpoint = rx.bind()
+        rx.connect({0: "tcp://127.0.0.1:1"})  # a source it accepts; never sent to
+        rx.start(clock)
+        spawn = mp.get_context("spawn")
+        args = (endpoint, clock.t0, rate_mbps, count, size)
+        proc = spawn.Process(target=_shaped_sender, args=args)
+        proc.start()
+        times, deadline = [], time.monotonic() + seconds * 3 + 60
+        while len(times) < count and time.monotonic() < deadline:
+            if rx.receive(until=clock.now() + 1.0) is not None:
+                times.append(clock.now())
+        proc.join(30)
+    finally:
+        rx.close()
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    stats = rx.stats
+    rate = rate_mbps * 1e6
+    per_message = stats.total_delivered / max(1, len(times))
+    measured = (len(times) - 1) * per_message * 8 / (times[-1] - times[0])
+    return {
+        "configured_mbps": rate_mbps,
+        "measured_mbps": measured / 1e6,
+        "messages": len(times),
+        "error": measured / rate - 1,
+    }
+
+
+def bench_shaper(sizes: Sizes, results: Path) -> None:
+    stop = mp.get_context("fork").Event()
+    burners = [
+        mp.get_context("fork").Process(target=_burn, args=(stop,)) for _ in range(sizes.burners)
+    ]
+    for b in burners:
+        b.start()
+    try:
+        time.sleep(2.0)
+        rates = [shaper_rate(r, sizes.shaper_seconds) for r in sizes.shaper_rates_mbps]
+    finally:
+        stop.set()
+        for b in burners:
+            b.join(10)
+    worst = max(abs(r["error"]) for r in rates)
+    save(
+        results,
+        "shaper",
+        {
+            "load": f"{sizes.burners} processes training CNN1D flat out on the same cores",
+            "rates": rates,
+            "worst_abs_error": worst,
+            "target": 0.01,
+            "meets_target": worst <= 0.01,
+        },
+    )

@@ -1,0 +1,132 @@
+"""What a node costs in memory and start-up, at 60 nodes and at 500, and what a CIFAR-10 node
+holds: its shard, not the training set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import ROOT, Sizes, launcher, save
+
+
+def bench_memory(sizes: Sizes, results: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        s = launcher(
+            Path(tmp) / "run", sizes, f"num_nodes={sizes.nodes}", f"duration={sizes.run_seconds}"
+        )
+    mem = s["memory"]
+    save(
+        results,
+        "memory",
+        {
+            "nodes": sizes.nodes,
+            "ready_seconds": s["ready_seconds"],
+            "pss_mib_per_node_at_ready": mem["ready_pss_mib_mean"],
+            "pss_mib_per_node_training_mean": mem["training_pss_mib_mean"],
+            "pss_mib_per_node_training_max": mem["training_pss_mib_max"],
+            "pss_mib_total_training": mem["training_pss_mib_total"],
+            "targets": {"pss_mib_per_node": 100, "ready_seconds": 10},
+            "meets_target": (mem["training_pss_mib_max"] or 1e9) <= 100 and s["ready_seconds"] < 10,
+            "run_status": s["status"],
+        },
+    )
+
+
+_SHARD_PROBE = """
+import json, sys
+import numpy as np, psutil
+from node.config import DataSpec
+from node.data import cifar10, task
+root, what = sys.argv[1], sys.argv[2]
+spec = DataSpec(name="cifar10", root=root, partition="kshard", partition_seed=1234)
+before = psutil.Process().memory_info().rss
+if what == "shard":
+    x, _ = task("cifar10").train_shard(spec, 0, 60)
+else:  # what a node would hold if it loaded everything and kept its indices
+    x = cifar10.to_inputs(np.load(f"{root}/{cifar10.CACHE}/train_x.npy"))
+print(json.dumps({"rss_mib": (psutil.Process().memory_info().rss - before) / 2**20,
+                  "images": len(x)}))
+"""
+
+
+def bench_cifar_shard(sizes: Sizes, results: Path) -> None:
+    """RSS a node gains loading its kshard shard of 60, against loading the whole training set,
+    side by side on full-size CIFAR-10 files written in the real format (random pixels)."""
+    from bench.data_files import write_cifar10
+    from node.config import DataSpec
+    from node.data import task
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cifar10(Path(tmp), per_batch=sizes.cifar_per_batch, test=sizes.cifar_per_batch)
+        spec = DataSpec(name="cifar10", root=tmp, partition="kshard", partition_seed=1234)
+        task("cifar10").prepare(spec)
+        probes = {}
+        for what in ("shard", "whole"):
+            out = subprocess.run(
+                [sys.executable, "-c", _SHARD_PROBE, tmp, what],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
+            probes[what] = json.loads(out.stdout)
+    save(
+        results,
+        "cifar_shard",
+        {
+            "nodes": 60,
+            "shard_images": probes["shard"]["images"],
+            "shard_rss_mib": round(probes["shard"]["rss_mib"], 1),
+            "whole_set_images": probes["whole"]["images"],
+            "whole_set_rss_mib": round(probes["whole"]["rss_mib"], 1),
+            "ratio_whole_over_shard": round(
+                probes["whole"]["rss_mib"] / probes["shard"]["rss_mib"], 1
+            ),
+            "targets": {"shard_rss_mib": 50},
+            "meets_target": probes["shard"]["rss_mib"] <= 50,
+        },
+    )
+
+
+def bench_scale(sizes: Sizes, results: Path) -> None:
+    """Many nodes on one host (DivShare, CNN1D, Unix sockets): all ready quickly, within a
+    memory budget per node, no lag, and the run completes."""
+    nodes, seconds = sizes.scale_nodes, sizes.scale_seconds
+    with tempfile.TemporaryDirectory() as tmp:
+        s = launcher(
+            Path(tmp) / "run",
+            sizes,
+            f"num_nodes={nodes}",
+            f"duration={seconds}",
+            f"eval.interval={seconds}",
+            "transport.bind=ipc://",
+            "launch.start_timeout=600",
+        )
+    mem = s["memory"]
+    pss = mem["training_pss_mib_max"]
+    save(
+        results,
+        "scale",
+        {
+            "nodes": nodes,
+            "duration_emulated_s": seconds,
+            "ready_seconds": s["ready_seconds"],
+            "pss_mib_per_node_training_mean": mem["training_pss_mib_mean"],
+            "pss_mib_per_node_training_max": pss,
+            "tdf": s["tdf"],
+            "calibration_efficiency": s["calibration"].get("efficiency"),
+            "lagged": s["lag"]["lagged"],
+            "max_behind_ms": round(s["lag"]["max_behind_s"] * 1000, 1),
+            "wall_seconds": s["wall_seconds"],
+            "run_status": s["status"],
+            "targets": {"ready_seconds": 30, "pss_mib_per_node": 30},
+            "meets_target": s["status"] == "ok"
+            and s["ready_seconds"] < 30
+            and (pss or 1e9) <= 30
+            and not s["lag"]["lagged"],
+        },
+    )
