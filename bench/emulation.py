@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, Sizes, bare_step_s, launcher, save
+from bench.common import ROOT, Sizes, bare_step_s, for_other_data, launcher, save
 
 TARGET_EFFICIENCY = 0.75
 
@@ -78,9 +78,10 @@ def bench_efficiency_cifar(sizes: Sizes, results: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_cifar10(Path(tmp), per_batch=sizes.cifar_per_batch, test=sizes.cifar_per_batch)
         data = {"name": "cifar10", "root": tmp, "partition": "kshard", "partition_seed": 1234}
+        data["download"] = False
         seconds = sizes.cifar_seconds
         _efficiency(
-            sizes,
+            for_other_data(sizes),
             results,
             "efficiency_cifar",
             "gn_lenet",
@@ -181,7 +182,7 @@ def bench_nolag(sizes: Sizes, results: Path) -> None:
             for algorithm in ("divshare", "swift", "adpsgd"):
                 s = launcher(
                     Path(tmp) / f"{experiment}-{algorithm}",
-                    sizes,
+                    for_other_data(sizes) if experiment.startswith("paper_") else sizes,
                     *extra,
                     f"algorithm={algorithm}",
                     f"duration={seconds}",
