@@ -217,7 +217,7 @@ def test_dirichlet_partition_and_relaysgd_validate():
 
 def test_paper_cifar10_is_the_artifacts_setting():
     run = validate(composed("+experiment=paper_cifar10"))
-    assert (run.num_nodes, run.duration, run.tdf) == (60, 800.0, 260)
+    assert (run.num_nodes, run.duration, run.tdf) == (60, 800.0, 145)
     assert (run.dataset.name, run.dataset.partition, run.model) == ("cifar10", "kshard", "gn_lenet")
     assert run.dataset.shards_per_node == 5 and run.dataset.download is True
     a = run.algorithm

@@ -246,3 +246,30 @@ def test_close_stops_both_threads_and_terminates_the_context():
     for transport in (pair.sender, pair.receivers[1]):
         assert not transport.sender.is_alive() and not transport.receiver.is_alive()
         assert transport.ctx.closed
+
+
+def test_unix_sockets_carry_messages_as_tcp_does(tmp_path):
+    """transport.bind=ipc://: a socket file per node in the run's folder."""
+    clock = EmulatedClock(time.monotonic(), 1.0)
+    stops = [threading.Event(), threading.Event()]
+    rx = ZmqTransport(1, _link(), KINDS, stops[0], bind_address=f"ipc://{tmp_path}/1-0")
+    tx = ZmqTransport(0, _link(), KINDS, stops[1], bind_address=f"ipc://{tmp_path}/0-0")
+    try:
+        endpoint = rx.bind()
+        tx.bind()
+        tx.connect({1: endpoint})
+        rx.connect({0: f"ipc://{tmp_path}/0-0"})
+        for transport in (tx, rx):
+            transport.start(clock)
+        payload = np.arange(100, dtype=np.float32)
+        tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(3)])
+        got, deadline = [], time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            if (msg := rx.receive(until=clock.now() + 0.1)) is not None:
+                got.append(msg)
+    finally:
+        tx.close()
+        rx.close()
+    assert endpoint == f"ipc://{tmp_path}/1-0" and (tmp_path / "1-0").exists()
+    assert [m.round for m in got] == [0, 1, 2]
+    assert np.array_equal(got[0].buffers[0], payload)
