@@ -3,7 +3,7 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
 
     python -m bench.run [--tiny] [--results DIR] [NAME ...]     (default: the default set)
 
-The default set (`make bench`, about 20 minutes here): shaper, memory, cifar_shard,
+The default set (`make bench`, 38 minutes here without scale): shaper, memory, cifar_shard,
 efficiency, efficiency_cifar, fidelity, scale. Run on their own: nolag (every shipped
 experiment at tdf=auto, about 45 minutes). `--tiny` runs any of them at a size that only proves
 it still works (the tests do), not its figures.
