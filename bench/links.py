@@ -36,19 +36,22 @@ def _link(up_mbps: float, down_mbps: float):
     return LinkSpec(up_mbps=up_mbps, down_mbps=down_mbps, latency_ms=1.0)
 
 
-def _shaped_sender(endpoint: str, t0: float, rate_mbps: float, count: int, size: int) -> None:
+def send_shaped(link, endpoint: str, t0: float, count: int, size: int, timeout=120.0) -> int:
+    """Run in a process of its own: node 0's transport pushes `count` messages of `size`
+    bytes to node 1 at `endpoint` through `link`'s uplink; how many were sent in time."""
     from transport import EmulatedClock, Message, ZmqTransport
 
-    tx = ZmqTransport(0, _link(rate_mbps, rate_mbps), frozenset({"model"}), threading.Event())
+    tx = ZmqTransport(0, link, frozenset({"model"}), threading.Event())
     try:
         tx.bind()
         tx.connect({1: endpoint})
         tx.start(EmulatedClock(t0, 1.0))
         payload = np.ones(size // 4, dtype=np.float32)
         tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(count)])
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while tx.stats.sent_messages < count and time.monotonic() < deadline:
             time.sleep(0.01)
+        return tx.stats.sent_messages
     finally:
         tx.close()
 
@@ -66,8 +69,8 @@ def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> d
         rx.connect({0: "tcp://127.0.0.1:1"})  # a source it accepts; never sent to
         rx.start(clock)
         spawn = mp.get_context("spawn")
-        args = (endpoint, clock.t0, rate_mbps, count, size)
-        proc = spawn.Process(target=_shaped_sender, args=args)
+        args = (_link(rate_mbps, rate_mbps), endpoint, clock.t0, count, size)
+        proc = spawn.Process(target=send_shaped, args=args)
         proc.start()
         times, deadline = [], time.monotonic() + seconds * 3 + 60
         while len(times) < count and time.monotonic() < deadline:

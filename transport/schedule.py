@@ -126,11 +126,16 @@ class DownlinkQueue:
         self._bytes = 0
         self._seq = itertools.count()
 
-    def admit(self, msg: Message, size: int) -> float | None:
-        """Queue `msg` for its arrival; its arrival instant, or None (counted) when full."""
+    def admit(self, msg: Message, size: int, drained_until: float | None = None) -> float | None:
+        """Queue `msg` for its arrival; its arrival instant, or None (counted) when full.
+        With `drained_until` (the reader already took everything due by then), it is late
+        if it could have been delivered by that instant: it missed that look."""
         if self._bytes + size > self.max_pending_bytes:
             self.stats.inbox_overflow_messages += 1
             return None
+        if drained_until is not None:
+            earliest = msg.t_end + self.downlink.latency_s
+            self.stats.count_lateness(drained_until - earliest, 0.0)
         arrival = msg.t_start + self.downlink.latency_s
         heapq.heappush(self.arrivals, _Entry(arrival, next(self._seq), msg, size))
         self._bytes += size

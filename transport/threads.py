@@ -215,9 +215,6 @@ class ReceiverThread(threading.Thread):
         if msg.kind == FLUSH:
             self.downlink.flush(msg.src, msg.t_start)
             return
-        admitted = self.downlink.admit(msg, sum(len(f.buffer) for f in frames))
-        if admitted is not None and not timed:
-            # Late if the training thread already took what was due at an instant this
-            # message could have been delivered by: it missed that look.
-            earliest = msg.t_end + self.downlink.downlink.latency_s
-            self.stats.count_lateness(self.drained_until - earliest, 0.0)
+        # Untimed, the training thread releases what is due when it looks (`drained_until`).
+        drained_until = None if timed else self.drained_until
+        self.downlink.admit(msg, sum(len(f.buffer) for f in frames), drained_until)

@@ -21,6 +21,7 @@ from transport.wire import (
     Message,
     check_kinds,
     pack,
+    wire_size,
 )
 
 
@@ -99,7 +100,7 @@ class ZmqTransport:
             replies = responder(msg)
             if replies and not self.send(replies, block=False):
                 for reply in replies:
-                    self.stats.count_dropped(reply.dst, pack(reply).size)
+                    self.stats.count_dropped(reply.dst, wire_size(reply))
 
         self.receiver.on_deliver = on_deliver
 

@@ -144,6 +144,15 @@ def test_the_downlink_releases_in_delivery_order_and_counts_late_ones(fake_clock
     assert queue.next_due() == float("inf")
 
 
+def test_a_message_admitted_after_the_reader_drained_past_its_instant_counts_late(fake_clock):
+    queue, stats = _queue(fake_clock, latency=0.01)
+    # The reader took everything due by 0.5: a message that could be delivered by 0.3 (its
+    # last byte left at 0.29) missed that look by 0.2 s; one due after 0.5 did not miss it.
+    queue.admit(_arrived(1, 0.2, 0.29), 10, drained_until=0.5)
+    queue.admit(_arrived(2, 0.5, 0.6), 10, drained_until=0.5)
+    assert stats.late_deliveries == 1 and stats.max_delivery_lateness == pytest.approx(0.2)
+
+
 def test_a_flush_cuts_only_what_of_its_sender_was_not_delivered_by_then(fake_clock):
     queue, stats = _queue(fake_clock)
     queue.admit(_arrived(1, 0.0, 0.0, frag=0), 100)  # 0.0-0.1

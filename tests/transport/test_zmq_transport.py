@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
+from bench.links import send_shaped
 from transport import EmulatedClock, LinkSpec, Message, WireError, ZmqTransport, wire_size
 from transport.wire import encode
 
@@ -61,20 +62,7 @@ class Pair:
 
 def _send_process(link, endpoint, t0, count, size, done):
     """A separate OS process: one transport pushing `count` messages through its uplink."""
-    stop = threading.Event()
-    tx = ZmqTransport(0, link, KINDS, stop)
-    try:
-        tx.bind()
-        tx.connect({1: endpoint})
-        tx.start(EmulatedClock(t0, 1.0))
-        payload = np.ones(size // 4, dtype=np.float32)
-        tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(count)])
-        deadline = time.monotonic() + 60
-        while tx.stats.sent_messages < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        done.value = tx.stats.sent_messages
-    finally:
-        tx.close()
+    done.value = send_shaped(link, endpoint, t0, count, size, timeout=60)
 
 
 @pytest.mark.parametrize("rate_mbps", [2.0, 20.0])
