@@ -14,13 +14,14 @@ from node import control
 
 BURST_STEPS = 64  # per node, back to back inside the gate
 MAX_TRIALS = 4
-# A trial passes when every node finished each round's computation with at least this share
-# of the round to spare: the run has the evaluators (and the host's jitter) on top, which the
-# trial has not. Measured here (60 nodes, default experiment): trials that passed with 5-10%
-# to spare gave runs that lagged; with 25%, none did.
-MIN_SLACK = 0.25
-# The share of the cores a measured demand may use, to propose the next factor to try.
-UTILISATION = 0.75
+# A trial passes when every node finished each round's computation (first round aside) with
+# at least this share of the round to spare: the run has the evaluators and the host's jitter
+# on top. Measured here (60 nodes, default experiment, 14 emulated s): at tdf 9.78, whose
+# trial passed with 18% to spare, four runs lagged by 60-770 ms, in stretches of rounds where
+# every node's CPU per step rose by up to 40% at once (not garbage collection: 0.06 s per
+# node per run); at 11.38 (33% to spare) none did.
+MIN_SLACK = 0.20
+CLOSE_ENOUGH = 0.95  # a candidate within 5% of the smallest pass is not worth a trial
 START_SLACK = 1.0  # wall seconds between a trial's announcement and its emulated 0
 
 
@@ -44,30 +45,33 @@ def compute_limit(step_times: tuple[float, ...], cpu_per_step: dict[int, float],
     return sum(cpu / step_times[node] for node, cpu in cpu_per_step.items()) / cores
 
 
-def needed(demand: float, demand_max: float, cores: int) -> float:
-    """The factor a measured demand needs: the cores at `UTILISATION`, and one core for the
-    busiest node (its training thread cannot use two)."""
-    return max(1.0, demand / (cores * UTILISATION), demand_max)
+def needed(trial: Trial, cores: int) -> float:
+    """The factor a trial's measurements call for: the one at which its tightest round would
+    have had `MIN_SLACK` to spare (the wall time a round keeps the cores busy does not depend
+    on the factor, the round's span grows with it), and never less than the cores' full load
+    or one core for the busiest node (its training thread cannot use two)."""
+    at_min_slack = trial.tdf * (1.0 - trial.slack_min) / (1.0 - MIN_SLACK)
+    return max(1.0, at_min_slack, trial.demand / cores, trial.demand_max)
 
 
 def next_factor(trials: list[Trial], cores: int) -> float | None:
     """The factor to try next, or None once the smallest passing one is as good as known.
 
-    After a pass: the factor its measured demand needs, if clearly smaller (and above every
-    failure). After a failure: half again, or what its demand needs; between the failure
-    and the smallest pass if there is one."""
+    After a pass: the factor its measurements need, if smaller (and above every failure).
+    After a failure: half again, or what its measurements need; between the failure and the
+    smallest pass if there is one."""
     if len(trials) >= MAX_TRIALS:
         return None
     last = trials[-1]
     passed = [t.tdf for t in trials if t.passed]
     failed = [t.tdf for t in trials if not t.passed]
     if last.passed:
-        candidate = max(needed(last.demand, last.demand_max, cores), max(failed, default=0) * 1.1)
+        candidate = max(needed(last, cores), max(failed, default=0) * 1.1)
     elif passed:
         candidate = (last.tdf + min(passed)) / 2
     else:
-        return max(last.tdf * 1.5, needed(last.demand, last.demand_max, cores))
-    return candidate if candidate < 0.9 * min(passed) else None
+        return max(last.tdf * 1.5, needed(last, cores))
+    return candidate if candidate < CLOSE_ENOUGH * min(passed) else None
 
 
 def chosen_factor(trials: list[Trial]) -> float:

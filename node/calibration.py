@@ -17,13 +17,17 @@ from transport import Clock, Transport
 
 class _RoundClock:
     """Stands in for the metrics log during a trial: notes the process's CPU time at every
-    round boundary, so that the first round (cold caches, the first snapshot) can be left
-    out of the measured demand."""
+    round boundary, so that the first round (cold caches, the first snapshot, peers still
+    connecting the trial's transport) can be left out of the measured demand and slack.
+    Falling behind counts in every round; a one-round trial keeps its only round's slack."""
 
-    def __init__(self):
+    def __init__(self, counters: dict | None):
+        self.counters = counters
         self.marks: list[tuple[float, float]] = []  # (emulated t, process CPU seconds)
 
     def write(self, record: dict) -> None:
+        if not self.marks and self.counters is not None:
+            self.counters["slack_min"] = 1.0
         self.marks.append((record["t"], time.process_time()))
 
     def close(self) -> None:
@@ -72,11 +76,11 @@ def trial(node, transport: Transport, peers: dict[int, str], clock: Clock, round
     saved = (node.transport, node.metrics, node.snapshot_dir, node.spec, node.clock)
     with _scratch(node):
         node.algorithm = node.new_algorithm()
-        rounds_seen = _RoundClock()
+        node.counters = fresh_counters()
+        rounds_seen = _RoundClock(node.counters if rounds > 1 else None)
         node.transport, node.metrics, node.snapshot_dir = transport, rounds_seen, scratch
         interval = min(spec.eval_interval, duration)
         node.spec = replace(spec, duration=duration, eval_interval=interval)
-        node.counters = fresh_counters()
         scratch.mkdir(parents=True, exist_ok=True)
         try:
             node.attach(transport)

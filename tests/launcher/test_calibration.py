@@ -5,7 +5,7 @@ import pytest
 
 from launcher.calibration import (
     MAX_TRIALS,
-    UTILISATION,
+    MIN_SLACK,
     Trial,
     chosen_factor,
     compute_limit,
@@ -22,30 +22,37 @@ def test_the_compute_limit_fits_every_nodes_steps_into_the_cores():
     assert compute_limit((0.005, 0.025), {0: 0.02, 1: 0.02}, cores=1) == pytest.approx(4.8)
 
 
-def test_a_demand_needs_the_cores_at_the_target_utilisation_and_one_core_per_node():
-    assert needed(demand=17.0, demand_max=0.5, cores=2) == pytest.approx(17 / (2 * UTILISATION))
-    assert needed(demand=0.1, demand_max=0.05, cores=2) == 1.0  # never below one
-    # a single node whose work takes 3 CPU-s per emulated s needs 3x even on many cores
-    assert needed(demand=3.2, demand_max=3.0, cores=64) == 3.0
+def trial(tdf, passed, slack=None, demand=10.0, demand_max=0.5):
+    slack = (0.3 if passed else -0.1) if slack is None else slack
+    return Trial(tdf, passed, 0.0 if passed else 0.2, slack, 0.0, demand, demand_max, 1.0)
 
 
-def trial(tdf, passed, demand=10.0, demand_max=0.5):
-    return Trial(tdf, passed, 0.0 if passed else 0.2, 0.3, 0.0, demand, demand_max, 1.0)
+def test_a_trial_needs_the_factor_at_which_its_tightest_round_has_min_slack_to_spare():
+    # busy 70% of the round at 10x: 0.7 x 10 wall units of work fill 1 - MIN_SLACK of a round
+    expected = 10.0 * 0.7 / (1 - MIN_SLACK)
+    assert needed(trial(10.0, True, slack=0.3), cores=2) == pytest.approx(expected)
+    # behind by 20% of a round: the work took 1.2 rounds
+    assert needed(trial(10.0, False, slack=-0.2), cores=2) == pytest.approx(12 / (1 - MIN_SLACK))
+    # never below the cores' full load, one core for the busiest node, or real time
+    assert needed(trial(10.0, True, slack=0.9, demand=17.0), cores=2) == pytest.approx(8.5)
+    assert needed(trial(10.0, True, slack=0.9, demand_max=3.0), cores=64) == 3.0
+    assert needed(trial(1.0, True, slack=0.9, demand=0.1, demand_max=0.05), cores=2) == 1.0
 
 
-def test_a_passing_trial_is_tightened_to_what_its_demand_needs_then_verified():
-    cores, need = 2, 10.0 / (2 * UTILISATION)  # 5.88
-    trials = [trial(9.0, passed=True)]
+def test_a_passing_trial_is_tightened_to_what_it_needs_then_verified():
+    cores = 2
+    trials = [trial(9.0, passed=True, slack=0.3)]
+    need = 9.0 * 0.7 / (1 - MIN_SLACK)
     assert next_factor(trials, cores) == pytest.approx(need)
-    trials.append(trial(need, passed=True))
+    trials.append(trial(need, passed=True, slack=MIN_SLACK + 0.01))
     assert next_factor(trials, cores) is None and chosen_factor(trials) == pytest.approx(need)
 
 
 def test_a_failing_trial_raises_the_factor_and_never_goes_back_below_a_failure():
     cores = 2
-    trials = [trial(4.0, passed=False, demand=6.0)]  # estimate 6 / (2 x UTILISATION) = 4
+    trials = [trial(4.0, passed=False, slack=-0.1, demand=6.0)]  # needs 4 x 1.1 / 0.95
     assert next_factor(trials, cores) == pytest.approx(6.0)  # 1.5x, above the estimate
-    trials.append(trial(6.0, passed=True, demand=6.0))  # estimate 4: but 4 failed
+    trials.append(trial(6.0, passed=True, slack=0.5, demand=6.0))  # needs 3.2: 4 failed
     assert next_factor(trials, cores) == pytest.approx(4.4)  # just above the failure
     trials.append(trial(4.4, passed=False))
     assert next_factor(trials, cores) == pytest.approx(5.2)  # between failure and pass
@@ -54,7 +61,12 @@ def test_a_failing_trial_raises_the_factor_and_never_goes_back_below_a_failure()
     assert chosen_factor(trials) == 5.2
 
 
+def test_a_candidate_close_to_the_smallest_pass_is_not_tried():
+    trials = [trial(10.0, passed=True, slack=MIN_SLACK + 0.03)]  # would need 9.7
+    assert next_factor(trials, cores=2) is None and chosen_factor(trials) == 10.0
+
+
 def test_when_no_trial_keeps_up_the_search_stops_and_adds_half_again():
-    trials = [trial(2.0 * 1.5**k, passed=False, demand=1.0) for k in range(MAX_TRIALS)]
+    trials = [trial(2.0 * 1.5**k, passed=False, slack=-0.1, demand=1.0) for k in range(MAX_TRIALS)]
     assert next_factor(trials, cores=2) is None
     assert chosen_factor(trials) == pytest.approx(1.5 * 2.0 * 1.5 ** (MAX_TRIALS - 1))
