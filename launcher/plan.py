@@ -48,6 +48,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             pacing=run.pacing,
             bind=bind,
             max_message_bytes=run.max_message_bytes,
+            max_connections=run.max_connections,
         )
         for i in range(run.num_nodes)
     )

@@ -108,6 +108,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
             "late_deliveries",
             "bytes_flushed_downlink",
             "messages_flushed_downlink",
+            "connections_opened",
+            "connections_closed",
         )
     }
     behind = {n: r.get("behind_max", 0.0) for n, r in reports.items()}

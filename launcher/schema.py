@@ -74,6 +74,7 @@ class RunConfig:
     keep_snapshots: bool
     bind: str
     max_message_bytes: int
+    max_connections: int
     start_timeout: float
     stop_grace: float
     progress_interval: float
@@ -532,7 +533,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     )
     workers = ev.get("workers")
     workers = (os.cpu_count() or 1) if workers in (None, "auto") else workers
-    tr = _section(cfg, "transport", {"bind", "max_message_bytes"})
+    tr = _section(cfg, "transport", {"bind", "max_message_bytes", "max_connections"})
     bind = tr.get("bind")
     require(
         bind == "ipc://" or (isinstance(bind, str) and bind.startswith("tcp://")),
@@ -573,6 +574,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         keep_snapshots=keep,
         bind=bind,
         max_message_bytes=_num(tr, "max_message_bytes", "transport.", kind=int, low=1024),
+        max_connections=_num(tr, "max_connections", "transport.", kind=int, low=1),
         start_timeout=_num(launch, "start_timeout", "launch.", low=1.0),
         stop_grace=_num(launch, "stop_grace", "launch.", low=0.1),
         progress_interval=_num(launch, "progress_interval", "launch.", low=0.1),

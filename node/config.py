@@ -64,6 +64,7 @@ class NodeSpec:
     threads: int
     bind: str
     max_message_bytes: int
+    max_connections: int = 64  # outbound sockets open at once; beyond, least recently used close
     pace: bool = True
     pacing: str = "burst"  # "step": every step paced on its own, whatever the algorithm
     progress_every: float = 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import itertools
 import os
@@ -27,6 +28,16 @@ def _watch_control(conn: Connection, stop: threading.Event) -> None:
             stop.set()
 
 
+def _return_freed_memory() -> None:
+    """glibc keeps what a closed transport freed (in its threads' arenas) for reuse, and a
+    trial's transport is never reused: hand those pages back, or every trial adds to every
+    node's memory (measured here: about 5 MiB per node per trial at 500 nodes)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+        pass
+
+
 def calibrate(node, conn: Connection, make_transport, timeout: float) -> control.Start:
     """Answer the launcher's calibration requests until it says Start; each trial runs on a
     transport of its own, closed before the next one and before the run."""
@@ -46,6 +57,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
             elif isinstance(message, control.TrialPrepare):
                 if trial_transport is not None:
                     trial_transport.close()
+                    _return_freed_memory()
                 trial_transport = make_transport()
                 control.send(conn, control.TrialReady(node_id, trial_transport.bind()))
             else:
@@ -56,6 +68,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
     finally:
         if trial_transport is not None:
             trial_transport.close()
+            _return_freed_memory()
 
 
 def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
@@ -92,6 +105,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
                 stopped,
                 bind_address=where,
                 max_message_bytes=spec.max_message_bytes,
+                max_connections=spec.max_connections,
             )
 
         transport = make_transport(stop)

@@ -28,6 +28,8 @@ class LinkStats:
     total_flushed: int = 0
     flushed_messages: int = 0
     max_delivery_lateness: float = 0.0  # emulated seconds
+    connections_opened: int = 0  # outbound sockets; beyond transport.max_connections they churn
+    connections_closed: int = 0  # least recently used ones closed to stay under the cap
 
     def count_sent(self, dst: int, size: int) -> None:
         self.sent_bytes[dst] += size
@@ -78,4 +80,6 @@ class LinkStats:
             "bytes_flushed_downlink": self.total_flushed,
             "messages_flushed_downlink": self.flushed_messages,
             "max_delivery_lateness": self.max_delivery_lateness,
+            "connections_opened": self.connections_opened,
+            "connections_closed": self.connections_closed,
         }

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import zmq
 
 from transport.clock import EmulatedClock
+from transport.connections import Connections
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.stats import LinkStats
 from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
@@ -28,9 +29,10 @@ LATE_AFTER = 0.005
 
 
 class SenderThread(threading.Thread):
-    """Owns one PUSH socket per peer; books each batch from the outbox on the uplink schedule
-    and hands every message of it to ZeroMQ at once, stamped with the emulated instants it
-    leaves (the receiver delivers it at its instant): one wake-up per batch."""
+    """Owns one PUSH socket per peer (`Connections`: at most `max_connections` open); books
+    each batch from the outbox on the uplink schedule and hands every message of it to ZeroMQ
+    at once, stamped with the emulated instants it leaves (the receiver delivers it at its
+    instant): one wake-up per batch."""
 
     def __init__(
         self,
@@ -40,9 +42,12 @@ class SenderThread(threading.Thread):
         uplink: Uplink,
         outbox: queue.Queue,
         stop: threading.Event,
+        max_connections: int,
     ):
         super().__init__(name=f"sender-{node_id}", daemon=True)
         self.ctx, self.node_id, self.peers = ctx, node_id, peers
+        self.max_connections = max_connections
+        self.connections: Connections | None = None
         self.uplink, self.outbox, self.stop = uplink, outbox, stop
         self.clock: EmulatedClock | None = None
         self.error: BaseException | None = None
@@ -53,17 +58,24 @@ class SenderThread(threading.Thread):
         self.clock = clock
         self.started_clock.set()
 
+    def _open_socket(self, endpoint: str, eager: bool) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Opened long before t0, a socket queues only to a live connection; opened on first
+        # use, the message must not wait for the connection's handshake.
+        sock.setsockopt(zmq.IMMEDIATE, 1 if eager else 0)
+        sock.connect(endpoint)
+        return sock
+
     def run(self) -> None:
-        sockets: dict[int, zmq.Socket] = {}
+        sockets = None
         try:
             # Connect long before t0: 60 nodes opening 59 connections each is a storm of its own.
-            for peer, endpoint in self.peers.items():
-                sock = self.ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.IMMEDIATE, 1)
-                sock.connect(endpoint)
-                sockets[peer] = sock
+            sockets = Connections(
+                self.peers, self._open_socket, self.max_connections, self.uplink.stats
+            )
+            self.connections = sockets
             self.connected.set()
             while not self.stop.is_set() and not self.started_clock.wait(IDLE_S):
                 pass
@@ -72,10 +84,10 @@ class SenderThread(threading.Thread):
             self.error = exc
             self.stop.set()
         finally:
-            for sock in sockets.values():
-                sock.close(linger=0)
+            if sockets is not None:
+                sockets.close()
 
-    def _loop(self, sockets: dict[int, zmq.Socket]) -> None:
+    def _loop(self, sockets: Connections) -> None:
         while not self.stop.is_set():
             try:
                 batch: PackedBatch | None = self.outbox.get(timeout=IDLE_S)
@@ -89,10 +101,10 @@ class SenderThread(threading.Thread):
             # The flush notices first: a receiver must not cut this batch with the old one.
             for dst in notify:
                 notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
-                self._hand_over(sockets[dst], stamp(pack(notice), now, now))
+                self._hand_over(sockets.get(dst), stamp(pack(notice), now, now))
             for booked in bookings:
                 frames = stamp(booked.packed, booked.t_start, booked.t_end)
-                if not self._hand_over(sockets[booked.packed.dst], frames):
+                if not self._hand_over(sockets.get(booked.packed.dst), frames):
                     self.uplink.lost(booked)
 
     def _hand_over(self, sock: zmq.Socket, frames: list) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import zmq
 
 from transport.clock import EmulatedClock
+from transport.connections import DEFAULT_MAX_CONNECTIONS
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, OUTBOX_SIZE, LinkSpec, check_sendable
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.stats import LinkStats
@@ -39,10 +40,12 @@ class ZmqTransport:
         stop: threading.Event,
         bind_address: str = "tcp://127.0.0.1:0",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ):
         self.node_id, self.link, self.stop = node_id, link, stop
         self.kinds = check_kinds(kinds)
         self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
+        self.max_connections = max_connections
         self.stats = LinkStats()
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
         self.outbox: queue.Queue[PackedBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
@@ -81,7 +84,7 @@ class ZmqTransport:
         self.peers = {p: ep for p, ep in peers.items() if p != self.node_id}
         uplink = Uplink(self.link.egress(list(self.peers), self._now), self.stats)
         self.sender = SenderThread(
-            self.ctx, self.node_id, self.peers, uplink, self.outbox, self.stop
+            self.ctx, self.node_id, self.peers, uplink, self.outbox, self.stop, self.max_connections
         )
         self.sender.start()
         if not self.sender.connected.wait(30.0):

@@ -33,6 +33,7 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
     assert divshare["2a"]["tdf"] == pytest.approx(2 * divshare["a"]["tdf"])
     assert set(results["fidelity"]["algorithms"]) == {"divshare", "swift", "adpsgd_atomic"}
     assert results["scale"]["run_status"] == "ok" and results["scale"]["nodes"] == 6
+    assert results["scale"]["connections_opened"] > 0 and results["scale"]["tdf"] >= 1.0
     assert set(results["nolag"]["runs"]) == {"default/divshare", "default/swift", "default/adpsgd"}
     summary = (tmp_path / "SUMMARY.md").read_text()
     assert all(f"## {name}" in summary for name in BENCHES)

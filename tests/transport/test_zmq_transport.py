@@ -27,13 +27,13 @@ def _link(up_mbps=FAST, down_mbps=FAST, latency_ms=1.0, paths=None):
 class Pair:
     """Transports for node 0 (sending) and any receivers, on one clock, closed at the end."""
 
-    def __init__(self, clock, sender_link, receiver_links):
+    def __init__(self, clock, sender_link, receiver_links, max_connections=64):
         self.clock, self.stops = clock, []
         self.receivers = {}
         for node, link in receiver_links.items():
             self.receivers[node] = self._transport(node, link)
         endpoints = {node: rx.bind() for node, rx in self.receivers.items()}
-        self.sender = self._transport(0, sender_link)
+        self.sender = self._transport(0, sender_link, max_connections)
         self.sender.bind()
         self.sender.connect(endpoints)
         for rx in self.receivers.values():
@@ -41,10 +41,10 @@ class Pair:
         for transport in (self.sender, *self.receivers.values()):
             transport.start(clock)
 
-    def _transport(self, node, link):
+    def _transport(self, node, link, max_connections=64):
         stop = threading.Event()
         self.stops.append(stop)
-        return ZmqTransport(node, link, KINDS, stop)
+        return ZmqTransport(node, link, KINDS, stop, max_connections=max_connections)
 
     def collect(self, node, count, timeout=10.0, since=0.0):
         """(round, emulated arrival - since) of up to `count` messages delivered to `node`."""
@@ -234,6 +234,24 @@ def test_close_stops_both_threads_and_terminates_the_context():
     for transport in (pair.sender, pair.receivers[1]):
         assert not transport.sender.is_alive() and not transport.receiver.is_alive()
         assert transport.ctx.closed
+
+
+def test_with_more_peers_than_open_connections_every_message_still_arrives():
+    """transport.max_connections=1 and three peers: every send to another peer closes the
+    last connection (after it delivered) and opens one to the new peer."""
+    clock = EmulatedClock(time.monotonic(), 1.0)
+    pair = Pair(clock, _link(), {node: _link() for node in (1, 2, 3)}, max_connections=1)
+    payload = np.arange(100, dtype=np.float32)
+    try:
+        for round_ in range(2):
+            for node in (1, 2, 3):
+                pair.sender.send([Message("model", 0, node, round_, 0, (payload,))])
+        got = {node: pair.collect(node, 2) for node in (1, 2, 3)}
+        eager, stats = pair.sender.sender.connections.eager, pair.sender.stats
+    finally:
+        pair.close()
+    assert {node: [r for r, _ in g] for node, g in got.items()} == {n: [0, 1] for n in (1, 2, 3)}
+    assert not eager and (stats.connections_opened, stats.connections_closed) == (6, 5)
 
 
 def test_unix_sockets_carry_messages_as_tcp_does(tmp_path):
