@@ -14,6 +14,7 @@ import pytest
 
 from bench.data_files import write_cifar10, write_ratings
 from launcher.report import load_evals
+from node.files import read_jsonl
 from tests.cli import finish, kill, run, start
 
 pytestmark = pytest.mark.process
@@ -70,16 +71,21 @@ def test_ci_smoke_four_nodes(tmp_path, shared_data):
     assert "run directory" in out and str(run) in out
 
 
+def _bytes_sent_so_far(nodes: Path) -> int:
+    return sum(
+        max((r.get("bytes_sent", 0) for r in read_jsonl(path)), default=0)
+        for path in nodes.glob("*.jsonl")
+    )
+
+
 def test_ctrl_c_stops_every_process_and_still_writes_the_summary(tmp_path, shared_data):
     proc = launch(tmp_path, "duration=600", data_root=shared_data)
     run = tmp_path / "run"
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if list((run / "nodes").glob("*.jsonl")) and any(
-                p.stat().st_size for p in (run / "nodes").glob("*.jsonl")
-            ):
-                break
+        # Interrupt once some bytes are on the wire (a round's end queues them; its record may
+        # come before they have crossed the link): the summary must keep what was done.
+        while time.monotonic() < deadline and not _bytes_sent_so_far(run / "nodes"):
             time.sleep(0.5)
         pids = json.loads((run / "pids.json").read_text())
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
