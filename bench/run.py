@@ -4,9 +4,10 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
     python -m bench.run [--tiny] [--results DIR] [NAME ...]     (default: the default set)
 
 The default set (`make bench`; its parts' latest times here add up to 35 minutes, 6 of them
-scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity, scale. Run on their own: nolag (every shipped
-experiment at tdf=auto, about 45 minutes). `--tiny` runs any of them at a size that only proves
-it still works (the tests do), not its figures.
+scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity,
+scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 45 minutes).
+`--tiny` runs any of them at a size that only proves it still works (the tests do), not its
+figures.
 """
 
 from __future__ import annotations
