@@ -14,6 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A job started in the background by a script (`make test &`) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler: give the child a terminal's."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(module: str, *args: str, cwd: Path = ROOT, merge_stderr: bool = True):
     """`python -m module args...` with the project importable, in a new process group (so
     that a signal reaches the launcher and its nodes as a terminal's Ctrl-C would)."""
@@ -25,6 +31,7 @@ def start(module: str, *args: str, cwd: Path = ROOT, merge_stderr: bool = True):
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
 
 
