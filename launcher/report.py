@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 
 from node.files import read_jsonl, write_atomic, write_json_atomic
+from transport.stats import LinkStats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -87,6 +88,10 @@ def time_to_targets(curve: list[dict], targets: tuple[float, ...]) -> dict[str, 
     return reached
 
 
+# Every counter a node's links report, added over nodes (a maximum is not a sum).
+SUMMED_TOTALS = tuple(k for k in LinkStats().totals() if k != "max_delivery_lateness")
+
+
 def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
     curve = accuracy_curve(evals, run.num_nodes)
@@ -94,24 +99,7 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
     for n in range(run.num_nodes):
         report = outcome.done.get(n) or outcome.progress.get(n)
         reports[n] = report.stats if report is not None else {}
-    totals = {
-        key: sum(r.get(key, 0) for r in reports.values())
-        for key in (
-            "bytes_sent",
-            "bytes_delivered",
-            "bytes_dropped",
-            "messages_sent",
-            "messages_dropped",
-            "messages_delivered",
-            "messages_malformed",
-            "messages_inbox_overflow",
-            "late_deliveries",
-            "bytes_flushed_downlink",
-            "messages_flushed_downlink",
-            "connections_opened",
-            "connections_closed",
-        )
-    }
+    totals = {key: sum(r.get(key, 0) for r in reports.values()) for key in SUMMED_TOTALS}
     behind = {n: r.get("behind_max", 0.0) for n, r in reports.items()}
     lagging = sorted(n for n, b in behind.items() if b > run.lag_tolerance)
     final = curve[-1] if curve else None
