@@ -160,6 +160,15 @@ print(json.dumps(times))
 """
 
 
+STEP_TIME = 0.00485  # the default experiment's emulated local step
+
+
+def default_data(sizes: Sizes) -> dict:
+    """The default experiment's data set (MNIST-1D, kshard) as a bare step loads it."""
+    data = {"name": "mnist1d", "root": str(ROOT / "data"), "partition": "kshard"}
+    return data | {"partition_seed": 1234, "num_samples": 3000 if sizes.extra else 20000}
+
+
 def bare_step_s(model: str, spec: dict, nodes: int, seconds: float, batch: int = 8) -> float:
     """A node's local step timed alone in a fresh process, one thread, as a node is set up
     (the median of three timings): the cost the compute limit of the factor is made of."""

@@ -8,7 +8,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, Sizes, bare_step_s, for_other_data, launcher, save
+from bench.common import (
+    STEP_TIME,
+    Sizes,
+    bare_step_s,
+    default_data,
+    for_other_data,
+    launcher,
+    save,
+)
 
 TARGET_EFFICIENCY = 0.75
 
@@ -64,11 +72,10 @@ def _efficiency(sizes, results, name, model, data_spec, nodes, step_time, *overr
 
 def bench_efficiency(sizes: Sizes, results: Path) -> None:
     """The default experiment (CNN1D, DivShare, stragglers), a short run."""
-    data = {"name": "mnist1d", "root": str(ROOT / "data"), "partition": "kshard"}
-    data |= {"partition_seed": 1234, "num_samples": 3000 if sizes.extra else 20000}
+    data = default_data(sizes)
     seconds = sizes.efficiency_seconds
     overrides = (f"duration={seconds}", f"eval.interval={seconds / 3}")
-    _efficiency(sizes, results, "efficiency", "cnn1d", data, sizes.nodes, 0.00485, *overrides)
+    _efficiency(sizes, results, "efficiency", "cnn1d", data, sizes.nodes, STEP_TIME, *overrides)
 
 
 def bench_efficiency_cifar(sizes: Sizes, results: Path) -> None:

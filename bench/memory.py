@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, Sizes, bare_step_s, launcher, save
+from bench.common import ROOT, STEP_TIME, Sizes, bare_step_s, default_data, launcher, save
 
 
 def bench_memory(sizes: Sizes, results: Path) -> None:
@@ -94,7 +94,6 @@ def bench_cifar_shard(sizes: Sizes, results: Path) -> None:
 
 
 MIB_PER_NODE_BUDGET = 35  # PSS per node at 500 nodes (21 measured), evaluators included
-STEP_TIME = 0.00485  # the default experiment's emulated step
 
 
 def _available_mib() -> float:
@@ -116,9 +115,7 @@ def bench_scale(sizes: Sizes, results: Path) -> None:
     # at about 100x: 4 minutes a trial): the run takes three times the compute limit of a bare
     # step. Twice (98.7x at 472 nodes) lagged by 183 ms: each node opens about 50 connections
     # a round, and every node opens its first ones at the same instant.
-    data = {"name": "mnist1d", "root": str(ROOT / "data"), "partition": "kshard"}
-    data |= {"partition_seed": 1234, "num_samples": 3000 if sizes.extra else 20000}
-    bare = bare_step_s("cnn1d", data, nodes, sizes.bare_step_seconds)
+    bare = bare_step_s("cnn1d", default_data(sizes), nodes, sizes.bare_step_seconds)
     tdf = 3 * nodes * bare / (len(os.sched_getaffinity(0)) * STEP_TIME)
     with tempfile.TemporaryDirectory() as tmp:
         s = launcher(
