@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from launcher.plan import make_plan
 from launcher.plugins import add_plugin_paths, register_algorithm_defaults
-from launcher.report import render, write_report
+from launcher.report.summary import render, write_report
 from launcher.schema import validate
 from launcher.spawn import run_plan
 from node.config import ConfigError

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
+from launcher.report.metric import Metric, metric_of_task
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, LinkSpec, require
 from node.data import TASKS
@@ -438,6 +439,23 @@ def _dataset(cfg: dict, num_nodes: int, cwd: str | None) -> DataSpec:
     return dataset
 
 
+def _targets(targets, metric: Metric, dataset: str) -> tuple[float, ...]:
+    """eval.targets are values of the task's metric: accuracies, or RMSE values for MovieLens;
+    auto: the metric's own."""
+    if targets == "auto":
+        return metric.default_targets
+    targets = targets or []
+    numbers = all(isinstance(t, int | float) and not isinstance(t, bool) for t in targets)
+    if metric.bounded:
+        ok, what, fix = numbers and all(0 < t <= 1 for t in targets), "accuracies in (0, 1]", ""
+    else:
+        ok, what = numbers and all(t > 0 for t in targets), f"{metric.name} values above 0"
+        fix = f" (dataset {dataset} is judged on its test {metric.name}, lower is better)"
+    example = "[0.5,0.8]" if metric.higher_is_better else "[1.2,1.0]"
+    require(ok, "eval.targets", f"{targets!r} are not {what}{fix}", f"e.g. eval.targets={example}")
+    return tuple(float(t) for t in targets)
+
+
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     top = {
@@ -524,13 +542,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"{interval} exceeds duration {duration}",
         "lower eval.interval or raise duration",
     )
-    targets = ev.get("targets") or []
-    require(
-        all(isinstance(t, int | float) and 0 < t <= 1 for t in targets),
-        "eval.targets",
-        f"{targets!r} are not accuracies in (0, 1]",
-        "e.g. eval.targets=[0.5,0.8]",
-    )
+    targets = ev.get("targets")
     workers = ev.get("workers")
     workers = (os.cpu_count() or 1) if workers in (None, "auto") else workers
     tr = _section(cfg, "transport", {"bind", "max_message_bytes", "max_connections"})
@@ -547,6 +559,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         model in MODELS, "model.name", f"unknown model {model!r}", f"use one of {sorted(MODELS)}"
     )
     dataset = _dataset(cfg, num_nodes, cwd)
+    targets = _targets(targets, metric_of_task(dataset.name), dataset.name)
     fits = [m for m, d in MODEL_DATASET.items() if d == dataset.name]
     require(
         MODEL_DATASET[model] == dataset.name,
@@ -569,7 +582,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         calibration_margin=_num(compute, "calibration_margin", "compute.", low=1.0),
         calibration_rounds=_num(compute, "calibration_rounds", "compute.", kind=int, low=1),
         eval_interval=interval,
-        targets=tuple(float(t) for t in targets),
+        targets=targets,
         eval_workers=_num({"w": workers}, "w", "eval.workers", kind=int, low=1),
         keep_snapshots=keep,
         bind=bind,

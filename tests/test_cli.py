@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from bench.data_files import write_cifar10, write_ratings
-from launcher.report import load_evals
+from launcher.report.curves import load_evals
 from node.files import read_jsonl
 from tests.cli import finish, kill, run, start
 
@@ -194,6 +194,9 @@ def test_smoke_four_nodes_on_tiny_movielens_with_mf(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["dataset"] == "movielens", out
     assert summary["loss_metric"] == "RMSE" and "RMSE: final mean" in out
+    # judged on RMSE with its own default targets (eval.targets=auto)
+    assert summary["metric"] == "RMSE" and list(summary["time_to_rmse"]) == ["1.5", "1.2", "1"]
+    assert "time_to_accuracy" not in summary and "time to RMSE" in out
     curve = summary["curve"]
     assert all("global_loss" in p for p in curve) and curve[-1]["t"] == 3
     assert summary["final_global_loss"] > 0 and 0 <= summary["final_mean_accuracy"] <= 1

@@ -311,3 +311,18 @@ def test_a_bad_plug_in_config_names_the_key_and_the_fix(overrides, key, fix):
     with pytest.raises(ConfigError) as err:
         validate(composed(*TYPED, *overrides))
     assert err.value.key == key and fix in err.value.fix, str(err.value)
+
+
+def test_targets_are_values_of_the_tasks_metric():
+    assert validate(composed()).targets == (0.3, 0.4, 0.5)  # auto: accuracy
+    movielens = ("dataset=movielens", "model=mf")
+    assert validate(composed(*movielens)).targets == (1.5, 1.2, 1.0)  # auto: RMSE
+    assert validate(composed(*movielens, "eval.targets=[2.5,0.9]")).targets == (2.5, 0.9)
+    assert validate(composed("+experiment=paper_movielens")).targets == (1.5, 1.2, 1.0)
+    with pytest.raises(ConfigError) as err:
+        validate(composed("eval.targets=[0.5,1.2]"))
+    assert err.value.key == "eval.targets" and "accuracies in (0, 1]" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        validate(composed(*movielens, "eval.targets=[1.0,-0.2]"))
+    assert err.value.key == "eval.targets" and "RMSE values above 0" in str(err.value)
+    assert "lower is better" in str(err.value) and "[1.2,1.0]" in err.value.fix

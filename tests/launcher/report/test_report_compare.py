@@ -4,117 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from launcher.compare import (
-    CompareCallback,
-    CompareError,
-    assign_labels,
-    bytes_sent_at,
-    compare,
-    find_run_dirs,
-    load_run,
-    write_comparison,
-)
+from launcher.report.cli import CompareCallback
+from launcher.report.compare import compare, write_comparison
+from launcher.report.curves import bytes_sent_at
+from launcher.report.runs import CompareError, assign_labels, find_run_dirs, load_run
 from tests import cli
+from tests.launcher.report.run_dirs import make_rmse_run, make_run, make_sweep
 
 MB = 1e6
 
 
-def make_run(
-    path: Path,
-    *,
-    overrides: list[str],
-    means: list[float],
-    algorithm: str = "divshare",
-    seed: int = 1,
-    num_nodes: int = 2,
-    duration: float = 4.0,
-    targets: list[float] | None = None,
-    lagged: bool = False,
-    sent: int = 2_000_000,
-    dropped: int = 500_000,
-    tdf: float = 10.0,
-    nodes: dict[int, list[tuple[float, int]]] | None = None,
-) -> Path:
-    """A run dir as the launcher writes it; the curve is evaluated at t = 0, 2, 4, ..."""
-    targets = [0.3, 0.5] if targets is None else targets
-    curve = [
-        {"t": 2.0 * i, "mean": m, "min": m - 0.05, "max": m + 0.05, "loss": 1 - m}
-        for i, m in enumerate(means)
-    ]
-    summary = {
-        "algorithm": algorithm,
-        "num_nodes": num_nodes,
-        "stragglers": [0],
-        "duration_emulated_s": duration,
-        "tdf": tdf,
-        "status": "ok",
-        "time_to_accuracy": {f"{t:g}": None for t in targets},  # recomputed from the curve
-        "final_mean_accuracy": means[-1],
-        "final_worst_accuracy": means[-1] - 0.05,
-        "totals": {"bytes_sent": sent, "bytes_dropped": dropped, "bytes_delivered": sent},
-        "lag": {"lagged": lagged, "max_behind_s": 0.0, "tolerance_s": 0.06, "lagging_nodes": []},
-        "curve": curve,
-    }
-    config = {
-        "algorithm": {"name": algorithm},
-        "seed": seed,
-        "eval": {"targets": targets},
-        "network": {"name": "uniform"},
-        "num_nodes": num_nodes,
-    }
-    (path / ".hydra").mkdir(parents=True)
-    (path / "summary.json").write_text(json.dumps(summary))
-    (path / "config.json").write_text(json.dumps(config))
-    (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (path / "nodes").mkdir()
-    nodes = nodes if nodes is not None else {0: [(2.0, sent // 4), (4.0, sent // 2)]}
-    for node, records in nodes.items():
-        lines = [
-            json.dumps({"t": t, "round": i, "bytes_sent": b}) for i, (t, b) in enumerate(records)
-        ]
-        (path / "nodes" / f"{node:03d}.jsonl").write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture
 def sweep(tmp_path):
-    """divshare (reference), swift with two seeds, adpsgd: hand-chosen curves.
-
-    time to 0.3 / 0.5: divshare 2.0 / 4.0; swift seed 1: 1.0 / 2.0, seed 2: 2.0 / 3.0;
-    adpsgd 3.0 / never.
-    """
-    common = ["num_nodes=2", "duration=4"]
-    make_run(
-        tmp_path / "0", overrides=[*common, "algorithm=divshare", "seed=1"], means=[0.1, 0.3, 0.5]
-    )
-    make_run(
-        tmp_path / "1",
-        overrides=[*common, "algorithm=swift", "seed=1"],
-        algorithm="swift",
-        means=[0.1, 0.5, 0.6],
-        sent=1_000_000,
-    )
-    make_run(
-        tmp_path / "2",
-        overrides=[*common, "algorithm=swift", "seed=2"],
-        algorithm="swift",
-        seed=2,
-        means=[0.1, 0.3, 0.7],
-        sent=3_000_000,
-    )
-    make_run(
-        tmp_path / "10",
-        overrides=[*common, "algorithm=adpsgd", "seed=1"],
-        algorithm="adpsgd",
-        means=[0.1, 0.2, 0.4],
-        lagged=True,
-    )
-    return tmp_path
+    return make_sweep(tmp_path)
 
 
 def _group(result, label):
@@ -278,6 +184,53 @@ def test_callback_writes_into_the_sweep_dir_and_never_raises(sweep, tmp_path_fac
     assert err.count("comparison not written") == 2 and "no run directory" in err
 
 
+def _movielens_pair(tmp_path):
+    """divshare: RMSE 3.0, 1.3, 1.1 at t = 0, 2, 4; swift: 3.0, 1.1, 0.95 (worst node +0.2)."""
+    a = make_rmse_run(tmp_path / "a", overrides=["algorithm=divshare"], rmse=[3.0, 1.3, 1.1])
+    b = make_rmse_run(
+        tmp_path / "b", overrides=["algorithm=swift"], algorithm="swift", rmse=[3.0, 1.1, 0.95]
+    )
+    return a, b
+
+
+def test_movielens_runs_are_compared_on_rmse_lower_is_better(tmp_path):
+    result = write_comparison(list(_movielens_pair(tmp_path)), tmp_path / "out")
+    assert result["metric"] == "RMSE" and result["targets"] == ["1.2", "1"]  # order reached
+    divshare, swift = result["groups"]
+    # 1.2 lies half way from 1.3 (t=2) to 1.1 (t=4); for swift 1.8/1.9 of the way from t=0 to 2
+    assert divshare["time_to_rmse"]["1.2"]["mean"] == pytest.approx(3.0)
+    assert swift["time_to_rmse"]["1.2"]["mean"] == pytest.approx(2 * 1.8 / 1.9)
+    assert divshare["time_to_rmse"]["1"]["mean"] is None
+    assert swift["time_to_rmse"]["1"]["mean"] == pytest.approx(2 + 2 * 0.1 / 0.15)
+    assert swift["speedup"]["1.2"] == pytest.approx(3.0 / (2 * 1.8 / 1.9))
+    assert swift["final_mean_rmse"]["mean"] == pytest.approx(0.95)
+    assert swift["final_worst_rmse"]["mean"] == pytest.approx(1.15)  # the node with most error
+    assert swift["curve"]["worst"] == pytest.approx([3.2, 1.3, 1.15])
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "RMSE targets on the mean test RMSE over nodes (lower is better): 1.2, 1" in md
+    assert "| final mean RMSE | final worst RMSE | sent (MB) |" in md
+    assert "| algorithm=swift | 1 (1) | 1.89 | 3.33 | 0.9500 | 1.1500 |" in md
+    png = tmp_path / "out" / "comparison_rmse.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not (tmp_path / "out" / "comparison_accuracy.png").exists()
+    with open(tmp_path / "out" / "comparison.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["final_worst_rmse_mean"]) == pytest.approx(1.15)
+
+
+def test_the_worst_node_curve_of_accuracy_is_the_lowest(sweep):
+    swift = _group(compare([sweep]), "algorithm=swift")
+    # two seeds: min over seeds of each run's lowest node (mean - 0.05)
+    assert swift["curve"]["worst"] == pytest.approx([0.05, 0.25, 0.55])
+
+
+def test_runs_of_different_tasks_are_refused(tmp_path):
+    a, _ = _movielens_pair(tmp_path)
+    c = make_run(tmp_path / "c", overrides=["algorithm=swift"], means=[0.1, 0.5, 0.6])
+    with pytest.raises(CompareError, match="different metrics"):
+        compare([a, c])
+
+
 # ---------------------------------------------------------------- the real commands
 
 
@@ -332,3 +285,46 @@ def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
     for png in ("comparison_accuracy.png", "comparison_bytes.png"):
         assert (sweep / png).stat().st_size > 10_000
     assert "comparison written to" in out
+
+
+@pytest.mark.process
+def test_two_short_movielens_runs_are_compared_on_rmse(tmp_path):
+    """The real CLI: two runs on a small ratings file in the real format, then the comparison."""
+    from bench.data_files import write_ratings
+
+    write_ratings(tmp_path / "ml", num_users=16, per_user=(20, 40))
+    common = [
+        "num_nodes=4",
+        "dataset=movielens",
+        "model=mf",
+        f"dataset.root={tmp_path / 'ml'}",
+        "dataset.download=false",
+        "network=uniform",
+        "algorithm.degree=2",
+        "algorithm.local_steps=16",
+        "algorithm.lr=0.1",
+        "duration=2",
+        "eval.interval=0.5",
+        "eval.targets=[3.5,3.0]",  # RMSE values: the comparison judges MovieLens on RMSE
+        "compute.calibration_margin=4",
+    ]
+    runs = []
+    for algorithm in ("divshare", "swift"):
+        run = tmp_path / algorithm
+        code, out = cli.run(
+            "launcher", *common, f"algorithm={algorithm}", f"hydra.run.dir={run}", timeout=300
+        )
+        assert code == 0, out
+        runs.append(run)
+    code, out = cli.run("launcher.report", *map(str, runs), timeout=120, cwd=tmp_path)
+    assert code == 0, out
+    cmp = tmp_path / "comparison"
+    md = (cmp / "comparison.md").read_text()
+    assert "RMSE targets on the mean test RMSE over nodes (lower is better): 3.5, 3" in md
+    assert "| final mean RMSE | final worst RMSE |" in md and "final mean acc." not in md
+    assert (cmp / "comparison_rmse.png").stat().st_size > 10_000
+    result = json.loads((cmp / "comparison.json").read_text())
+    for group in result["groups"]:
+        curve = group["curve"]
+        assert curve["mean"][-1] < curve["mean"][0]  # RMSE falls as MF trains
+        assert all(w >= m for w, m in zip(curve["worst"], curve["mean"], strict=True))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from launcher.report import accuracy_curve, time_to_targets
+from launcher.report.curves import accuracy_curve
+from launcher.report.metric import time_to_targets
 
 
 def _evals(rows):

@@ -1,0 +1,150 @@
+"""One run's report: summary.json, accuracy.png, links.json and the short printed summary."""
+
+from __future__ import annotations
+
+from launcher.report.curves import accuracy_curve, consensus_curve, load_evals
+from launcher.report.metric import metric_of_summary, metric_of_task, time_to_targets
+from launcher.report.plots import plot_run
+from node.files import write_json_atomic
+from transport.stats import LinkStats
+
+# The test loss each data set reports (MovieLens: the paper's metric, lower is better).
+LOSS_METRIC = {"movielens": "RMSE"}
+
+# Every counter a node's links report, added over nodes (a maximum is not a sum).
+SUMMED_TOTALS = tuple(k for k in LinkStats().totals() if k != "max_delivery_lateness")
+
+
+def summarize(plan, outcome, evals: list[dict]) -> dict:
+    run = plan.run
+    curve = accuracy_curve(evals, run.num_nodes)
+    metric = metric_of_task(run.dataset.name)
+    reports = {}
+    for n in range(run.num_nodes):
+        report = outcome.done.get(n) or outcome.progress.get(n)
+        reports[n] = report.stats if report is not None else {}
+    totals = {key: sum(r.get(key, 0) for r in reports.values()) for key in SUMMED_TOTALS}
+    behind = {n: r.get("behind_max", 0.0) for n, r in reports.items()}
+    lagging = sorted(n for n, b in behind.items() if b > run.lag_tolerance)
+    final = curve[-1] if curve else None
+    pss = list(outcome.pss_mib.values())
+    pss_run = list(outcome.pss_run_mib.values())
+    return {
+        "run_dir": str(plan.run_dir),
+        "status": "failed" if outcome.failed else "ok",
+        "interrupted": outcome.interrupted,
+        "startup_error": outcome.startup_error,
+        "failed_nodes": {str(n): e.strip().splitlines()[-1] for n, e in outcome.errors.items()},
+        "algorithm": run.algorithm.name,
+        "dataset": run.dataset.name,
+        "model": run.model,
+        "loss_metric": LOSS_METRIC.get(run.dataset.name, "cross-entropy"),
+        "metric": metric.name,  # what the targets and comparisons judge
+        "num_nodes": run.num_nodes,
+        "stragglers": list(run.network.stragglers),
+        "duration_emulated_s": run.duration,
+        "tdf": outcome.tdf,
+        "calibration": outcome.calibration,
+        "wall_seconds": round(outcome.wall_seconds, 2),
+        "ready_seconds": outcome.ready_seconds,
+        "training_wall_seconds": outcome.training_wall_seconds,
+        "local_steps": sum(r.get("steps", 0) for r in reports.values()),
+        # CPU seconds of every node process (all threads) per emulated second
+        "node_cpu_per_emulated_s": sum(r.get("cpu_s", 0.0) for r in reports.values())
+        / run.duration,
+        "compute_cpu_per_step_s": sum(r.get("cpu_compute_s", 0.0) for r in reports.values())
+        / max(1, sum(r.get("steps", 0) for r in reports.values())),
+        "gate_wait_s_mean": sum(r.get("gate_wait_s", 0.0) for r in reports.values())
+        / max(1, len(reports)),
+        "final_mean_accuracy": final["mean"] if final else None,
+        "final_worst_accuracy": final["min"] if final else None,
+        "final_t": final["t"] if final else None,
+        "initial_mean_accuracy": curve[0]["mean"] if curve else None,
+        "final_mean_loss": final["loss"] if final else None,
+        "final_worst_loss": final["loss_max"] if final else None,
+        "final_global_loss": final.get("global_loss") if final else None,
+        f"time_to_{metric.key}": time_to_targets(curve, run.targets, metric),
+        "evaluation_complete": outcome.evaluation_complete,
+        "totals": totals,
+        "lag": {
+            "tolerance_s": run.lag_tolerance,
+            "max_behind_s": max(behind.values(), default=0),
+            "lagging_nodes": lagging,
+            "lagged": bool(lagging),
+        },
+        "memory": {
+            "ready_pss_mib_mean": sum(pss) / len(pss) if pss else None,
+            "ready_pss_mib_total": sum(pss) if pss else None,
+            "training_pss_mib_mean": sum(pss_run) / len(pss_run) if pss_run else None,
+            "training_pss_mib_max": max(pss_run, default=None),  # sampled once, mid-run
+            "training_pss_mib_total": sum(pss_run) if pss_run else None,
+        },
+        "pids": outcome.pids,
+        "curve": curve,
+        "consensus": consensus_curve(plan.run_dir, run.num_nodes),
+    }
+
+
+def _loss_line(summary: dict) -> str:
+    if summary.get("final_mean_loss") is None:
+        return "n/a"
+    line = (
+        f"{summary.get('loss_metric', 'cross-entropy')}: final mean "
+        f"{summary['final_mean_loss']:.4f}, worst node {summary['final_worst_loss']:.4f}"
+    )
+    if summary.get("final_global_loss") is not None:
+        line += f", on every node's test set {summary['final_global_loss']:.4f}"
+    return line
+
+
+def render(summary: dict) -> str:
+    mb = 1e6
+    metric = metric_of_summary(summary)
+    tot = summary["totals"]
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    ttas = ", ".join(
+        f"{k}: {'not reached' if v is None else f'{v:.1f} s'}"
+        for k, v in summary[f"time_to_{metric.key}"].items()
+    )
+    lag = summary["lag"]
+    lines = [
+        f"status            {summary['status']}"
+        + (" (interrupted)" if summary["interrupted"] else ""),
+        f"accuracy          final mean {pct(summary['final_mean_accuracy'])}, worst node "
+        f"{pct(summary['final_worst_accuracy'])} at t={summary['final_t']} s "
+        f"(start {pct(summary['initial_mean_accuracy'])})",
+        f"test loss         {_loss_line(summary)}",
+        f"time to {metric.name:<9} {ttas or 'no targets'}",
+        f"traffic           sent {tot['bytes_sent'] / mb:.1f} MB, delivered "
+        f"{tot['bytes_delivered'] / mb:.1f} MB, dropped {tot['bytes_dropped'] / mb:.1f} MB "
+        f"+ {tot.get('bytes_flushed_downlink', 0) / mb:.1f} MB flushed from downlinks "
+        f"(malformed messages {tot['messages_malformed']})",
+        f"time dilation     tdf {summary['tdf'] or 0:.2f} ({summary['calibration']['mode']}); "
+        f"wall {summary['wall_seconds']:.0f} s for {summary['duration_emulated_s']:g} s emulated",
+        f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "
+        f"{lag['tolerance_s'] * 1000:.0f} ms): "
+        + (
+            f"LAGGED on nodes {lag['lagging_nodes']} — timings are NOT faithful"
+            if lag["lagged"]
+            else "no node lagged"
+        ),
+    ]
+    if summary["startup_error"]:
+        lines.append(f"start-up error    {summary['startup_error']}")
+    if summary["failed_nodes"]:
+        lines.append(f"failed nodes      {summary['failed_nodes']}")
+    lines.append(f"run directory     {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+def write_report(plan, outcome) -> dict:
+    summary = summarize(plan, outcome, load_evals(plan.run_dir))
+    write_json_atomic(plan.run_dir / "summary.json", summary)
+    # Per-link byte counters: node -> {sent|dropped: {destination: bytes}, delivered: {source: ..}}
+    links = {str(n): report.links for n, report in sorted(outcome.done.items())}
+    write_json_atomic(plan.run_dir / "links.json", links)
+    plot_run(summary, plan.run_dir / "accuracy.png")
+    return summary
