@@ -1,0 +1,83 @@
+"""Validation did not change when its network planning and data-set rules moved out of
+schema.py: every shipped experiment, profile, data set and algorithm validates to the typed
+config recorded before the move (tests/launcher/golden/validated.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from launcher.schema import validate
+from tests.launcher.test_schema import composed
+
+GOLDEN = Path(__file__).parent / "golden" / "validated.json"
+# Fixed so the record does not depend on the machine (cores) or the working directory.
+MACHINE = ("eval.workers=2", "compute.gate_slots=2", "data_root=/data")
+SMALL = ("num_nodes=4", "algorithm.degree=2")
+CASES = {
+    "default": (),
+    **{
+        f"experiment={name}": (f"+experiment={name}",)
+        for name in (
+            "artifact_7of60",
+            "stragglers_30of60",
+            "geo_10regions",
+            "compute_stragglers",
+            "paper_cifar10",
+            "paper_movielens",
+        )
+    },
+    "uniform": ("network=uniform",),
+    "geo small": (
+        "network=geo",
+        "num_nodes=20",
+        "network.num_regions=5",
+        "network.nodes_per_region=4",
+    ),
+    "stragglers by id, overrides": (
+        "network.straggler_fraction=null",
+        "network.straggler_ids=[5,9]",
+        "+network.overrides.3={up_mbps: 1.5}",
+        "+compute.overrides.2=0.01",
+    ),
+    "small": SMALL,
+    "cifar10 dirichlet": (
+        "dataset=cifar10",
+        "model=gn_lenet",
+        "dataset.partition=dirichlet",
+        "dataset.alpha=0.3",
+    ),
+    "mnist1d iid mlp": ("dataset.partition=iid", "model=mlp"),
+    "movielens": ("dataset=movielens", "model=mf", "dataset.train_fraction=0.8"),
+    **{
+        f"algorithm={name}": (f"algorithm={name}",)
+        for name in (
+            "adpsgd",
+            "adpsgd_atomic",
+            "divshare",
+            "dpsgd",
+            "el",
+            "lasgd",
+            "local",
+            "relaysgd",
+            "swift",
+        )
+    },
+}
+
+
+def validated(overrides: tuple[str, ...]) -> dict:
+    run = validate(composed(*MACHINE, *overrides))
+    return json.loads(json.dumps(dataclasses.asdict(run)))  # tuples as lists, as recorded
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_shipped_setting_validates_as_before_the_move(case):
+    assert validated(CASES[case]) == json.loads(GOLDEN.read_text())[case]
+
+
+if __name__ == "__main__":  # records the golden file: run once, before moving code
+    GOLDEN.write_text(json.dumps({case: validated(o) for case, o in CASES.items()}) + "\n")
