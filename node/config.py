@@ -27,6 +27,37 @@ def require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ConfigError(key, problem, fix)
 
 
+def section(cfg: dict, key: str, known: set[str], path: str = "") -> dict:
+    """cfg[key], a mapping of known keys only: an unknown one is refused by name."""
+    full = f"{path}{key}"
+    value = cfg.get(key)
+    require(isinstance(value, dict), full, "missing or not a mapping", f"add a '{full}:' section")
+    unknown = set(value) - known
+    require(
+        not unknown,
+        f"{full}.{sorted(unknown)[0]}" if unknown else full,
+        "unknown key",
+        f"remove it; known keys of '{full}' are {sorted(known)}",
+    )
+    return value
+
+
+def number(d: dict, key: str, path: str, kind=float, low=None, high=None, fix="") -> float | int:
+    """d[key], a number (an int if `kind` is int) within [low, high]."""
+    full = f"{path}{key}"
+    require(key in d and d[key] is not None, full, "missing", fix or f"set {full}")
+    value = d[key]
+    ok_type = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        ok_type = isinstance(value, int) and not isinstance(value, bool)
+    require(ok_type, full, f"{value!r} is not a{'n int' if kind is int else ' number'}", fix)
+    require(low is None or value >= low, full, f"{value} is below {low}", fix or f"use >= {low}")
+    require(
+        high is None or value <= high, full, f"{value} is above {high}", fix or f"use <= {high}"
+    )
+    return kind(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
     """Which data set, where its files are, and how it is split; keys a set does not use keep

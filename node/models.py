@@ -98,8 +98,6 @@ MODELS: dict[str, type[nn.Module]] = {
     "gn_lenet": GNLeNet,
     "mf": MatrixFactorization,
 }
-# The data set each model is built for: the schema refuses other pairings before any start.
-MODEL_DATASET = {"cnn1d": "mnist1d", "mlp": "mnist1d", "gn_lenet": "cifar10", "mf": "movielens"}
 
 
 def build_model(name: str, seed: int, **dims: int) -> nn.Module:

@@ -51,13 +51,6 @@ RMSE = Metric(
 )
 METRICS = {m.name: m for m in (ACCURACY, RMSE)}
 
-# The data sets whose metric is not accuracy (MovieLens: rounded-rating accuracy says little).
-TASK_METRIC = {"movielens": RMSE}
-
-
-def metric_of_task(dataset: str) -> Metric:
-    return TASK_METRIC.get(dataset, ACCURACY)
-
 
 def metric_of_summary(summary: dict) -> Metric:
     """The metric a run directory's summary.json was judged on; older runs name only their

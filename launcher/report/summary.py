@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from launcher.report.curves import accuracy_curve, consensus_curve, load_evals
-from launcher.report.metric import metric_of_summary, metric_of_task, time_to_targets
+from launcher.report.metric import METRICS, metric_of_summary, time_to_targets
 from launcher.report.plots import plot_run
+from node.data import TASKS
 from node.files import write_json_atomic
 from transport.stats import LinkStats
 
@@ -18,7 +19,7 @@ SUMMED_TOTALS = tuple(k for k in LinkStats().totals() if k != "max_delivery_late
 def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
     curve = accuracy_curve(evals, run.num_nodes)
-    metric = metric_of_task(run.dataset.name)
+    metric = METRICS[TASKS[run.dataset.name].metric]  # each data set names its own
     reports = {}
     for n in range(run.num_nodes):
         report = outcome.done.get(n) or outcome.progress.get(n)

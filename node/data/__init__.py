@@ -8,6 +8,8 @@ from node.data.movielens import MovieLens
 from node.data.task import DataError, Task, Tester
 
 TASKS: dict[str, Task] = {"mnist1d": MNIST1D(), "cifar10": CIFAR10(), "movielens": MovieLens()}
+# Which data set each model is built for.
+MODEL_DATASET = {model: name for name, t in TASKS.items() for model in t.models}
 
 
 def task(name: str) -> Task:
@@ -16,4 +18,4 @@ def task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["TASKS", "DataError", "Task", "Tester", "task"]
+__all__ = ["MODEL_DATASET", "TASKS", "DataError", "Task", "Tester", "task"]

@@ -16,7 +16,13 @@ from node.config import DataSpec
 from node.data.download import fetch_and_unpack
 from node.data.partition import PARTITIONS, partition_labels
 from node.data.safe_pickle import load_restricted
-from node.data.task import DataError, Tester, classification_tester
+from node.data.task import (
+    DataError,
+    Tester,
+    classification_tester,
+    download_value,
+    shard_values,
+)
 from node.files import save_npy_atomic, write_json_atomic
 
 # torchvision.datasets.CIFAR10's layout (a test checks these against torchvision's own).
@@ -96,6 +102,12 @@ class CIFAR10:
 
     name = "cifar10"
     partitions = PARTITIONS
+    models = ("gn_lenet",)
+    config_keys = frozenset({"root", "download", "shards_per_node", "alpha"})
+    metric = "accuracy"
+
+    def spec_values(self, ds: dict, num_nodes: int) -> dict:
+        return shard_values(ds) | download_value(ds)
 
     def prepare(self, spec: DataSpec, url: str | None = None, md5: str | None = None) -> None:
         root = Path(spec.root)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec
+from node.config import DataSpec, number, require
 from node.data.partition import PARTITIONS, partition_labels
-from node.data.task import Tester, classification_tester
+from node.data.task import Tester, classification_tester, shard_values
 from node.files import write_atomic
 
 
@@ -95,6 +95,26 @@ class MNIST1D:
 
     name = "mnist1d"
     partitions = PARTITIONS
+    models = ("cnn1d", "mlp")
+    config_keys = frozenset({"num_samples", "data_seed", "shards_per_node", "alpha"})
+    metric = "accuracy"
+
+    def spec_values(self, ds: dict, num_nodes: int) -> dict:
+        values = {
+            "num_samples": number(ds, "num_samples", "dataset.", kind=int, low=100),
+            "data_seed": number(ds, "data_seed", "dataset.", kind=int, low=0),
+            **shard_values(ds),
+        }
+        if ds.get("partition") == "kshard":
+            shards = num_nodes * values["shards_per_node"]
+            train = int(values["num_samples"] * 0.8)
+            require(
+                train >= shards,
+                "dataset.num_samples",
+                f"{train} training samples cannot fill {shards} shards",
+                "raise dataset.num_samples or lower dataset.shards_per_node",
+            )
+        return values
 
     def prepare(self, spec: DataSpec) -> None:
         # Generated once by the launcher, so 60 nodes read one cached file.

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec
+from node.config import DataSpec, number, require
 from node.data.download import fetch_and_unpack
 from node.data.partition import user_blocks
-from node.data.task import DataError, Tester
+from node.data.task import DataError, Tester, download_value
 from node.files import save_npy_atomic, write_json_atomic
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
@@ -120,6 +120,21 @@ class MovieLens:
 
     name = "movielens"
     partitions = PARTITIONS
+    models = ("mf",)
+    config_keys = frozenset({"root", "download", "train_fraction"})
+    metric = "RMSE"  # the paper's: test RMSE, lower is better
+
+    def spec_values(self, ds: dict, num_nodes: int) -> dict:
+        fraction = number(
+            ds, "train_fraction", "dataset.", low=0.05, high=0.95, fix="e.g. 0.7 (70/30 per user)"
+        )
+        require(
+            num_nodes <= 610,
+            "num_nodes",
+            f"{num_nodes} nodes but ml-latest-small has 610 users to split by user",
+            "use num_nodes<=610",
+        )
+        return {"train_fraction": fraction, **download_value(ds)}
 
     def prepare(self, spec: DataSpec, url: str = URL) -> None:
         root = Path(spec.root)

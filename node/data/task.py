@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec
+from node.config import DataSpec, number, require
 
 # Evaluates one node's model: {"accuracy": .., "loss": .., and any metric the task adds}.
 Tester = Callable[[torch.nn.Module, int], dict[str, float]]
@@ -23,6 +23,13 @@ class Task(Protocol):
 
     name: str
     partitions: tuple[str, ...]
+    models: tuple[str, ...]  # the models built for it
+    config_keys: frozenset[str]  # its keys beyond name, partition and partition_seed
+    metric: str  # what a run on it is judged on: "accuracy", or "RMSE" (lower is better)
+
+    def spec_values(self, ds: dict, num_nodes: int) -> dict:
+        """Its own keys of the `dataset` section, checked (ConfigError names the key and the
+        fix), as DataSpec fields; the launcher calls it before any process starts."""
 
     def prepare(self, spec: DataSpec) -> None:
         """Before any process starts: download if allowed, build caches, or raise DataError."""
@@ -65,3 +72,25 @@ def classification_tester(
         return {"accuracy": correct / len(y), "loss": loss / len(y)}
 
     return test
+
+
+def shard_values(ds: dict) -> dict:
+    """shards_per_node, and alpha: required by partition=dirichlet, checked whenever given."""
+    values = {"shards_per_node": number(ds, "shards_per_node", "dataset.", kind=int, low=1)}
+    if ds.get("alpha") is None and ds.get("partition") != "dirichlet":
+        return values
+    fix = "use e.g. dataset.alpha=0.1 (Dirichlet concentration; smaller is more skewed)"
+    alpha = number(ds, "alpha", "dataset.", fix=fix)
+    require(alpha > 0, "dataset.alpha", f"{alpha} is not positive", fix)
+    return values | {"alpha": alpha}
+
+
+def download_value(ds: dict) -> dict:
+    download = ds.get("download", True)
+    require(
+        isinstance(download, bool),
+        "dataset.download",
+        f"{download!r} is not a boolean",
+        "true (fetch missing files when online) or false",
+    )
+    return {"download": download}

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from node.data import MODEL_DATASET
 from node.models import (
     CNN1D,
     MLP,
-    MODEL_DATASET,
     MODELS,
     GNLeNet,
     MatrixFactorization,
@@ -38,7 +38,7 @@ def batch(name: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.
     return torch.randn(n, 1, 40, generator=gen), torch.randint(0, 10, (n,), generator=gen)
 
 
-def test_registry_and_the_data_set_each_model_is_for():
+def test_registry_and_the_data_set_each_model_is_for():  # each data set names its models
     assert MODELS == {"cnn1d": CNN1D, "mlp": MLP, "gn_lenet": GNLeNet, "mf": MatrixFactorization}
     assert MODEL_DATASET == {
         "cnn1d": "mnist1d",
