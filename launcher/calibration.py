@@ -5,12 +5,15 @@ smallest factor at which no node fell behind."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from node import control
+
+log = logging.getLogger(__name__)
 
 BURST_STEPS = 64  # per node, back to back inside the gate
 MAX_TRIALS = 4
@@ -94,10 +97,12 @@ class Calibrator:
         while tdf is not None:
             trials.append(self._trial(tdf))
             last = trials[-1]
-            self.launch.log(
-                f"calibration: tdf {tdf:.2f} {'kept up' if last.passed else 'too tight'} "
-                f"({last.slack_min:.0%} to spare at the least, late deliveries "
-                f"{last.late_delivery_share:.1%})"
+            log.info(
+                "calibration: tdf %.2f %s (%.0f%% to spare at the least, late deliveries %.1f%%)",
+                tdf,
+                "kept up" if last.passed else "too tight",
+                100 * last.slack_min,
+                100 * last.late_delivery_share,
             )
             tdf = next_factor(trials, self.cores)
         chosen = chosen_factor(trials) * self.run.calibration_margin

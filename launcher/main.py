@@ -66,7 +66,9 @@ def execute(cfg: dict, run_dir: Path) -> dict:
     run = validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = make_plan(run, run_dir)
-    write_json_atomic(run_dir / "config.json", cfg)
+    # What .hydra/config.yaml does not say: every default filled and checked, targets and
+    # worker counts resolved, the per-node links and step times the network and compute expand to.
+    write_json_atomic(run_dir / "config.json", dataclasses.asdict(run))
     outcome = run_plan(plan)
     write_json_atomic(run_dir / "run.json", provenance(run, outcome.tdf))
     summary = write_report(plan, outcome)

@@ -2,92 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import shutil
 import signal
-import sys
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-import psutil
-
 from launcher.calibration import Calibrator
+from launcher.outcome import Outcome, StartupError
 from launcher.plan import Plan
+from launcher.processes import forkserver_context, measure_pss, start_evaluators, start_nodes
+from launcher.progress import ProgressDisplay, status
 from node import control
-from node.entry import run_node
-from node.evaluator import run_evaluator
 from node.files import write_json_atomic
 from transport import GateServer
 
+log = logging.getLogger(__name__)
+
 START_SLACK = 1.0  # wall seconds between the barrier and t0, for every PUSH socket to connect
 DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
-
-
-@dataclass
-class Outcome:
-    """What the launcher saw: per-node reports, failures, timings, memory."""
-
-    done: dict[int, control.Done] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    exit_codes: dict[int, int | None] = field(default_factory=dict)
-    evals: list[dict] = field(default_factory=list)
-    progress: dict[int, control.Progress] = field(default_factory=dict)
-    interrupted: bool = False
-    ready_seconds: float | None = None
-    wall_seconds: float = 0.0
-    pss_mib: dict[int, float] = field(default_factory=dict)  # at the barrier
-    pss_run_mib: dict[int, float] = field(default_factory=dict)  # mid-run
-    evaluation_complete: bool = False
-    pids: dict = field(default_factory=dict)
-    tdf: float | None = None
-    calibration: dict = field(default_factory=lambda: {"mode": "fixed"})
-
-    startup_error: str | None = None
-    training_wall_seconds: float | None = None  # from t0 until the last node exited
-
-    @property
-    def failed(self) -> bool:
-        return (
-            bool(self.errors)
-            or self.interrupted
-            or self.startup_error is not None
-            or any(self.exit_codes.values())
-        )
-
-
-def forkserver_context(threads: int) -> mp.context.BaseContext:
-    # The forkserver inherits this environment: set thread counts before it imports torch.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["node.preload"])
-    return ctx
-
-
-def measure_pss(processes: dict[int, mp.Process]) -> dict[int, float]:
-    """Proportional set size per process: shared torch pages are split among the sharers."""
-    pss = {}
-    for node, proc in processes.items():
-        try:
-            pss[node] = psutil.Process(proc.pid).memory_full_info().pss / 2**20
-        except (psutil.Error, ValueError):
-            pass
-    return pss
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-class StartupError(RuntimeError):
-    """The nodes could not all get to the shared start: nothing was emulated."""
-
-
 class Launch:
-    def __init__(self, plan: Plan, log=print):
-        self.plan, self.log = plan, log
+    """One run's processes from start to reaping: the barrier, the calibration, the monitor."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
         self.outcome = Outcome()
         self.nodes: dict[int, mp.Process] = {}
         self.conns: dict[int, Connection] = {}
@@ -104,9 +50,11 @@ class Launch:
         previous = signal.getsignal(signal.SIGINT)
         previous_term = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly
         try:
-            self._start_evaluators(ctx)
+            for w, (proc, conn) in start_evaluators(ctx, self.plan).items():
+                self.evaluators[w], self.eval_conns[w] = proc, conn
             gate = self._start_gate()
-            self._start_nodes(ctx)
+            for n, (proc, conn) in start_nodes(ctx, self.plan).items():
+                self.nodes[n], self.conns[n] = proc, conn
             self._write_pids()
             peers = self._barrier(started)
             self._broadcast(control.Peers(peers, gate))
@@ -116,16 +64,16 @@ class Launch:
             else:
                 self.outcome.tdf = run.tdf
             tdf = self.outcome.tdf
-            self.log(f"time-dilation factor {tdf:.2f} ({'auto' if run.tdf is None else 'fixed'})")
+            log.info("time-dilation factor %.2f (%s)", tdf, "auto" if run.tdf is None else "fixed")
             t0 = time.monotonic() + START_SLACK
             self._broadcast(control.Start(t0, tdf))
             self._monitor(t0)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
-            self.log("\ninterrupted: stopping every node")
+            log.warning("interrupted: stopping every node")
         except StartupError as err:
             self.outcome.startup_error = str(err)
-            self.log(f"start-up failed: {err}")
+            log.error("start-up failed: %s", err)
         finally:
             # A second Ctrl-C or kill must not skip the clean-up, which is bounded anyway.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -155,38 +103,6 @@ class Launch:
             return None
         self.gate = GateServer(slots)
         return self.gate.start_and_bind()
-
-    def _start_evaluators(self, ctx) -> None:
-        run = self.plan.run
-        for w in range(run.eval_workers):
-            parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(
-                target=run_evaluator,
-                name=f"evaluator-{w}",
-                args=(
-                    w,
-                    run.eval_workers,
-                    str(self.plan.run_dir),
-                    run.model,
-                    self.plan.model_dims,
-                    run.dataset,
-                    run.num_nodes,
-                    1,
-                    child,
-                    run.keep_snapshots,
-                ),
-            )
-            proc.start()
-            child.close()
-            self.evaluators[w], self.eval_conns[w] = proc, parent
-
-    def _start_nodes(self, ctx) -> None:
-        for spec in self.plan.nodes:
-            parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=run_node, args=(spec, child), name=f"node-{spec.node_id}")
-            proc.start()
-            child.close()
-            self.nodes[spec.node_id], self.conns[spec.node_id] = proc, parent
 
     def _write_pids(self) -> None:
         """For operators and tests: which OS process is which node."""
@@ -228,7 +144,7 @@ class Launch:
         ready = self._collect(control.Ready, started)
         self.outcome.ready_seconds = time.monotonic() - started
         self.outcome.pss_mib = measure_pss(self.nodes)
-        self.log(f"{len(ready)} nodes ready in {self.outcome.ready_seconds:.1f} s")
+        log.info("%d nodes ready in %.1f s", len(ready), self.outcome.ready_seconds)
         return {node: message.endpoint for node, message in ready.items()}
 
     def _errors_text(self, nodes: list[int]) -> str:
@@ -268,10 +184,17 @@ class Launch:
         return messages
 
     def _monitor(self, t0: float) -> None:
+        display = ProgressDisplay(self.plan.run.duration, self.plan.run.progress_interval)
+        try:
+            with display.logging_through_bar():
+                self._watch(t0, display)
+        finally:
+            display.close()
+
+    def _watch(self, t0: float, display: ProgressDisplay) -> None:
         run, tdf = self.plan.run, self.outcome.tdf
         # Paced nodes end at t0 + duration * tdf; un-paced ones (benchmarks) when their steps do.
         hard_deadline = t0 + (run.duration * tdf + 60.0 + 10 * tdf if run.pace else 3600.0)
-        next_print = time.monotonic() + run.progress_interval
         # Reading smaps takes each node's mmap lock: sample memory once, mid-run, not repeatedly.
         pss_at = t0 + 0.5 * run.duration * tdf
         while True:
@@ -285,7 +208,7 @@ class Launch:
                     self.gate.forget(n)  # a node dead while holding it must not block the rest
                 if self.nodes[n].exitcode != 0:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
-                    self.log(f"node {n} failed: {self._errors_text([n])}")
+                    log.error("node %d failed: %s", n, self._errors_text([n]))
             if len(finished) == len(self.nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - t0
                 return
@@ -293,33 +216,10 @@ class Launch:
                 late = sorted(set(self.nodes) - finished)
                 for n in late:
                     self.outcome.errors.setdefault(n, "did not finish before the deadline")
-                self.log(f"nodes {late} still running past the deadline: stopping them")
+                log.error("nodes %s still running past the deadline: stopping them", late)
                 return
-            if time.monotonic() >= next_print:
-                next_print += run.progress_interval
-                self.log(self._progress_line(t0, len(self.nodes) - len(finished)))
-
-    def _progress_line(self, t0: float, alive: int) -> str:
-        run, tdf = self.plan.run, self.outcome.tdf
-        t = min(run.duration, max(0.0, (time.monotonic() - t0) / tdf))
-        progress = [p.stats for p in self.outcome.progress.values()]
-        sent = sum(p.get("bytes_sent", 0) for p in progress) / 1e6
-        dropped = sum(p.get("bytes_dropped", 0) for p in progress) / 1e6
-        behind = max((p.get("behind_max", 0.0) for p in progress), default=0.0)
-        latest: dict[int, dict] = {}
-        for e in self.outcome.evals:
-            if e["t"] >= latest.get(e["node"], {"t": -1})["t"]:
-                latest[e["node"]] = e
-        acc = ""
-        if latest:
-            mean = sum(e["accuracy"] for e in latest.values()) / len(latest)
-            upto = min(e["t"] for e in latest.values())
-            acc = f" | acc {mean:.3f} (evaluated to t={upto:.0f}s)"
-        return (
-            f"t={t:6.1f}/{run.duration:.0f}s emulated | {alive}/{len(self.nodes)} alive"
-            f"{acc} | sent {sent:.1f} MB, dropped {dropped:.1f} MB | "
-            f"max lag {behind * 1000:.1f} ms"
-        )
+            t = min(run.duration, max(0.0, (time.monotonic() - t0) / tdf))
+            display.show(t, status(self.outcome, len(self.nodes) - len(finished), len(self.nodes)))
 
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
@@ -373,7 +273,5 @@ class Launch:
                 proc.join(timeout=5)
 
 
-def run_plan(plan: Plan, log=print) -> Outcome:
-    outcome = Launch(plan, log).run()
-    sys.stdout.flush()
-    return outcome
+def run_plan(plan: Plan) -> Outcome:
+    return Launch(plan).run()

@@ -39,7 +39,8 @@ class Run:
 
     @property
     def targets(self) -> tuple[float, ...]:
-        targets = self.config.get("eval", {}).get("targets")
+        # config.json is the validated config (older runs: the composed one, eval.targets)
+        targets = self.config.get("targets", self.config.get("eval", {}).get("targets"))
         if not isinstance(targets, list):  # auto: the task's own, as the summary names them
             targets = [float(k) for k in self.summary.get(f"time_to_{self.metric.key}", {})]
         return tuple(float(t) for t in targets)

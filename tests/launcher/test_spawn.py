@@ -11,7 +11,7 @@ from node import control
 
 
 def test_a_broadcast_to_a_dead_node_is_a_startup_error_naming_it():
-    launch = Launch(plan=None, log=lambda *_: None)
+    launch = Launch(plan=None)
     alive_parent, alive_child = mp.Pipe(duplex=True)
     dead_parent, dead_child = mp.Pipe(duplex=True)
     dead_child.close()  # what a SIGKILLed node leaves behind

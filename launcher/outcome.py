@@ -1,0 +1,43 @@
+"""What the launcher saw of a run: per-node reports, failures, timings, memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node import control
+
+
+@dataclass
+class Outcome:
+    """What the launcher saw: per-node reports, failures, timings, memory."""
+
+    done: dict[int, control.Done] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    exit_codes: dict[int, int | None] = field(default_factory=dict)
+    evals: list[dict] = field(default_factory=list)
+    progress: dict[int, control.Progress] = field(default_factory=dict)
+    interrupted: bool = False
+    ready_seconds: float | None = None
+    wall_seconds: float = 0.0
+    pss_mib: dict[int, float] = field(default_factory=dict)  # at the barrier
+    pss_run_mib: dict[int, float] = field(default_factory=dict)  # mid-run
+    evaluation_complete: bool = False
+    pids: dict = field(default_factory=dict)
+    tdf: float | None = None
+    calibration: dict = field(default_factory=lambda: {"mode": "fixed"})
+
+    startup_error: str | None = None
+    training_wall_seconds: float | None = None  # from t0 until the last node exited
+
+    @property
+    def failed(self) -> bool:
+        return (
+            bool(self.errors)
+            or self.interrupted
+            or self.startup_error is not None
+            or any(self.exit_codes.values())
+        )
+
+
+class StartupError(RuntimeError):
+    """The nodes could not all get to the shared start: nothing was emulated."""

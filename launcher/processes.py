@@ -1,0 +1,73 @@
+"""The OS processes of a run: a torch-preloaded forkserver, one process per node and per
+evaluator, each with its pipe to the launcher, and their memory."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from multiprocessing.connection import Connection
+
+import psutil
+
+from launcher.plan import Plan
+from node.entry import run_node
+from node.evaluator import run_evaluator
+
+
+def forkserver_context(threads: int) -> mp.context.BaseContext:
+    # The forkserver inherits this environment: set thread counts before it imports torch.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["node.preload"])
+    return ctx
+
+
+def measure_pss(processes: dict[int, mp.Process]) -> dict[int, float]:
+    """Proportional set size per process: shared torch pages are split among the sharers."""
+    pss = {}
+    for node, proc in processes.items():
+        try:
+            pss[node] = psutil.Process(proc.pid).memory_full_info().pss / 2**20
+        except (psutil.Error, ValueError):
+            pass
+    return pss
+
+
+def start_evaluators(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
+    """The evaluator processes (niced), each testing its share of the nodes' snapshots."""
+    run, started = plan.run, {}
+    for w in range(run.eval_workers):
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
+            target=run_evaluator,
+            name=f"evaluator-{w}",
+            args=(
+                w,
+                run.eval_workers,
+                str(plan.run_dir),
+                run.model,
+                plan.model_dims,
+                run.dataset,
+                run.num_nodes,
+                1,
+                child,
+                run.keep_snapshots,
+            ),
+        )
+        proc.start()
+        child.close()
+        started[w] = (proc, parent)
+    return started
+
+
+def start_nodes(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
+    """One process per node, each with its end of a pipe to the launcher."""
+    started = {}
+    for spec in plan.nodes:
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=run_node, args=(spec, child), name=f"node-{spec.node_id}")
+        proc.start()
+        child.close()
+        started[spec.node_id] = (proc, parent)
+    return started
