@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
-
-from launcher.network import NetworkConfig, node_ids, plan_network
+from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
+from launcher.sections import SECTIONS, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, number, require, section
 from node.data import MODEL_DATASET, TASKS
@@ -51,28 +47,6 @@ class RunConfig:
     model: str
     dataset: DataSpec
     network: NetworkConfig
-
-
-def typed(config_class: type, values: dict, section: str):
-    """`values` as a `config_class` instance: its defaults fill what is missing, every value is
-    checked against the field's type (bool, list, optional... as OmegaConf's structured
-    configs do), and the class's own `__post_init__` checks run."""
-    known = sorted(f.name for f in fields(config_class))
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(config_class), values)
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as err:
-        key = f"{section}.{err.full_key}"
-        require(False, key, "unknown key", f"remove it; known keys of '{section}' are {known}")
-    except MissingMandatoryValue as err:
-        key = f"{section}.{err.full_key}"
-        require(False, key, "missing", f"set {key} in the YAML or as {key}=VALUE")
-    except ValidationError as err:
-        name = re.split(r"[.\[]", err.full_key)[0]  # ids[0] is an element of field ids
-        field_type = {f.name: f.type for f in fields(config_class)}.get(name, "?")
-        problem = str(err).splitlines()[0]
-        key = f"{section}.{err.full_key}"
-        require(False, key, problem, f"give {section}.{name} a value of type {field_type}")
 
 
 def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
@@ -146,24 +120,16 @@ def _targets(targets, metric: Metric, dataset: str) -> tuple[float, ...]:
     return tuple(float(t) for t in targets)
 
 
+def _mapping(cfg: dict, key: str) -> dict:
+    value = cfg.get(key)
+    require(isinstance(value, dict), key, "missing or not a mapping", f"add a '{key}:' section")
+    return value
+
+
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
-    top = {
-        "num_nodes",
-        "duration",
-        "seed",
-        "tdf",
-        "lag_tolerance",
-        "data_root",
-        "compute",
-        "eval",
-        "transport",
-        "launch",
-        "algorithm",
-        "network",
-        "dataset",
-        "model",
-    }
+    scalars = {f.name for f in fields(TopLevel)}
+    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "model"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -171,88 +137,22 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         "unknown key",
         f"remove it; known top-level keys are {sorted(top)}",
     )
-    num_nodes = number(cfg, "num_nodes", "", kind=int, low=2, fix="num_nodes>=2 (N=4 in make)")
-    duration = number(cfg, "duration", "", low=1e-3, fix="emulated seconds, e.g. duration=60")
-    seed = number(cfg, "seed", "", kind=int, low=0)
-    tdf = cfg.get("tdf")
-    if tdf != "auto":
-        tdf = number(cfg, "tdf", "", low=1.0, fix="tdf=auto, or a factor >= 1")
-    else:
-        tdf = None
-    compute = section(
-        cfg,
-        "compute",
-        {
-            "step_time",
-            "overrides",
-            "threads",
-            "calibration_margin",
-            "calibration_rounds",
-            "pace",
-            "pacing",
-            "gate_slots",
-            "stragglers",
-            "slowdown",
-        },
-    )
-    pace = compute.get("pace", True)
-    require(isinstance(pace, bool), "compute.pace", f"{pace!r} is not a boolean", "true or false")
-    pacing = compute.get("pacing", "burst")
+    run = typed(TopLevel, {k: v for k, v in cfg.items() if k in scalars}, "")
+    compute, ev, tr, launch = (typed(cls, _mapping(cfg, k), k) for k, cls in SECTIONS.items())
+    num_nodes = run.num_nodes
     require(
-        pacing in ("burst", "step"),
-        "compute.pacing",
-        f"{pacing!r} is not a pacing",
-        "burst (a round at once where the algorithm allows it) or step (every step paced)",
-    )
-    gate_slots = compute.get("gate_slots", "auto")
-    if gate_slots == "auto":
-        gate_slots = len(os.sched_getaffinity(0))
-    gate_slots = number({"g": gate_slots}, "g", "compute.gate_slots", kind=int, low=0)
-    step_time = number(compute, "step_time", "compute.", low=1e-6)
-    step_times = [step_time] * num_nodes
-    slow = node_ids(list(compute.get("stragglers") or []), "compute.stragglers", num_nodes)
-    if slow:
-        slowdown = number(
-            compute, "slowdown", "compute.", low=1.0, fix="e.g. 5 for 5x slower steps"
-        )
-        for node in slow:
-            step_times[node] = step_time * slowdown
-    for node, value in (compute.get("overrides") or {}).items():
-        key = f"compute.overrides.{node}"
-        node_id = int(node) if str(node).isdigit() else -1
-        require(0 <= node_id < num_nodes, key, "is not a node id", f"use 0..{num_nodes - 1}")
-        step_times[node_id] = number({"v": value}, "v", key, low=1e-6)
-    ev = section(cfg, "eval", {"interval", "targets", "workers", "keep_snapshots"})
-    keep = ev.get("keep_snapshots", False)
-    require(
-        isinstance(keep, bool), "eval.keep_snapshots", f"{keep!r} is not a boolean", "true/false"
-    )
-    interval = number(ev, "interval", "eval.", low=1e-3)
-    require(
-        interval <= duration,
+        ev.interval <= run.duration,
         "eval.interval",
-        f"{interval} exceeds duration {duration}",
+        f"{ev.interval} exceeds duration {run.duration}",
         "lower eval.interval or raise duration",
     )
-    targets = ev.get("targets")
-    workers = ev.get("workers")
-    workers = (os.cpu_count() or 1) if workers in (None, "auto") else workers
-    tr = section(cfg, "transport", {"bind", "max_message_bytes", "max_connections"})
-    bind = tr.get("bind")
-    require(
-        bind == "ipc://" or (isinstance(bind, str) and bind.startswith("tcp://")),
-        "transport.bind",
-        f"{bind!r} is not an address nodes can bind on",
-        "use ipc:// (one host: Unix sockets in a folder of the run's own) or tcp://127.0.0.1",
-    )
-    launch = section(cfg, "launch", {"start_timeout", "stop_grace", "progress_interval"})
     model = section(cfg, "model", {"name"}).get("name")
     require(
         model in MODELS, "model.name", f"unknown model {model!r}", f"use one of {sorted(MODELS)}"
     )
     dataset = _dataset(cfg, num_nodes, cwd)
-    targets = _targets(targets, METRICS[TASKS[dataset.name].metric], dataset.name)
-    fits = [m for m, d in MODEL_DATASET.items() if d == dataset.name]
+    targets = _targets(ev.targets, METRICS[TASKS[dataset.name].metric], dataset.name)
+    fits = TASKS[dataset.name].models
     require(
         MODEL_DATASET[model] == dataset.name,
         "model.name",
@@ -260,34 +160,32 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
     algorithm, algorithm_class = _algorithm(cfg, num_nodes)
-    run = RunConfig(
+    return RunConfig(
         num_nodes=num_nodes,
-        duration=duration,
-        seed=seed,
-        tdf=tdf,
-        lag_tolerance=number(cfg, "lag_tolerance", "", low=0.0),
-        step_times=tuple(step_times),
-        threads=number(compute, "threads", "compute.", kind=int, low=1),
-        pace=pace,
-        pacing=pacing,
-        gate_slots=gate_slots,
-        calibration_margin=number(compute, "calibration_margin", "compute.", low=1.0),
-        calibration_rounds=number(compute, "calibration_rounds", "compute.", kind=int, low=1),
-        eval_interval=interval,
+        duration=run.duration,
+        seed=run.seed,
+        tdf=None if run.tdf == "auto" else float(run.tdf),
+        lag_tolerance=run.lag_tolerance,
+        step_times=compute.step_times(num_nodes),
+        threads=compute.threads,
+        pace=compute.pace,
+        pacing=compute.pacing,
+        gate_slots=compute.gate_slots,
+        calibration_margin=compute.calibration_margin,
+        calibration_rounds=compute.calibration_rounds,
+        eval_interval=ev.interval,
         targets=targets,
-        eval_workers=number({"w": workers}, "w", "eval.workers", kind=int, low=1),
-        keep_snapshots=keep,
-        bind=bind,
-        max_message_bytes=number(tr, "max_message_bytes", "transport.", kind=int, low=1024),
-        max_connections=number(tr, "max_connections", "transport.", kind=int, low=1),
-        start_timeout=number(launch, "start_timeout", "launch.", low=1.0),
-        stop_grace=number(launch, "stop_grace", "launch.", low=0.1),
-        progress_interval=number(launch, "progress_interval", "launch.", low=0.1),
+        eval_workers=ev.workers,
+        keep_snapshots=ev.keep_snapshots,
+        bind=tr.bind,
+        max_message_bytes=tr.max_message_bytes,
+        max_connections=tr.max_connections,
+        start_timeout=launch.start_timeout,
+        stop_grace=launch.stop_grace,
+        progress_interval=launch.progress_interval,
         algorithm=algorithm,
         algorithm_class=algorithm_class,
         model=model,
         dataset=dataset,
         network=plan_network(cfg, num_nodes),
     )
-    require(math.isfinite(run.duration), "duration", "is not finite", "use e.g. duration=60")
-    return run

@@ -56,7 +56,13 @@ def test_ci_smoke_four_nodes(tmp_path, shared_data):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert (run / "accuracy.png").stat().st_size > 10_000
-    assert (run / "config.json").exists() and (run / "run.json").exists()
+    assert (run / "run.json").exists()
+    config = json.loads((run / "config.json").read_text())  # the validated config
+    assert config["targets"] == [0.3, 0.4, 0.5] and len(config["network"]["links"]) == 4
+    assert len(config["step_times"]) == 4 and config["algorithm"]["name"] == "divshare"
+    log = (run / "main.log").read_text()  # the launcher's messages, through logging
+    assert "4 nodes ready in" in log and "time-dilation factor" in log and "calibration:" in log
+    assert "t=" in log and "emulated | 4/4 alive" in log  # progress lines: no terminal here
     links = json.loads((run / "links.json").read_text())
     sent_to = {int(dst) for dst in links["1"]["sent"]}
     assert sent_to <= {0, 2, 3} and sent_to and sum(links["1"]["sent"].values()) > 0
@@ -233,6 +239,9 @@ def test_help_and_cfg_job_behave_as_hydra(tmp_path):
     for flag, expect in (("--help", "Configuration groups"), ("--cfg=job", "fraction: 0.1")):
         code, out = run("launcher", flag, timeout=120)
         assert code == 0 and expect in out
+    code, out = run("launcher", "--help", timeout=120)
+    assert out.startswith("python -m launcher: emulates asynchronous decentralized learning")
+    assert "powered by Hydra" not in out and "Common commands:" in out
 
 
 def test_multirun_runs_one_experiment_per_job(tmp_path, shared_data):

@@ -89,6 +89,16 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["eval.interval=100"], "eval.interval", "lower eval.interval"),
         (["transport.bind=localhost"], "transport.bind", "tcp://127.0.0.1"),
         (["dataset.num_samples=200"], "dataset.num_samples", "raise dataset.num_samples"),
+        (["compute.threads=abc"], "compute.threads", "of type int"),
+        (["+compute.speed=2"], "compute.speed", "known keys of 'compute'"),
+        (["~compute.step_time"], "compute.step_time", "set compute.step_time"),
+        (["compute.step_time=fast"], "compute.step_time", "e.g. compute.step_time=0.00485"),
+        (["compute.pacing=fast"], "compute.pacing", "burst"),
+        (["compute.gate_slots=-1"], "compute.gate_slots", "0 (no gate)"),
+        (["eval.workers=0"], "eval.workers", "auto, or >= 1"),
+        (["launch.stop_grace=0"], "launch.stop_grace", ">= 0.1"),
+        (["seed=-1"], "seed", ">= 0"),
+        (["tdf=fast"], "tdf", "tdf=auto"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):

@@ -1,0 +1,186 @@
+"""The run's own config sections as typed dataclasses, one validation system with the
+algorithms' configs: OmegaConf's structured configs check every key and type (`typed`), each
+`__post_init__` the ranges, naming the key and the fix; a field's `fix` metadata is the fix
+shown when its value has the wrong type."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+
+from node.config import require
+
+
+def fix(hint: str, default=NO_DEFAULT, **kwargs):
+    """A field whose wrong-typed value gets `hint` as its fix."""
+    if default is NO_DEFAULT:
+        default = MISSING
+    return field(default=default, metadata={"fix": hint}, **kwargs)
+
+
+def typed(config_class: type, values: dict, section: str):
+    """`values` as a `config_class` instance: its defaults fill what is missing, every value is
+    checked against the field's type (bool, list, optional... as OmegaConf's structured
+    configs do), and the class's own `__post_init__` checks run."""
+    prefix = f"{section}." if section else ""
+    known = sorted(f.name for f in fields(config_class))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config_class), values)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        where = f"'{section}'" if section else "the top level"
+        require(
+            False,
+            prefix + err.full_key,
+            "unknown key",
+            f"remove it; known keys of {where} are {known}",
+        )
+    except MissingMandatoryValue as err:
+        key = prefix + err.full_key
+        require(False, key, "missing", f"set {key} in the YAML or as {key}=VALUE")
+    except ValidationError as err:
+        name = re.split(r"[.\[]", err.full_key)[0]  # ids[0] is an element of field ids
+        spec = {f.name: f for f in fields(config_class)}.get(name)
+        hint = spec.metadata.get("fix") if spec is not None else None
+        problem = str(err).splitlines()[0]
+        type_fix = f"give {prefix}{name} a value of type {spec.type if spec else '?'}"
+        require(False, prefix + err.full_key, problem, hint or type_fix)
+
+
+def _at_least(value, low: float, key: str, hint: str = "") -> None:
+    require(value >= low, key, f"{value} is below {low}", hint or f"use >= {low}")
+
+
+@dataclass
+class TopLevel:
+    """The run's top-level scalars (the sections are checked on their own)."""
+
+    num_nodes: int = fix("num_nodes>=2 (N=4 in make)")
+    duration: float = fix("emulated seconds, e.g. duration=60")
+    seed: int = fix("a seed >= 0, e.g. seed=1")
+    tdf: Any = fix("tdf=auto, or a factor >= 1", "auto")
+    lag_tolerance: float = fix("emulated seconds, e.g. lag_tolerance=0.06")
+    data_root: str = "data"
+
+    def __post_init__(self):
+        _at_least(self.num_nodes, 2, "num_nodes", "num_nodes>=2 (N=4 in make)")
+        ok = math.isfinite(self.duration) and self.duration >= 1e-3
+        require(ok, "duration", f"{self.duration} is not a duration", "e.g. duration=60")
+        _at_least(self.seed, 0, "seed")
+        if self.tdf != "auto":
+            number = isinstance(self.tdf, int | float) and not isinstance(self.tdf, bool)
+            require(
+                number and self.tdf >= 1.0,
+                "tdf",
+                f"{self.tdf!r} is not a factor >= 1",
+                "tdf=auto, or a factor >= 1",
+            )
+        _at_least(self.lag_tolerance, 0.0, "lag_tolerance")
+
+
+@dataclass
+class Compute:
+    step_time: float = fix("emulated seconds per local step, e.g. compute.step_time=0.00485")
+    overrides: dict[Any, float] = field(default_factory=dict)  # node -> its step time
+    stragglers: list[int] = field(default_factory=list)
+    slowdown: float = fix("e.g. 5 for 5x slower steps", 5.0)
+    threads: int = 1
+    pace: bool = True
+    pacing: str = "burst"
+    gate_slots: Any = "auto"
+    calibration_rounds: int = 4
+    calibration_margin: float = 1.0
+
+    def __post_init__(self):
+        _at_least(self.step_time, 1e-6, "compute.step_time")
+        _at_least(self.slowdown, 1.0, "compute.slowdown", "e.g. 5 for 5x slower steps")
+        _at_least(self.threads, 1, "compute.threads")
+        require(
+            self.pacing in ("burst", "step"),
+            "compute.pacing",
+            f"{self.pacing!r} is not a pacing",
+            "burst (a round at once where the algorithm allows it) or step (every step paced)",
+        )
+        if self.gate_slots == "auto":
+            self.gate_slots = len(os.sched_getaffinity(0))
+        slots = self.gate_slots
+        ok = isinstance(slots, int) and not isinstance(slots, bool) and slots >= 0
+        require(ok, "compute.gate_slots", f"{slots!r} is not a count", "auto, 0 (no gate) or >= 1")
+        _at_least(self.calibration_rounds, 1, "compute.calibration_rounds")
+        _at_least(self.calibration_margin, 1.0, "compute.calibration_margin")
+        for node, step in self.overrides.items():
+            _at_least(step, 1e-6, f"compute.overrides.{node}")
+
+    def step_times(self, num_nodes: int) -> tuple[float, ...]:
+        """Each node's emulated step time: stragglers slowed down, then the overrides."""
+        ids = f"a list of node ids in [0, {num_nodes})"
+        ok = all(0 <= n < num_nodes for n in self.stragglers)
+        require(ok, "compute.stragglers", f"{self.stragglers!r} is not {ids}", "fix the ids")
+        unique = len(set(self.stragglers)) == len(self.stragglers)
+        require(unique, "compute.stragglers", "repeats a node id", "list each node once")
+        times = [self.step_time] * num_nodes
+        for node in self.stragglers:
+            times[node] = self.step_time * self.slowdown
+        for node, step in self.overrides.items():
+            key = f"compute.overrides.{node}"
+            node_id = int(node) if str(node).isdigit() else -1
+            require(0 <= node_id < num_nodes, key, "is not a node id", f"use 0..{num_nodes - 1}")
+            times[node_id] = step
+        return tuple(times)
+
+
+@dataclass
+class Eval:
+    interval: float = fix("emulated seconds between snapshots, e.g. eval.interval=2")
+    targets: Any = "auto"  # checked against the data set's metric by the schema
+    workers: Any = "auto"
+    keep_snapshots: bool = False
+
+    def __post_init__(self):
+        _at_least(self.interval, 1e-3, "eval.interval")
+        if self.workers in (None, "auto"):
+            self.workers = os.cpu_count() or 1
+        w = self.workers
+        ok = isinstance(w, int) and not isinstance(w, bool) and w >= 1
+        require(ok, "eval.workers", f"{w!r} is not a count of processes", "auto, or >= 1")
+
+
+@dataclass
+class Transport:
+    bind: str = MISSING
+    max_message_bytes: int = MISSING
+    max_connections: int = MISSING
+
+    def __post_init__(self):
+        require(
+            self.bind == "ipc://" or self.bind.startswith("tcp://"),
+            "transport.bind",
+            f"{self.bind!r} is not an address nodes can bind on",
+            "use ipc:// (one host: Unix sockets in a folder of the run's own) or tcp://127.0.0.1",
+        )
+        _at_least(self.max_message_bytes, 1024, "transport.max_message_bytes")
+        _at_least(self.max_connections, 1, "transport.max_connections")
+
+
+@dataclass
+class Launch:
+    start_timeout: float = MISSING
+    stop_grace: float = MISSING
+    progress_interval: float = MISSING
+
+    def __post_init__(self):
+        _at_least(self.start_timeout, 1.0, "launch.start_timeout")
+        _at_least(self.stop_grace, 0.1, "launch.stop_grace")
+        _at_least(self.progress_interval, 0.1, "launch.progress_interval")
+
+
+# The sections of the top level with a class here (algorithm, network, dataset and model are
+# checked by their own rules).
+SECTIONS = {"compute": Compute, "eval": Eval, "transport": Transport, "launch": Launch}
