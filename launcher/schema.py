@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -10,12 +11,8 @@ from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
 from launcher.sections import SECTIONS, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
-from node.config import DataSpec, number, require, section
+from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
-from node.models import MODELS
-
-# Keys every data set has; each data set names the keys it adds (another set's are refused).
-DATASET_KEYS = frozenset({"name", "partition", "partition_seed"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,30 +74,19 @@ def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
 
 
 def _dataset(cfg: dict, num_nodes: int, cwd: str | None) -> DataSpec:
-    """The dataset section: a known set, its own keys only, a partitioner it supports, and the
-    set's own checks of its keys."""
+    """The dataset section as its data set's config class (its own keys only, a partitioner it
+    supports, its own checks), with the files' folder resolved."""
     raw = cfg.get("dataset")
     name = raw.get("name") if isinstance(raw, dict) else None
     require(
         name in TASKS, "dataset.name", f"unknown data set {name!r}", f"use one of {list(TASKS)}"
     )
-    task = TASKS[name]
-    ds = section(cfg, "dataset", set(DATASET_KEYS | task.config_keys))
-    require(
-        ds.get("partition") in task.partitions,
-        "dataset.partition",
-        f"{ds.get('partition')!r} is not a partitioner of {name}",
-        f"use one of {list(task.partitions)}",
-    )
-    root = Path(ds.get("root") or cfg.get("data_root") or "data")
+    config = typed(TASKS[name].config_class, raw, "dataset")
+    config.check(num_nodes)
+    values = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    root = Path(values.pop("root", None) or cfg.get("data_root") or "data")
     root = root if root.is_absolute() else Path(cwd or os.getcwd()) / root
-    return DataSpec(
-        name=name,
-        root=str(root),
-        partition=ds["partition"],
-        partition_seed=number(ds, "partition_seed", "dataset.", kind=int, low=0),
-        **task.spec_values(ds, num_nodes),
-    )
+    return DataSpec(root=str(root), **values)
 
 
 def _targets(targets, metric: Metric, dataset: str) -> tuple[float, ...]:
@@ -129,7 +115,7 @@ def _mapping(cfg: dict, key: str) -> dict:
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
-    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "model"}
+    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -138,17 +124,16 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"remove it; known top-level keys are {sorted(top)}",
     )
     run = typed(TopLevel, {k: v for k, v in cfg.items() if k in scalars}, "")
-    compute, ev, tr, launch = (typed(cls, _mapping(cfg, k), k) for k, cls in SECTIONS.items())
+    compute, ev, tr, launch, model_section = (
+        typed(cls, _mapping(cfg, k), k) for k, cls in SECTIONS.items()
+    )
+    model = model_section.name
     num_nodes = run.num_nodes
     require(
         ev.interval <= run.duration,
         "eval.interval",
         f"{ev.interval} exceeds duration {run.duration}",
         "lower eval.interval or raise duration",
-    )
-    model = section(cfg, "model", {"name"}).get("name")
-    require(
-        model in MODELS, "model.name", f"unknown model {model!r}", f"use one of {sorted(MODELS)}"
     )
     dataset = _dataset(cfg, num_nodes, cwd)
     targets = _targets(ev.targets, METRICS[TASKS[dataset.name].metric], dataset.name)

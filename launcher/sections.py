@@ -1,28 +1,22 @@
-"""The run's own config sections as typed dataclasses, one validation system with the
-algorithms' configs: OmegaConf's structured configs check every key and type (`typed`), each
-`__post_init__` the ranges, naming the key and the fix; a field's `fix` metadata is the fix
-shown when its value has the wrong type."""
+"""One validation system for every config section: a dataclass per section (here the run's
+own; the network profiles in network.py, each data set's beside it, each algorithm's beside
+it), checked by OmegaConf's structured configs for keys and types (`typed`) and by its own
+`__post_init__` for ranges, each error naming the key and the fix (a field's `fix` metadata is
+the fix shown when its value has the wrong type)."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
-from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from node.config import require
-
-
-def fix(hint: str, default=NO_DEFAULT, **kwargs):
-    """A field whose wrong-typed value gets `hint` as its fix."""
-    if default is NO_DEFAULT:
-        default = MISSING
-    return field(default=default, metadata={"fix": hint}, **kwargs)
+from node.config import at_least, hinted, require
+from node.models import MODELS
 
 
 def typed(config_class: type, values: dict, section: str):
@@ -54,26 +48,22 @@ def typed(config_class: type, values: dict, section: str):
         require(False, prefix + err.full_key, problem, hint or type_fix)
 
 
-def _at_least(value, low: float, key: str, hint: str = "") -> None:
-    require(value >= low, key, f"{value} is below {low}", hint or f"use >= {low}")
-
-
 @dataclass
 class TopLevel:
     """The run's top-level scalars (the sections are checked on their own)."""
 
-    num_nodes: int = fix("num_nodes>=2 (N=4 in make)")
-    duration: float = fix("emulated seconds, e.g. duration=60")
-    seed: int = fix("a seed >= 0, e.g. seed=1")
-    tdf: Any = fix("tdf=auto, or a factor >= 1", "auto")
-    lag_tolerance: float = fix("emulated seconds, e.g. lag_tolerance=0.06")
+    num_nodes: int = hinted("num_nodes>=2 (N=4 in make)")
+    duration: float = hinted("emulated seconds, e.g. duration=60")
+    seed: int = hinted("a seed >= 0, e.g. seed=1")
+    tdf: Any = hinted("tdf=auto, or a factor >= 1", "auto")
+    lag_tolerance: float = hinted("emulated seconds, e.g. lag_tolerance=0.06")
     data_root: str = "data"
 
     def __post_init__(self):
-        _at_least(self.num_nodes, 2, "num_nodes", "num_nodes>=2 (N=4 in make)")
+        at_least(self.num_nodes, 2, "num_nodes", "num_nodes>=2 (N=4 in make)")
         ok = math.isfinite(self.duration) and self.duration >= 1e-3
         require(ok, "duration", f"{self.duration} is not a duration", "e.g. duration=60")
-        _at_least(self.seed, 0, "seed")
+        at_least(self.seed, 0, "seed")
         if self.tdf != "auto":
             number = isinstance(self.tdf, int | float) and not isinstance(self.tdf, bool)
             require(
@@ -82,15 +72,15 @@ class TopLevel:
                 f"{self.tdf!r} is not a factor >= 1",
                 "tdf=auto, or a factor >= 1",
             )
-        _at_least(self.lag_tolerance, 0.0, "lag_tolerance")
+        at_least(self.lag_tolerance, 0.0, "lag_tolerance")
 
 
 @dataclass
 class Compute:
-    step_time: float = fix("emulated seconds per local step, e.g. compute.step_time=0.00485")
+    step_time: float = hinted("emulated seconds per local step, e.g. compute.step_time=0.00485")
     overrides: dict[Any, float] = field(default_factory=dict)  # node -> its step time
     stragglers: list[int] = field(default_factory=list)
-    slowdown: float = fix("e.g. 5 for 5x slower steps", 5.0)
+    slowdown: float = hinted("e.g. 5 for 5x slower steps", 5.0)
     threads: int = 1
     pace: bool = True
     pacing: str = "burst"
@@ -99,9 +89,9 @@ class Compute:
     calibration_margin: float = 1.0
 
     def __post_init__(self):
-        _at_least(self.step_time, 1e-6, "compute.step_time")
-        _at_least(self.slowdown, 1.0, "compute.slowdown", "e.g. 5 for 5x slower steps")
-        _at_least(self.threads, 1, "compute.threads")
+        at_least(self.step_time, 1e-6, "compute.step_time")
+        at_least(self.slowdown, 1.0, "compute.slowdown", "e.g. 5 for 5x slower steps")
+        at_least(self.threads, 1, "compute.threads")
         require(
             self.pacing in ("burst", "step"),
             "compute.pacing",
@@ -113,10 +103,10 @@ class Compute:
         slots = self.gate_slots
         ok = isinstance(slots, int) and not isinstance(slots, bool) and slots >= 0
         require(ok, "compute.gate_slots", f"{slots!r} is not a count", "auto, 0 (no gate) or >= 1")
-        _at_least(self.calibration_rounds, 1, "compute.calibration_rounds")
-        _at_least(self.calibration_margin, 1.0, "compute.calibration_margin")
+        at_least(self.calibration_rounds, 1, "compute.calibration_rounds")
+        at_least(self.calibration_margin, 1.0, "compute.calibration_margin")
         for node, step in self.overrides.items():
-            _at_least(step, 1e-6, f"compute.overrides.{node}")
+            at_least(step, 1e-6, f"compute.overrides.{node}")
 
     def step_times(self, num_nodes: int) -> tuple[float, ...]:
         """Each node's emulated step time: stragglers slowed down, then the overrides."""
@@ -138,13 +128,13 @@ class Compute:
 
 @dataclass
 class Eval:
-    interval: float = fix("emulated seconds between snapshots, e.g. eval.interval=2")
+    interval: float = hinted("emulated seconds between snapshots, e.g. eval.interval=2")
     targets: Any = "auto"  # checked against the data set's metric by the schema
     workers: Any = "auto"
     keep_snapshots: bool = False
 
     def __post_init__(self):
-        _at_least(self.interval, 1e-3, "eval.interval")
+        at_least(self.interval, 1e-3, "eval.interval")
         if self.workers in (None, "auto"):
             self.workers = os.cpu_count() or 1
         w = self.workers
@@ -165,8 +155,8 @@ class Transport:
             f"{self.bind!r} is not an address nodes can bind on",
             "use ipc:// (one host: Unix sockets in a folder of the run's own) or tcp://127.0.0.1",
         )
-        _at_least(self.max_message_bytes, 1024, "transport.max_message_bytes")
-        _at_least(self.max_connections, 1, "transport.max_connections")
+        at_least(self.max_message_bytes, 1024, "transport.max_message_bytes")
+        at_least(self.max_connections, 1, "transport.max_connections")
 
 
 @dataclass
@@ -176,11 +166,30 @@ class Launch:
     progress_interval: float = MISSING
 
     def __post_init__(self):
-        _at_least(self.start_timeout, 1.0, "launch.start_timeout")
-        _at_least(self.stop_grace, 0.1, "launch.stop_grace")
-        _at_least(self.progress_interval, 0.1, "launch.progress_interval")
+        at_least(self.start_timeout, 1.0, "launch.start_timeout")
+        at_least(self.stop_grace, 0.1, "launch.stop_grace")
+        at_least(self.progress_interval, 0.1, "launch.progress_interval")
 
 
-# The sections of the top level with a class here (algorithm, network, dataset and model are
-# checked by their own rules).
-SECTIONS = {"compute": Compute, "eval": Eval, "transport": Transport, "launch": Launch}
+@dataclass
+class Model:
+    name: str = hinted("e.g. model=cnn1d")
+
+    def __post_init__(self):
+        require(
+            self.name in MODELS,
+            "model.name",
+            f"unknown model {self.name!r}",
+            f"use one of {sorted(MODELS)}",
+        )
+
+
+# The sections of the top level with a class here (the algorithm's, the network profile's and
+# the data set's classes are chosen by the section's name).
+SECTIONS = {
+    "compute": Compute,
+    "eval": Eval,
+    "transport": Transport,
+    "launch": Launch,
+    "model": Model,
+}

@@ -5,6 +5,7 @@ re-used here, not redefined."""
 
 from __future__ import annotations
 
+from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,35 +28,16 @@ def require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ConfigError(key, problem, fix)
 
 
-def section(cfg: dict, key: str, known: set[str], path: str = "") -> dict:
-    """cfg[key], a mapping of known keys only: an unknown one is refused by name."""
-    full = f"{path}{key}"
-    value = cfg.get(key)
-    require(isinstance(value, dict), full, "missing or not a mapping", f"add a '{full}:' section")
-    unknown = set(value) - known
-    require(
-        not unknown,
-        f"{full}.{sorted(unknown)[0]}" if unknown else full,
-        "unknown key",
-        f"remove it; known keys of '{full}' are {sorted(known)}",
-    )
-    return value
+REQUIRED = "???"  # OmegaConf's MISSING: a field the YAML must give (kept free of omegaconf here)
 
 
-def number(d: dict, key: str, path: str, kind=float, low=None, high=None, fix="") -> float | int:
-    """d[key], a number (an int if `kind` is int) within [low, high]."""
-    full = f"{path}{key}"
-    require(key in d and d[key] is not None, full, "missing", fix or f"set {full}")
-    value = d[key]
-    ok_type = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        ok_type = isinstance(value, int) and not isinstance(value, bool)
-    require(ok_type, full, f"{value!r} is not a{'n int' if kind is int else ' number'}", fix)
-    require(low is None or value >= low, full, f"{value} is below {low}", fix or f"use >= {low}")
-    require(
-        high is None or value <= high, full, f"{value} is above {high}", fix or f"use <= {high}"
-    )
-    return kind(value)
+def hinted(hint: str, default=NO_DEFAULT):
+    """A config field whose wrong-typed value gets `hint` as its fix; required by default."""
+    return field(default=REQUIRED if default is NO_DEFAULT else default, metadata={"fix": hint})
+
+
+def at_least(value, low: float, key: str, fix: str = "") -> None:
+    require(value >= low, key, f"{value} is below {low}", fix or f"use >= {low}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -16,13 +18,7 @@ from node.config import DataSpec
 from node.data.download import fetch_and_unpack
 from node.data.partition import PARTITIONS, partition_labels
 from node.data.safe_pickle import load_restricted
-from node.data.task import (
-    DataError,
-    Tester,
-    classification_tester,
-    download_value,
-    shard_values,
-)
+from node.data.task import DataError, Downloaded, Sharded, Tester, classification_tester
 from node.files import save_npy_atomic, write_json_atomic
 
 # torchvision.datasets.CIFAR10's layout (a test checks these against torchvision's own).
@@ -97,17 +93,21 @@ def missing_files(root: Path) -> list[str]:
     return [n for n in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / n).is_file()]
 
 
+@dataclass
+class CIFAR10Config(Sharded, Downloaded):
+    """The `dataset` section of cifar10."""
+
+    partitions: ClassVar[tuple[str, ...]] = PARTITIONS
+
+
 class CIFAR10:
     """The `cifar10` task: 10-class image classification (GN-LeNet in the paper)."""
 
     name = "cifar10"
     partitions = PARTITIONS
     models = ("gn_lenet",)
-    config_keys = frozenset({"root", "download", "shards_per_node", "alpha"})
+    config_class = CIFAR10Config
     metric = "accuracy"
-
-    def spec_values(self, ds: dict, num_nodes: int) -> dict:
-        return shard_values(ds) | download_value(ds)
 
     def prepare(self, spec: DataSpec, url: str | None = None, md5: str | None = None) -> None:
         root = Path(spec.root)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec, number, require
+from node.config import DataSpec, at_least, hinted, require
 from node.data.partition import PARTITIONS, partition_labels
-from node.data.task import Tester, classification_tester, shard_values
+from node.data.task import Sharded, Tester, classification_tester
 from node.files import write_atomic
 
 
@@ -90,31 +92,39 @@ def load_test_set(
     return _to_tensors(arrays["x_test"], arrays["y_test"])
 
 
-class MNIST1D:
-    """The `mnist1d` task: 10-class classification of 40-sample signals."""
+@dataclass
+class MNIST1DConfig(Sharded):
+    """The `dataset` section of mnist1d: generated offline from its seed."""
 
-    name = "mnist1d"
-    partitions = PARTITIONS
-    models = ("cnn1d", "mlp")
-    config_keys = frozenset({"num_samples", "data_seed", "shards_per_node", "alpha"})
-    metric = "accuracy"
+    num_samples: int = hinted("e.g. dataset.num_samples=20000")
+    data_seed: int = hinted("e.g. dataset.data_seed=42")
+    partitions: ClassVar[tuple[str, ...]] = PARTITIONS
 
-    def spec_values(self, ds: dict, num_nodes: int) -> dict:
-        values = {
-            "num_samples": number(ds, "num_samples", "dataset.", kind=int, low=100),
-            "data_seed": number(ds, "data_seed", "dataset.", kind=int, low=0),
-            **shard_values(ds),
-        }
-        if ds.get("partition") == "kshard":
-            shards = num_nodes * values["shards_per_node"]
-            train = int(values["num_samples"] * 0.8)
+    def __post_init__(self):
+        super().__post_init__()
+        at_least(self.num_samples, 100, "dataset.num_samples")
+        at_least(self.data_seed, 0, "dataset.data_seed")
+
+    def check(self, num_nodes: int) -> None:
+        if self.partition == "kshard":
+            shards = num_nodes * self.shards_per_node
+            train = int(self.num_samples * 0.8)
             require(
                 train >= shards,
                 "dataset.num_samples",
                 f"{train} training samples cannot fill {shards} shards",
                 "raise dataset.num_samples or lower dataset.shards_per_node",
             )
-        return values
+
+
+class MNIST1D:
+    """The `mnist1d` task: 10-class classification of 40-sample signals."""
+
+    name = "mnist1d"
+    partitions = PARTITIONS
+    models = ("cnn1d", "mlp")
+    config_class = MNIST1DConfig
+    metric = "accuracy"
 
     def prepare(self, spec: DataSpec) -> None:
         # Generated once by the launcher, so 60 nodes read one cached file.

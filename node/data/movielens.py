@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec, number, require
+from node.config import DataSpec, hinted, require
 from node.data.download import fetch_and_unpack
 from node.data.partition import user_blocks
-from node.data.task import DataError, Tester, download_value
+from node.data.task import DataError, Downloaded, Tester
 from node.files import save_npy_atomic, write_json_atomic
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
@@ -24,6 +26,7 @@ RATINGS = "ratings.csv"
 HEADER = ["userId", "movieId", "rating", "timestamp"]
 CACHE = "ml-latest-small-cache"  # beside FOLDER: ratings grouped by user, as .npy arrays
 PARTITIONS = ("by_user",)
+TRAIN_FRACTION_FIX = "e.g. 0.7 (70/30 per user)"
 MIN_RATING, MAX_RATING = 0.5, 5.0
 
 
@@ -115,26 +118,40 @@ def rmse_and_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
     return rmse, (rounded == y).float().mean().item()
 
 
-class MovieLens:
-    """The `movielens` task: rating prediction by matrix factorisation (MSE loss)."""
+@dataclass
+class MovieLensConfig(Downloaded):
+    """The `dataset` section of movielens: users split across nodes, ratings per user."""
 
-    name = "movielens"
-    partitions = PARTITIONS
-    models = ("mf",)
-    config_keys = frozenset({"root", "download", "train_fraction"})
-    metric = "RMSE"  # the paper's: test RMSE, lower is better
+    train_fraction: float = hinted(TRAIN_FRACTION_FIX)
+    partitions: ClassVar[tuple[str, ...]] = PARTITIONS
 
-    def spec_values(self, ds: dict, num_nodes: int) -> dict:
-        fraction = number(
-            ds, "train_fraction", "dataset.", low=0.05, high=0.95, fix="e.g. 0.7 (70/30 per user)"
+    def __post_init__(self):
+        super().__post_init__()
+        ok = 0.05 <= self.train_fraction <= 0.95
+        require(
+            ok,
+            "dataset.train_fraction",
+            f"{self.train_fraction} is not in [0.05, 0.95]",
+            TRAIN_FRACTION_FIX,
         )
+
+    def check(self, num_nodes: int) -> None:
         require(
             num_nodes <= 610,
             "num_nodes",
             f"{num_nodes} nodes but ml-latest-small has 610 users to split by user",
             "use num_nodes<=610",
         )
-        return {"train_fraction": fraction, **download_value(ds)}
+
+
+class MovieLens:
+    """The `movielens` task: rating prediction by matrix factorisation (MSE loss)."""
+
+    name = "movielens"
+    partitions = PARTITIONS
+    models = ("mf",)
+    config_class = MovieLensConfig
+    metric = "RMSE"  # the paper's: test RMSE, lower is better
 
     def prepare(self, spec: DataSpec, url: str = URL) -> None:
         root = Path(spec.root)

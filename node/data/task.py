@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec, number, require
+from node.config import REQUIRED, DataSpec, at_least, hinted, require
+
+ALPHA_FIX = "use e.g. dataset.alpha=0.1 (Dirichlet concentration; smaller is more skewed)"
 
 # Evaluates one node's model: {"accuracy": .., "loss": .., and any metric the task adds}.
 Tester = Callable[[torch.nn.Module, int], dict[str, float]]
@@ -24,12 +27,8 @@ class Task(Protocol):
     name: str
     partitions: tuple[str, ...]
     models: tuple[str, ...]  # the models built for it
-    config_keys: frozenset[str]  # its keys beyond name, partition and partition_seed
+    config_class: type[DataConfig]  # its `dataset` section, typed and checked
     metric: str  # what a run on it is judged on: "accuracy", or "RMSE" (lower is better)
-
-    def spec_values(self, ds: dict, num_nodes: int) -> dict:
-        """Its own keys of the `dataset` section, checked (ConfigError names the key and the
-        fix), as DataSpec fields; the launcher calls it before any process starts."""
 
     def prepare(self, spec: DataSpec) -> None:
         """Before any process starts: download if allowed, build caches, or raise DataError."""
@@ -74,23 +73,48 @@ def classification_tester(
     return test
 
 
-def shard_values(ds: dict) -> dict:
-    """shards_per_node, and alpha: required by partition=dirichlet, checked whenever given."""
-    values = {"shards_per_node": number(ds, "shards_per_node", "dataset.", kind=int, low=1)}
-    if ds.get("alpha") is None and ds.get("partition") != "dirichlet":
-        return values
-    fix = "use e.g. dataset.alpha=0.1 (Dirichlet concentration; smaller is more skewed)"
-    alpha = number(ds, "alpha", "dataset.", fix=fix)
-    require(alpha > 0, "dataset.alpha", f"{alpha} is not positive", fix)
-    return values | {"alpha": alpha}
+@dataclass
+class DataConfig:
+    """The keys every data set's section has; each set's config class adds its own, checks
+    them in `__post_init__` and against the run's size in `check` (the launcher validates the
+    section into it as a structured config, so another set's key is refused by name)."""
+
+    name: str = REQUIRED
+    partition: str = REQUIRED
+    partition_seed: int = hinted("a seed >= 0, e.g. dataset.partition_seed=1234")
+    partitions: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        require(
+            self.partition in self.partitions,
+            "dataset.partition",
+            f"{self.partition!r} is not a partitioner of {self.name}",
+            f"use one of {list(self.partitions)}",
+        )
+        at_least(self.partition_seed, 0, "dataset.partition_seed")
+
+    def check(self, num_nodes: int) -> None:
+        """Checks that need the run's size."""
 
 
-def download_value(ds: dict) -> dict:
-    download = ds.get("download", True)
-    require(
-        isinstance(download, bool),
-        "dataset.download",
-        f"{download!r} is not a boolean",
-        "true (fetch missing files when online) or false",
-    )
-    return {"download": download}
+@dataclass
+class Sharded(DataConfig):
+    """Label-based partitions: kshard's shards per node, dirichlet's concentration."""
+
+    shards_per_node: int = hinted("e.g. dataset.shards_per_node=5")
+    alpha: float | None = hinted(ALPHA_FIX, None)
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least(self.shards_per_node, 1, "dataset.shards_per_node")
+        if self.alpha is not None or self.partition == "dirichlet":
+            require(self.alpha is not None, "dataset.alpha", "missing", ALPHA_FIX)
+            require(self.alpha > 0, "dataset.alpha", f"{self.alpha} is not positive", ALPHA_FIX)
+
+
+@dataclass
+class Downloaded(DataConfig):
+    """Files under `root` (the run's data_root when unset), fetched when missing if allowed."""
+
+    root: str | None = None
+    download: bool = hinted("true (fetch missing files when online) or false", True)
