@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from node.config import ConfigError
 from node.data import DataError
 from node.files import write_json_atomic
 
+log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_algorithm_defaults()  # before hydra composes: the algorithm YAMLs name them
 
@@ -92,5 +94,5 @@ def main(cfg: DictConfig) -> float | None:
         if summary["interrupted"] or HydraConfig.get().mode != RunMode.MULTIRUN:
             sys.exit(130 if summary["interrupted"] else 1)
         # In a sweep the other jobs still run; the comparison marks this one as failed.
-        print(f"job failed: {summary['run_dir']}", file=sys.stderr)
+        log.error("job failed: %s", summary["run_dir"])
     return summary["final_mean_accuracy"]
