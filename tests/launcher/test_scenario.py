@@ -1,0 +1,148 @@
+"""Scenario schedules: every kind of event expands into timed actions; a bad event is refused
+before any process starts with its name, the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher.scenario import Scenario
+from node.config import ConfigError
+
+
+def kinds(scenario):
+    return [(a.t, a.kind, a.node) for a in scenario.actions]
+
+
+def test_membership_events_expand_per_node_in_time_order():
+    s = Scenario(
+        [
+            {"t": 5.0, "join": [3], "model": "initial"},
+            {"t": 1.0, "crash": [3, 4]},
+            {"t": 2.0, "leave": [5]},
+        ],
+        num_nodes=6,
+        duration=10,
+    )
+    assert kinds(s) == [
+        (1.0, "crash", 3),
+        (1.0, "crash", 4),
+        (2.0, "leave", 5),
+        (5.0, "join", 3),
+    ]
+    assert s.actions[-1].values == {"model": "initial"}
+    assert s.actions[-1].event == "scenario.events[0]"
+
+
+def test_a_node_whose_first_event_is_a_join_starts_down():
+    s = Scenario([{"t": 4.0, "join": [7]}], num_nodes=8, duration=10)
+    assert kinds(s) == [(4.0, "join", 7)]
+
+
+def test_links_paths_partitions_and_heals():
+    s = Scenario(
+        [
+            {"t": 2.0, "link": 1, "up_mbps": 0.5, "latency_ms": 20},
+            {"t": 3.0, "path": [0, 2], "rate_mbps": 1.5},
+            {"t": 4.0, "partition": [[0, 1], [2, 3]]},
+            {"t": 6.0, "heal": True},
+        ],
+        num_nodes=4,
+        duration=10,
+    )
+    link, path, partition, heal = s.actions
+    assert (link.kind, link.node, link.values) == ("link", 1, {"up_mbps": 0.5, "latency_ms": 20})
+    assert (path.node, path.values) == (0, {"dst": 2, "rate_mbps": 1.5})
+    assert partition.values == {"groups": [[0, 1], [2, 3]]} and heal.kind == "heal"
+
+
+def test_a_flapping_link_is_down_half_of_each_period_until_the_end():
+    s = Scenario([{"t": 2.0, "flap": 3, "period": 2.0, "until": 7.0}], num_nodes=4, duration=10)
+    assert kinds(s) == [
+        (2.0, "link_down", 3),
+        (3.0, "link_up", 3),
+        (4.0, "link_down", 3),
+        (5.0, "link_up", 3),
+        (6.0, "link_down", 3),
+        (7.0, "link_up", 3),
+    ]
+
+
+def test_churn_is_seeded_alternates_and_brings_every_node_back():
+    events = [{"t": 0.0, "churn": 0.2, "period": 2.0, "seed": 7}]
+    a = Scenario(events, num_nodes=20, duration=30)
+    assert kinds(a) == kinds(Scenario(events, num_nodes=20, duration=30))  # seeded
+    churned = {x.node for x in a.actions}
+    assert len(churned) == 4  # 20% of 20
+    for node in churned:
+        mine = [x.kind for x in a.actions if x.node == node]
+        assert mine[0] == "leave" and mine[-1] == "join"
+        assert all(x != y for x, y in zip(mine, mine[1:], strict=False))  # alternating
+    assert max(x.t for x in a.actions) <= 30
+    other = Scenario([{**events[0], "seed": 8}], num_nodes=20, duration=30)
+    assert kinds(other) != kinds(a)
+
+
+def test_a_trace_file_replays_link_changes(tmp_path):
+    trace = tmp_path / "bw.csv"
+    trace.write_text("t,node,up_mbps,down_mbps,latency_ms\n1.5,2,3.0,,\n4,0,1,2,10\n")
+    s = Scenario([], num_nodes=3, duration=10, trace=str(trace))
+    assert [(a.t, a.node, a.values) for a in s.actions] == [
+        (1.5, 2, {"up_mbps": 3.0}),
+        (4.0, 0, {"up_mbps": 1.0, "down_mbps": 2.0, "latency_ms": 10.0}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "key", "words"),
+    [
+        ([{"t": 1.0, "crash": [9]}], "scenario.events[0].crash", "9 is not a node id"),
+        ([{"t": 12.0, "leave": [1]}], "scenario.events[0].t", "not within the run"),
+        (
+            [{"t": 1.0, "crash": [1]}, {"t": 2.0, "join": [1]}, {"t": 3.0, "join": [1]}],
+            "scenario.events[2]",
+            "node 1 is up at t=3",
+        ),
+        (
+            [{"t": 1.0, "crash": [1]}, {"t": 2.0, "leave": [1]}],
+            "scenario.events[1]",
+            "already down",
+        ),
+        (
+            [{"t": 1.0, "crash": [1]}, {"t": 1.0, "join": [1]}],
+            "scenario.events[1]",
+            "also changes at t=1",
+        ),
+        ([{"t": 1.0, "crash": [1], "leave": [2]}], "scenario.events[0]", "event kinds"),
+        ([{"t": 1.0}], "scenario.events[0]", "no event kind"),
+        ([{"t": 1.0, "crash": [1], "color": "red"}], "scenario.events[0].color", "unknown key"),
+        ([{"t": "soon", "crash": [1]}], "scenario.events[0].t", "e.g. t: 5.0"),
+        ([{"t": 1.0, "join": [1], "model": "best"}], "scenario.events[0].model", "kept"),
+        ([{"t": 1.0, "link": 1}], "scenario.events[0]", "changes nothing"),
+        ([{"t": 1.0, "link": 1, "up_mbps": 0}], "scenario.events[0].up_mbps", ">="),
+        ([{"t": 1.0, "path": [1], "rate_mbps": 1}], "scenario.events[0].path", "two nodes"),
+        ([{"t": 1.0, "partition": [[0, 1]]}], "scenario.events[0].partition", "two groups"),
+        (
+            [{"t": 1.0, "partition": [[0], [1]]}, {"t": 2.0, "partition": [[0, 1], [2]]}],
+            "scenario.events[1]",
+            "heal it first",
+        ),
+        ([{"t": 1.0, "heal": True}], "scenario.events[0]", "heals no partition"),
+        ([{"t": 1.0, "flap": 1, "period": 1, "until": 20}], "scenario.events[0].until", "end"),
+        ([{"t": 0.0, "churn": 1.5, "period": 1}], "scenario.events[0].churn", "fraction"),
+    ],
+)
+def test_a_bad_event_is_refused_naming_it(events, key, words):
+    with pytest.raises(ConfigError) as err:
+        Scenario(events, num_nodes=4, duration=10)
+    assert err.value.key == key, str(err.value)
+    assert words in str(err.value)
+
+
+def test_a_bad_trace_line_is_refused_naming_the_file_and_line(tmp_path):
+    trace = tmp_path / "bw.csv"
+    trace.write_text("t,node,up_mbps,down_mbps,latency_ms\n1.0,0,2,,\n2.0,9,1,,\n")
+    with pytest.raises(ConfigError, match=r"bw.csv\) line 3.*9 is not a node id"):
+        Scenario([], num_nodes=3, duration=10, trace=str(trace))
+    trace.write_text("time,node,up\n")
+    with pytest.raises(ConfigError, match="the header must be t,node,up_mbps"):
+        Scenario([], num_nodes=3, duration=10, trace=str(trace))
