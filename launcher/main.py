@@ -25,6 +25,8 @@ from node.data import DataError
 from node.files import write_json_atomic
 
 log = logging.getLogger(__name__)
+# A degraded run (nodes died, the others went on to the end) is neither ok nor aborted.
+EXIT_CODES = {"failed": 1, "degraded": 3, "interrupted": 130}
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_algorithm_defaults()  # before hydra composes: the algorithm YAMLs name them
 
@@ -92,7 +94,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     if summary["status"] != "ok":
         if summary["interrupted"] or HydraConfig.get().mode != RunMode.MULTIRUN:
-            sys.exit(130 if summary["interrupted"] else 1)
-        # In a sweep the other jobs still run; the comparison marks this one as failed.
-        log.error("job failed: %s", summary["run_dir"])
+            sys.exit(EXIT_CODES["interrupted" if summary["interrupted"] else summary["status"]])
+        # In a sweep the other jobs still run; the comparison marks this one by its status.
+        log.error("job %s: %s", summary["status"], summary["run_dir"])
     return summary["final_mean_accuracy"]

@@ -28,15 +28,23 @@ class Outcome:
 
     startup_error: str | None = None
     training_wall_seconds: float | None = None  # from t0 until the last node exited
+    # Nodes that died while the others trained: the emulated instant the launcher saw it.
+    departed: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """ok; degraded: some nodes died during the run and the others went on to its end;
+        failed: nothing was emulated, the run was interrupted, or every node died."""
+        broken = bool(self.errors) or any(self.exit_codes.values())
+        if self.interrupted or self.startup_error is not None:
+            return "failed"
+        if broken and self.exit_codes and all(self.exit_codes.values()):
+            return "failed"
+        return "degraded" if broken else "ok"
 
     @property
     def failed(self) -> bool:
-        return (
-            bool(self.errors)
-            or self.interrupted
-            or self.startup_error is not None
-            or any(self.exit_codes.values())
-        )
+        return self.status != "ok"
 
 
 class StartupError(RuntimeError):

@@ -208,7 +208,9 @@ class Launch:
                     self.gate.forget(n)  # a node dead while holding it must not block the rest
                 if self.nodes[n].exitcode != 0:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
-                    log.error("node %d failed: %s", n, self._errors_text([n]))
+                    died = max(0.0, (time.monotonic() - t0) / tdf)
+                    self.outcome.departed[n] = min(run.duration, died)
+                    log.error("node %d failed at t=%.1f s: %s", n, died, self._errors_text([n]))
             if len(finished) == len(self.nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - t0
                 return

@@ -123,10 +123,14 @@ def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
         out = finish(proc, timeout=600)
     finally:
         kill(proc)
-    assert proc.returncode == 1, out
+    assert proc.returncode == 3, out  # degraded: neither ok nor aborted
     summary = json.loads((run / "summary.json").read_text())
-    assert list(summary["failed_nodes"]) == ["2"]
-    assert "node 2 failed" in out
+    assert summary["status"] == "degraded" and list(summary["failed_nodes"]) == ["2"]
+    assert list(summary["departed"]) == ["2"] and 0 < summary["departed"]["2"] < 20
+    # the curve goes on to the end over the three live nodes
+    assert summary["curve"][-1]["t"] == pytest.approx(20.0)
+    assert summary["curve"][-1]["nodes"] == 3 and summary["curve"][0]["nodes"] == 4
+    assert "node 2 failed at t=" in out and "status            degraded: node 2 at t=" in out
     assert_reaped(pids)
 
 

@@ -39,16 +39,21 @@ def consensus_curve(run_dir: Path, num_nodes: int) -> list[dict]:
     return curve
 
 
-def accuracy_curve(evals: list[dict], num_nodes: int) -> list[dict]:
+def accuracy_curve(
+    evals: list[dict], num_nodes: int, departed: dict[int, float] | None = None
+) -> list[dict]:
     """Accuracy and test loss over nodes (mean, min, max) at each evaluation instant every
-    node reached; MovieLens's RMSE is its test loss."""
+    node alive then reached (a node that died at d counts up to instants before d), with the
+    number of those nodes; MovieLens's RMSE is its test loss."""
+    departed = departed or {}
     by_t: dict[float, dict[int, dict]] = defaultdict(dict)
     for e in evals:
         by_t[round(e["t"], 6)][e["node"]] = e
     curve = []
     for t in sorted(by_t):
-        nodes = by_t[t]
-        if len(nodes) < num_nodes:
+        alive = {n for n in range(num_nodes) if departed.get(n, float("inf")) > t}
+        nodes = {n: e for n, e in by_t[t].items() if n in alive}
+        if not alive or len(nodes) < len(alive):
             continue
         acc = [e["accuracy"] for e in nodes.values()]
         loss = [e["loss"] for e in nodes.values()]
@@ -60,6 +65,7 @@ def accuracy_curve(evals: list[dict], num_nodes: int) -> list[dict]:
             "loss": sum(loss) / len(loss),
             "loss_min": min(loss),
             "loss_max": max(loss),
+            "nodes": len(nodes),
         }
         if all("global_loss" in e for e in nodes.values()):  # MovieLens: on everyone's test set
             point["global_loss"] = sum(e["global_loss"] for e in nodes.values()) / len(nodes)

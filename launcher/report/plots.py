@@ -47,6 +47,10 @@ def plot_run(summary: dict, path: Path) -> None:
             ax_loss.plot(
                 t, [p["global_loss"] for p in curve], lw=1.5, ls="--", label="on every test set"
             )
+    for node, t in (summary.get("departed") or {}).items():  # the deaths, on both panels
+        for a in (ax, ax_loss):
+            a.axvline(t, color="red", lw=0.8, ls="-.")
+        ax.annotate(f"node {node} died", (t, 0.02), color="red", fontsize=7, rotation=90)
     judged = ax if metric is ACCURACY else ax_loss  # where the targets are drawn
     for target, reached in summary[f"time_to_{metric.key}"].items():
         judged.axhline(float(target), color="grey", lw=0.6, ls=":")

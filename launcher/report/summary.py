@@ -18,7 +18,7 @@ SUMMED_TOTALS = tuple(k for k in LinkStats().totals() if k != "max_delivery_late
 
 def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
-    curve = accuracy_curve(evals, run.num_nodes)
+    curve = accuracy_curve(evals, run.num_nodes, outcome.departed)
     metric = METRICS[TASKS[run.dataset.name].metric]  # each data set names its own
     reports = {}
     for n in range(run.num_nodes):
@@ -32,7 +32,9 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
     pss_run = list(outcome.pss_run_mib.values())
     return {
         "run_dir": str(plan.run_dir),
-        "status": "failed" if outcome.failed else "ok",
+        "status": outcome.status,
+        # emulated instant each node that died during the run was seen gone
+        "departed": {str(n): round(t, 3) for n, t in sorted(outcome.departed.items())},
         "interrupted": outcome.interrupted,
         "startup_error": outcome.startup_error,
         "failed_nodes": {str(n): e.strip().splitlines()[-1] for n, e in outcome.errors.items()},
@@ -98,6 +100,15 @@ def _loss_line(summary: dict) -> str:
     return line
 
 
+def _departures(summary: dict) -> str:
+    departed = summary.get("departed") or {}
+    if not departed:
+        return ""
+    gone = ", ".join(f"node {n} at t={t:.1f} s" for n, t in departed.items())
+    final = (summary.get("curve") or [{}])[-1].get("nodes")
+    return f": {gone} died; the others went on" + (f" ({final} at the end)" if final else "")
+
+
 def render(summary: dict) -> str:
     mb = 1e6
     metric = metric_of_summary(summary)
@@ -113,7 +124,8 @@ def render(summary: dict) -> str:
     lag = summary["lag"]
     lines = [
         f"status            {summary['status']}"
-        + (" (interrupted)" if summary["interrupted"] else ""),
+        + (" (interrupted)" if summary["interrupted"] else "")
+        + _departures(summary),
         f"accuracy          final mean {pct(summary['final_mean_accuracy'])}, worst node "
         f"{pct(summary['final_worst_accuracy'])} at t={summary['final_t']} s "
         f"(start {pct(summary['initial_mean_accuracy'])})",

@@ -33,6 +33,7 @@ def test_curve_uses_only_instants_every_node_reached_and_time_to_target():
             "loss": 0.6,
             "loss_min": 0.5,
             "loss_max": 0.7,
+            "nodes": 2,
         }
     )
     # 0.4 is met exactly at t=2; 0.6 lies 1/2 of the way from 0.4 (t=2) to 0.8 (t=4)
@@ -49,3 +50,22 @@ def test_curve_carries_the_global_loss_when_every_node_reports_it():
     (point,) = accuracy_curve(evals, num_nodes=2)
     assert point["global_loss"] == pytest.approx(1.2) and point["loss_max"] == 1.1
     assert "global_loss" not in accuracy_curve(_evals([(0, 0.0, 0.1), (1, 0.0, 0.2)]), 2)[0]
+
+
+def test_after_a_node_died_the_curve_goes_on_over_the_live_nodes():
+    evals = _evals(
+        [
+            (0, 0.0, 0.1),
+            (1, 0.0, 0.1),
+            (2, 0.0, 0.1),
+            (0, 2.0, 0.5),
+            (1, 2.0, 0.3),
+            (2, 2.0, 0.2),  # node 2 dies at t=3.1: its snapshot at t=2 still counts
+            (0, 4.0, 0.9),
+            (1, 4.0, 0.7),
+        ]
+    )
+    assert [p["t"] for p in accuracy_curve(evals, 3)] == [0.0, 2.0]  # waits for node 2
+    curve = accuracy_curve(evals, 3, departed={2: 3.1})
+    assert [(p["t"], p["nodes"]) for p in curve] == [(0.0, 3), (2.0, 3), (4.0, 2)]
+    assert curve[1]["min"] == 0.2 and curve[2]["mean"] == pytest.approx(0.8)

@@ -1,0 +1,28 @@
+"""A run's status: ok; degraded when some nodes died and the others went on to the end;
+failed when nothing was emulated, the run was interrupted, or every node died."""
+
+from launcher.outcome import Outcome
+from launcher.report.summary import render
+from tests.launcher.report.run_dirs import summary_to_render
+
+
+def test_status_of_a_run():
+    assert Outcome(exit_codes={0: 0, 1: 0}).status == "ok"
+    degraded = Outcome(exit_codes={0: 0, 1: -9}, errors={1: "exited with code -9"})
+    assert degraded.status == "degraded" and degraded.failed
+    assert Outcome(exit_codes={0: -9, 1: 1}, errors={0: "x", 1: "y"}).status == "failed"
+    assert Outcome(exit_codes={0: 0}, interrupted=True).status == "failed"
+    assert Outcome(startup_error="nodes [1] died before the start").status == "failed"
+
+
+def test_the_printed_summary_names_the_nodes_that_died():
+    summary = summary_to_render() | {
+        "status": "degraded",
+        "interrupted": False,
+        "departed": {"2": 16.04},
+        "curve": [{"t": 20.0, "nodes": 3}],
+    }
+    first = render(summary).splitlines()[0]
+    assert first == (
+        "status            degraded: node 2 at t=16.0 s died; the others went on (3 at the end)"
+    )
