@@ -62,7 +62,7 @@ def test_a_failing_trial_raises_the_factor_and_never_goes_back_below_a_failure()
 
 
 def test_a_candidate_close_to_the_smallest_pass_is_not_tried():
-    trials = [trial(10.0, passed=True, slack=MIN_SLACK + 0.03)]  # would need 9.7
+    trials = [trial(10.0, passed=True, slack=MIN_SLACK + 0.03)]  # would need 9.6
     assert next_factor(trials, cores=2) is None and chosen_factor(trials) == 10.0
 
 
