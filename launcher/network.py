@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from launcher.sections import typed
-from node.config import LinkSpec, at_least, hinted, require
+from node.config import LinkSpec, at_least, hinted, node_ids, require
 
 
 @dataclass
@@ -164,15 +164,6 @@ class NetworkConfig:
     links: tuple[LinkSpec, ...]  # one per node, overrides applied
     stragglers: tuple[int, ...]
     regions: tuple[str, ...] = ()  # per node, geo profile only
-
-
-def node_ids(value, key: str, num_nodes: int) -> tuple[int, ...]:
-    ok = isinstance(value, list | tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < num_nodes for v in value
-    )
-    require(ok, key, f"{value!r} is not a list of node ids in [0, {num_nodes})", "fix the ids")
-    require(len(set(value)) == len(value), key, "repeats a node id", "list each node once")
-    return tuple(value)
 
 
 def _access_links(net: Uniform, num_nodes: int) -> tuple[list[dict], tuple[int, ...]]:

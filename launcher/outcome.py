@@ -42,10 +42,6 @@ class Outcome:
             return "failed"
         return "degraded" if broken else "ok"
 
-    @property
-    def failed(self) -> bool:
-        return self.status != "ok"
-
 
 class StartupError(RuntimeError):
     """The nodes could not all get to the shared start: nothing was emulated."""

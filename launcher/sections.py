@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from node.config import at_least, hinted, require
+from node.config import at_least, hinted, node_ids, require
 from node.models import MODELS
 
 
@@ -110,11 +110,7 @@ class Compute:
 
     def step_times(self, num_nodes: int) -> tuple[float, ...]:
         """Each node's emulated step time: stragglers slowed down, then the overrides."""
-        ids = f"a list of node ids in [0, {num_nodes})"
-        ok = all(0 <= n < num_nodes for n in self.stragglers)
-        require(ok, "compute.stragglers", f"{self.stragglers!r} is not {ids}", "fix the ids")
-        unique = len(set(self.stragglers)) == len(self.stragglers)
-        require(unique, "compute.stragglers", "repeats a node id", "list each node once")
+        node_ids(self.stragglers, "compute.stragglers", num_nodes)
         times = [self.step_time] * num_nodes
         for node in self.stragglers:
             times[node] = self.step_time * self.slowdown

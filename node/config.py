@@ -40,6 +40,16 @@ def at_least(value, low: float, key: str, fix: str = "") -> None:
     require(value >= low, key, f"{value} is below {low}", fix or f"use >= {low}")
 
 
+def node_ids(value, key: str, num_nodes: int) -> tuple[int, ...]:
+    """`value`, a list of distinct node ids of a run of `num_nodes`."""
+    ok = isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < num_nodes for v in value
+    )
+    require(ok, key, f"{value!r} is not a list of node ids in [0, {num_nodes})", "fix the ids")
+    require(len(set(value)) == len(value), key, "repeats a node id", "list each node once")
+    return tuple(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
     """Which data set, where its files are, and how it is split; keys a set does not use keep

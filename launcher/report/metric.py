@@ -52,6 +52,11 @@ RMSE = Metric(
 METRICS = {m.name: m for m in (ACCURACY, RMSE)}
 
 
+def metric_of_comparison(result: dict) -> Metric:
+    """The metric a comparison (compare.compare's result) was made on."""
+    return METRICS.get(result.get("metric"), ACCURACY)
+
+
 def metric_of_summary(summary: dict) -> Metric:
     """The metric a run directory's summary.json was judged on; older runs name only their
     loss (`loss_metric`), and MovieLens runs judged on accuracy are read as RMSE."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-from launcher.report.metric import ACCURACY, METRICS, metric_of_summary
+from launcher.report.metric import ACCURACY, metric_of_comparison, metric_of_summary
 from node.files import write_atomic
 
 matplotlib.use("Agg")
@@ -86,7 +86,7 @@ def _legend(g: dict) -> str:
 
 def plot_metric(result: dict, path: Path) -> None:
     """Each group's mean over nodes, its worst node dashed, the band from lowest to highest."""
-    metric = METRICS.get(result.get("metric"), ACCURACY)
+    metric = metric_of_comparison(result)
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for i, g in enumerate(result["groups"]):
         c, color = g["curve"], f"C{i % 10}"
@@ -102,7 +102,7 @@ def plot_metric(result: dict, path: Path) -> None:
 
 
 def plot_bytes(result: dict, path: Path) -> None:
-    metric = METRICS.get(result.get("metric"), ACCURACY)
+    metric = metric_of_comparison(result)
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for i, g in enumerate(result["groups"]):
         c = g["curve"]

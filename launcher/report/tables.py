@@ -5,11 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
-from launcher.report.metric import ACCURACY, METRICS
+from launcher.report.metric import ACCURACY, metric_of_comparison
 
-
-def _metric(result: dict):
-    return METRICS.get(result.get("metric"), ACCURACY)
+_metric = metric_of_comparison
 
 
 def _columns(result: dict) -> list[tuple[str, str, tuple]]:
