@@ -10,27 +10,12 @@ from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.events import KINDS, NODES_FIX, Churn
 from launcher.sections import typed
 from node.config import at_least, require
-
-MEMBERSHIP = ("crash", "leave", "join")
-
-
-@dataclass(frozen=True, order=True)
-class Action:
-    """One change at emulated time t: crash, leave, join, link, path, partition or heal."""
-
-    t: float
-    order: int  # the event's position, so that equal times keep the schedule's order
-    kind: str = field(compare=False)
-    node: int | None = field(default=None, compare=False)
-    values: dict = field(default_factory=dict, compare=False)
-    event: str = field(default="", compare=False)  # the event it came from, for errors
-
+from transport.dynamics import MEMBERSHIP, Action
 
 # ---------------------------------------------------------------- reading and expanding
 

@@ -4,6 +4,7 @@ A node uses one transport object: `ZmqTransport` between processes, or its in-me
 `MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; both are a `Transport`."""
 
 from transport.clock import EmulatedClock
+from transport.dynamics import Action, Reachability
 from transport.gate import Gate, GateClient, GateQueue, GateServer, NoGate
 from transport.link import Clock, LinkSpec, Transport
 from transport.memory import MemoryNetwork, MemoryTransport, VirtualClock
@@ -25,6 +26,8 @@ from transport.zmq_transport import ZmqTransport
 
 __all__ = [
     "FLUSH",
+    "Action",
+    "Reachability",
     "Clock",
     "Gate",
     "GateClient",

@@ -25,18 +25,38 @@ class LinkSpec:
     latency_ms: float
     # Per-destination path rate in Mbit/s beside the uplink (geo profile); empty = none.
     paths: dict[int, float] = field(default_factory=dict)
+    # A scenario's changes, each (emulated t, new value) in force from t on: Mbit/s, ms.
+    up_changes: tuple[tuple[float, float], ...] = ()
+    down_changes: tuple[tuple[float, float], ...] = ()
+    latency_changes: tuple[tuple[float, float], ...] = ()
+    path_changes: dict[int, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
     def egress(self, peers: Sequence[int], clock: Callable[[], float]) -> Egress:
-        """The uplink, plus a path bucket to each peer that has a path rate."""
+        """The uplink, plus a path bucket to each peer that has a path rate (or gets one)."""
         paths = {
-            dst: TokenBucket(mbps * 1e6, clock=clock)
-            for dst, mbps in self.paths.items()
+            dst: TokenBucket(
+                self.paths.get(dst, float("inf")) * 1e6,
+                clock=clock,
+                changes=_bps(self.path_changes.get(dst, ())),
+            )
+            for dst in set(self.paths) | set(self.path_changes)
             if dst in peers
         }
-        return Egress(TokenBucket(self.up_mbps * 1e6, clock=clock), paths)
+        uplink = TokenBucket(self.up_mbps * 1e6, clock=clock, changes=_bps(self.up_changes))
+        return Egress(uplink, paths)
 
     def downlink(self, clock: Callable[[], float]) -> Downlink:
-        return Downlink(self.down_mbps * 1e6, self.latency_ms / 1000, clock=clock)
+        return Downlink(
+            self.down_mbps * 1e6,
+            self.latency_ms / 1000,
+            clock=clock,
+            rate_changes=_bps(self.down_changes),
+            latency_changes=[(t, ms / 1000) for t, ms in self.latency_changes],
+        )
+
+
+def _bps(changes) -> list[tuple[float, float]]:
+    return [(t, mbps * 1e6) for t, mbps in changes]
 
 
 def check_sendable(msg: Message, node_id: int, kinds: frozenset[str], peers) -> Message:

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from transport.dynamics import Reachability
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, LinkSpec, check_sendable
 from transport.schedule import DownlinkQueue, Uplink
 from transport.stats import LinkStats
@@ -116,8 +117,14 @@ class VirtualClock:
 class MemoryNetwork:
     """The links between the nodes of one process; a source of the virtual clock."""
 
-    def __init__(self, clock: VirtualClock, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(
+        self,
+        clock: VirtualClock,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        reach: Reachability | None = None,
+    ):
         self.clock, self.max_message_bytes = clock, max_message_bytes
+        self.reach = reach or Reachability()  # a scenario's who-reaches-whom, for every node
         self.lock = threading.Lock()
         self.nodes: dict[int, MemoryTransport] = {}
         clock.add_source(self)
@@ -164,7 +171,11 @@ class MemoryTransport:
         self.stats = LinkStats()
         self.inbox: deque[Message] = deque()
         self.downlink = DownlinkQueue(
-            link.downlink(network.clock.now), self.stats, MAX_PENDING_BYTES
+            link.downlink(network.clock.now),
+            self.stats,
+            MAX_PENDING_BYTES,
+            network.reach,
+            node_id,
         )
         self.uplink: Uplink | None = None
         # Handed over (and counted sent) but not yet admitted by the receiver: (destination,
@@ -182,9 +193,8 @@ class MemoryTransport:
 
     def connect(self, peers: dict[int, str]) -> None:
         self.peers = frozenset(p for p in peers if p != self.node_id)
-        self.uplink = Uplink(
-            self.link.egress(sorted(self.peers), self.network.clock.now), self.stats
-        )
+        egress = self.link.egress(sorted(self.peers), self.network.clock.now)
+        self.uplink = Uplink(egress, self.stats, reach=self.network.reach, node_id=self.node_id)
 
     def start(self, clock: VirtualClock) -> None:
         if clock is not self.network.clock:

@@ -16,6 +16,7 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
+from transport.dynamics import Reachability
 from transport.shaper import Downlink, Egress
 from transport.stats import LinkStats
 from transport.wire import Message, Packed
@@ -49,10 +50,22 @@ class Uplink:
     flush (sockets closed with linger=0) does; every peer handed a message since the last
     flush is returned, to be sent a flush notice (before the new batch) so that it discards
     what had not reached it by the flush instant.
+
+    With a scenario (`reach`, `node_id`), a message to a peer it cannot reach at `now`
+    (down, link down, partitioned) is lost at once and counted by reason: never queued for
+    a peer that will not take it, never holding the link.
     """
 
-    def __init__(self, egress: Egress, stats: LinkStats, max_unsent: int = 10_000):
+    def __init__(
+        self,
+        egress: Egress,
+        stats: LinkStats,
+        max_unsent: int = 10_000,
+        reach: Reachability | None = None,
+        node_id: int = -1,
+    ):
         self.egress, self.stats, self.max_unsent = egress, stats, max_unsent
+        self.reach, self.node_id = reach or Reachability(), node_id
         self.unsent: list[tuple[float, int, Booked]] = []  # booked, by t_end: not yet sent
         self._seq = itertools.count()
         self.sent_since_flush: set[int] = set()
@@ -73,6 +86,10 @@ class Uplink:
             self.sent_since_flush.clear()
         bookings = []
         for packed in messages:
+            lost = self.reach.lost(self.node_id, packed.dst, now)
+            if lost is not None:
+                self.stats.count_lost(lost, packed.size, sending=True)
+                continue
             if len(self.unsent) >= self.max_unsent:
                 self.stats.count_dropped(packed.dst, packed.size)
                 continue
@@ -88,13 +105,17 @@ class Uplink:
             booked = heapq.heappop(self.unsent)[2]
             self.stats.count_sent(booked.packed.dst, booked.packed.size)
 
-    def lost(self, booked: Booked) -> None:
-        """It could not be handed over (the node is stopping): it never left."""
+    def lost(self, booked: Booked, why: str = "stopped") -> None:
+        """It could not be handed over: it never left. Dropped if this node is stopping;
+        lost, counted by `why`, if the peer is gone."""
         entry = next((e for e in self.unsent if e[2] is booked), None)
         if entry is not None:
             self.unsent.remove(entry)
             heapq.heapify(self.unsent)
-            self.stats.count_dropped(booked.packed.dst, booked.packed.size)
+            if why == "stopped":
+                self.stats.count_dropped(booked.packed.dst, booked.packed.size)
+            else:
+                self.stats.count_lost(why, booked.packed.size, sending=True)
 
 
 @dataclass(order=True, slots=True)
@@ -116,10 +137,22 @@ class DownlinkQueue:
     its delivery instant. A sender's flush at instant F discards what of its traffic was not
     delivered by F: silently what had not even left it by F (it counted that dropped), as
     `flushed` what had; what queued behind in the downlink moves up into the share it frees.
+
+    With a scenario (`reach`, `node_id`), a message whose sender cannot reach this node at
+    its delivery instant (either is down, a link is down, a partition came between) is lost
+    there, counted by reason; it held the downlink as it would have.
     """
 
-    def __init__(self, downlink: Downlink, stats: LinkStats, max_pending_bytes: int):
+    def __init__(
+        self,
+        downlink: Downlink,
+        stats: LinkStats,
+        max_pending_bytes: int,
+        reach: Reachability | None = None,
+        node_id: int = -1,
+    ):
         self.downlink, self.stats, self.max_pending_bytes = downlink, stats, max_pending_bytes
+        self.reach, self.node_id = reach or Reachability(), node_id
         self.arrivals: list[_Entry] = []
         self.pending: list[_Entry] = []
         self._released_finish = float("-inf")  # the downlink is busy until this for released ones
@@ -134,9 +167,9 @@ class DownlinkQueue:
             self.stats.inbox_overflow_messages += 1
             return None
         if drained_until is not None:
-            earliest = msg.t_end + self.downlink.latency_s
+            earliest = msg.t_end + self.downlink.latency_at(msg.t_start)
             self.stats.count_lateness(drained_until - earliest, 0.0)
-        arrival = msg.t_start + self.downlink.latency_s
+        arrival = msg.t_start + self.downlink.latency_at(msg.t_start)
         heapq.heappush(self.arrivals, _Entry(arrival, next(self._seq), msg, size))
         self._bytes += size
         return arrival
@@ -166,6 +199,10 @@ class DownlinkQueue:
             self._released_finish = max(self._released_finish, entry.finish)
             if late_after is not None:
                 self.stats.count_lateness(now - entry.at, late_after)
+            lost = self.reach.lost(entry.msg.src, self.node_id, entry.at)
+            if lost is not None:
+                self.stats.count_lost(lost, entry.size, sending=False)
+                continue
             out.append((entry.msg, entry.size))
         return out
 

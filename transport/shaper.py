@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Sequence
+
+INF = float("inf")
 
 
 class TokenBucket:
@@ -13,11 +16,22 @@ class TokenBucket:
     when the link really became free, not from when the sender noticed.
 
     `rate_bps=float("inf")` is an unlimited link: every message takes zero time on it.
+
+    `changes` ((t, rate_bps), ...) are a scenario's rate changes, each in force from its
+    emulated instant on: a message on the link while the rate changes crosses the rest of
+    its bits at the new rate, whenever it was booked, as what is already queued would.
     """
 
-    def __init__(self, rate_bps: float, burst_bytes: int = 0, clock: Callable[[], float] = None):
-        if not rate_bps > 0:  # also refuses NaN
-            raise ValueError("rate_bps must be > 0 (float('inf') for unlimited)")
+    def __init__(
+        self,
+        rate_bps: float,
+        burst_bytes: int = 0,
+        clock: Callable[[], float] = None,
+        changes: Sequence[tuple[float, float]] = (),
+    ):
+        for rate in (rate_bps, *(r for _, r in changes)):
+            if not rate > 0:  # also refuses NaN
+                raise ValueError("rate_bps must be > 0 (float('inf') for unlimited)")
         if burst_bytes < 0:
             raise ValueError("burst_bytes must be >= 0")
         if clock is None:
@@ -26,9 +40,27 @@ class TokenBucket:
         self.burst_s = burst_bytes * 8.0 / self.rate_bps
         self.clock = clock
         self.free_at = float("-inf")
+        self.changes = sorted((float(t), float(r)) for t, r in changes)
+        self._change_times = [t for t, _ in self.changes]
 
-    def transmit_time(self, nbytes: int) -> float:
-        return nbytes * 8.0 / self.rate_bps
+    def rate_at(self, t: float) -> float:
+        """The rate in force at emulated `t`."""
+        i = bisect.bisect_right(self._change_times, t)
+        return self.changes[i - 1][1] if i else self.rate_bps
+
+    def finish(self, start: float, nbytes: int) -> float:
+        """When `nbytes` starting at `start` have crossed, at the rates in force meanwhile."""
+        bits, t = nbytes * 8.0, start
+        i = bisect.bisect_right(self._change_times, start)
+        rate = self.changes[i - 1][1] if i else self.rate_bps
+        while True:
+            if rate == INF:
+                return t
+            if i == len(self.changes) or bits <= (self.changes[i][0] - t) * rate:
+                return t + bits / rate
+            bits -= (self.changes[i][0] - t) * rate
+            t, rate = self.changes[i]
+            i += 1
 
     def reserve(self, nbytes: int, at: float | None = None) -> tuple[float, float]:
         """Book `nbytes` starting no earlier than `at` (default now): returns (start, finish).
@@ -41,7 +73,7 @@ class TokenBucket:
         """
         now = self.clock() if at is None else at
         start = max(now - self.burst_s, self.free_at)
-        finish = start + self.transmit_time(nbytes)
+        finish = self.finish(start, nbytes)
         self.free_at = finish
         return max(start, now - self.burst_s), max(finish, now)
 
@@ -86,18 +118,35 @@ class Downlink:
     A message whose first byte arrives at `t_start + latency` and whose last byte left the
     sender at `t_end` is delivered when both the downlink has carried it and the last byte has
     crossed the latency: `max(t_end + latency, downlink finish)`.
+
+    A message's latency is the one in force when it starts (`latency_changes`: (t, seconds)
+    from a scenario); the rate may change as the uplink's does (`rate_changes`).
     """
 
-    def __init__(self, rate_bps: float, latency_s: float, clock: Callable[[], float]):
-        if latency_s < 0:
+    def __init__(
+        self,
+        rate_bps: float,
+        latency_s: float,
+        clock: Callable[[], float],
+        rate_changes: Sequence[tuple[float, float]] = (),
+        latency_changes: Sequence[tuple[float, float]] = (),
+    ):
+        if latency_s < 0 or any(lat < 0 for _, lat in latency_changes):
             raise ValueError("latency_s must be >= 0")
-        self.bucket = TokenBucket(rate_bps, clock=clock)
+        self.bucket = TokenBucket(rate_bps, clock=clock, changes=rate_changes)
         self.latency_s = float(latency_s)
+        self.latency_changes = sorted((float(t), float(lat)) for t, lat in latency_changes)
+        self._latency_times = [t for t, _ in self.latency_changes]
+
+    def latency_at(self, t: float) -> float:
+        i = bisect.bisect_right(self._latency_times, t)
+        return self.latency_changes[i - 1][1] if i else self.latency_s
 
     def book(self, nbytes: int, t_start: float, t_end: float) -> tuple[float, float, float]:
         """Reserve the downlink for a message: (downlink start, downlink finish, delivery)."""
-        start, finish = self.bucket.reserve(nbytes, at=t_start + self.latency_s)
-        return start, finish, max(t_end + self.latency_s, finish)
+        latency = self.latency_at(t_start)
+        start, finish = self.bucket.reserve(nbytes, at=t_start + latency)
+        return start, finish, max(t_end + latency, finish)
 
     def deliver_at(self, nbytes: int, t_start: float, t_end: float) -> float:
         return self.book(nbytes, t_start, t_end)[2]

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from transport.dynamics import LOST_REASONS
+
+# "gone": a peer that took nothing for a while (a process dead without notice)
+LOST_COUNTED = (*LOST_REASONS, "gone")
+
 
 @dataclass
 class LinkStats:
@@ -30,6 +35,11 @@ class LinkStats:
     max_delivery_lateness: float = 0.0  # emulated seconds
     connections_opened: int = 0  # outbound sockets; beyond transport.max_connections they churn
     connections_closed: int = 0  # least recently used ones closed to stay under the cap
+    # Lost to a scenario (a node down, a link down, a partition) or to a peer gone without
+    # notice: per reason, by the uplink before sending, and by the downlink at delivery.
+    lost_sending: Counter = field(default_factory=Counter)
+    lost_receiving: Counter = field(default_factory=Counter)
+    lost_bytes: int = 0  # the uplink's (what never left); the downlink's were counted sent
 
     def count_sent(self, dst: int, size: int) -> None:
         self.sent_bytes[dst] += size
@@ -40,6 +50,13 @@ class LinkStats:
         self.dropped_bytes[dst] += size
         self.total_dropped += size
         self.dropped_messages += 1
+
+    def count_lost(self, reason: str, size: int, sending: bool) -> None:
+        if sending:
+            self.lost_sending[reason] += 1
+            self.lost_bytes += size
+        else:
+            self.lost_receiving[reason] += 1
 
     def count_delivered(self, src: int, size: int) -> None:
         self.delivered_bytes[src] += size
@@ -82,4 +99,9 @@ class LinkStats:
             "max_delivery_lateness": self.max_delivery_lateness,
             "connections_opened": self.connections_opened,
             "connections_closed": self.connections_closed,
+            **{
+                f"messages_lost_{reason}": self.lost_sending[reason] + self.lost_receiving[reason]
+                for reason in LOST_COUNTED
+            },
+            "bytes_lost": self.lost_bytes,
         }

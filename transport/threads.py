@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import zmq
@@ -26,6 +27,10 @@ RECV_BATCH = 256  # frames admitted per wake-up before the stop flag is looked a
 IDLE_S = 0.5
 # A delivery released this many emulated seconds after its time counts as late.
 LATE_AFTER = 0.005
+# A peer that takes nothing for this long (wall seconds) is gone: a process dead without
+# notice. What is for it is lost, counted, at once, until it is tried again after GONE_RETRY.
+HAND_OVER_TIMEOUT = 2.0
+GONE_RETRY = 10.0
 
 
 class SenderThread(threading.Thread):
@@ -53,6 +58,7 @@ class SenderThread(threading.Thread):
         self.error: BaseException | None = None
         self.connected = threading.Event()
         self.started_clock = threading.Event()
+        self.gone: dict[int, float] = {}  # peer -> monotonic instant it was found gone
 
     def start_clock(self, clock: EmulatedClock) -> None:
         self.clock = clock
@@ -101,21 +107,33 @@ class SenderThread(threading.Thread):
             # The flush notices first: a receiver must not cut this batch with the old one.
             for dst in notify:
                 notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
-                self._hand_over(sockets.get(dst), stamp(pack(notice), now, now))
+                self._hand_over(sockets, dst, stamp(pack(notice), now, now))
             for booked in bookings:
                 frames = stamp(booked.packed, booked.t_start, booked.t_end)
-                if not self._hand_over(sockets.get(booked.packed.dst), frames):
-                    self.uplink.lost(booked)
+                handed = self._hand_over(sockets, booked.packed.dst, frames)
+                if handed is not True:
+                    self.uplink.lost(booked, handed)
 
-    def _hand_over(self, sock: zmq.Socket, frames: list) -> bool:
-        """Give the frames to ZeroMQ, waiting (bounded, stoppable) if the peer is not draining."""
+    def _hand_over(self, sockets: Connections, dst: int, frames: list) -> bool | str:
+        """Give the frames to ZeroMQ, waiting (bounded, stoppable) if the peer is not draining:
+        True, or why not: "stopped" (this node is), "gone" (the peer took nothing for
+        HAND_OVER_TIMEOUT: dead without notice; no wait for it again for GONE_RETRY)."""
+        found_gone = self.gone.get(dst)
+        if found_gone is not None:
+            if time.monotonic() - found_gone < GONE_RETRY:
+                return "gone"
+            del self.gone[dst]
+        sock, give_up = sockets.get(dst), time.monotonic() + HAND_OVER_TIMEOUT
         while not self.stop.is_set():
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                 return True
             except zmq.Again:
+                if time.monotonic() > give_up:
+                    self.gone[dst] = time.monotonic()
+                    return "gone"
                 self.stop.wait(0.005)
-        return False
+        return "stopped"
 
 
 class ReceiverThread(threading.Thread):

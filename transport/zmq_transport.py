@@ -12,6 +12,7 @@ import zmq
 
 from transport.clock import EmulatedClock
 from transport.connections import DEFAULT_MAX_CONNECTIONS
+from transport.dynamics import Reachability
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, OUTBOX_SIZE, LinkSpec, check_sendable
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.stats import LinkStats
@@ -41,7 +42,9 @@ class ZmqTransport:
         bind_address: str = "tcp://127.0.0.1:0",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        reach: Reachability | None = None,
     ):
+        self.reach = reach or Reachability()  # a scenario's who-reaches-whom
         self.node_id, self.link, self.stop = node_id, link, stop
         self.kinds = check_kinds(kinds)
         self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
@@ -61,7 +64,9 @@ class ZmqTransport:
 
     def bind(self) -> str:
         self.ctx = zmq.Context(io_threads=1)
-        self.downlink = DownlinkQueue(self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES)
+        self.downlink = DownlinkQueue(
+            self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES, self.reach, self.node_id
+        )
         self.receiver = ReceiverThread(
             self.ctx,
             self.node_id,
@@ -82,7 +87,8 @@ class ZmqTransport:
 
     def connect(self, peers: dict[int, str]) -> None:
         self.peers = {p: ep for p, ep in peers.items() if p != self.node_id}
-        uplink = Uplink(self.link.egress(list(self.peers), self._now), self.stats)
+        egress = self.link.egress(list(self.peers), self._now)
+        uplink = Uplink(egress, self.stats, reach=self.reach, node_id=self.node_id)
         self.sender = SenderThread(
             self.ctx, self.node_id, self.peers, uplink, self.outbox, self.stop, self.max_connections
         )

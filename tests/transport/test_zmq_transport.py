@@ -13,6 +13,7 @@ import zmq
 
 from bench.links import send_shaped
 from transport import EmulatedClock, LinkSpec, Message, WireError, ZmqTransport, wire_size
+from transport.threads import HAND_OVER_TIMEOUT
 from transport.wire import encode
 
 pytestmark = pytest.mark.process
@@ -279,3 +280,37 @@ def test_unix_sockets_carry_messages_as_tcp_does(tmp_path):
     assert endpoint == f"ipc://{tmp_path}/1-0" and (tmp_path / "1-0").exists()
     assert [m.round for m in got] == [0, 1, 2]
     assert np.array_equal(got[0].buffers[0], payload)
+
+
+def test_a_peer_dead_without_notice_costs_a_bounded_wait_then_its_messages_are_lost_at_once(
+    tmp_path,
+):
+    """Node 9's socket file exists nowhere (a process killed hard): the sender waits once for
+    HAND_OVER_TIMEOUT, counts the message lost ("gone"), and the next one to 9 is lost at
+    once; node 1 still gets everything sent to it."""
+    clock = EmulatedClock(time.monotonic(), 1.0)
+    stops = [threading.Event(), threading.Event()]
+    rx = ZmqTransport(1, _link(), KINDS, stops[0])
+    tx = ZmqTransport(0, _link(), KINDS, stops[1])
+    payload = np.arange(100, dtype=np.float32)
+    try:
+        tx.bind()
+        tx.connect({1: rx.bind(), 9: f"ipc://{tmp_path}/nobody"})
+        rx.connect({0: "tcp://127.0.0.1:1"})
+        for transport in (tx, rx):
+            transport.start(clock)
+        started = time.monotonic()
+        for round_ in range(2):
+            tx.send([Message("model", 0, 9, round_, 0, (payload,))])
+            tx.send([Message("model", 0, 1, round_, 0, (payload,))])
+        got, deadline = [], time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            if (msg := rx.receive(until=clock.now() + 0.1)) is not None:
+                got.append(msg.round)
+        waited = time.monotonic() - started
+    finally:
+        tx.close()
+        rx.close()
+    assert got == [0, 1]
+    assert tx.stats.totals()["messages_lost_gone"] == 2
+    assert waited < HAND_OVER_TIMEOUT + 3.0  # one bounded wait, not one per message
