@@ -9,6 +9,7 @@ from pathlib import Path
 from launcher.schema import RunConfig
 from node.config import NodeSpec
 from node.data import task as data_task
+from transport.dynamics import REACHABILITY
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
     if bind == "ipc://":  # a short private folder: a Unix socket's path has 107 bytes at most
         bind = f"ipc://{tempfile.mkdtemp(prefix='dlemu-')}"
     model_dims = task.model_dims(run.dataset)
+    reachability = tuple(a for a in run.scenario if a.kind in REACHABILITY)
     nodes = tuple(
         NodeSpec(
             node_id=i,
@@ -49,6 +51,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             bind=bind,
             max_message_bytes=run.max_message_bytes,
             max_connections=run.max_connections,
+            scenario=reachability,
         )
         for i in range(run.num_nodes)
     )

@@ -1,21 +1,37 @@
 """A scenario: what changes while a run goes, in emulated time (Kollaps's dynamic schedules,
 Thunderstorm's partitions, flapping links and churn): nodes that crash, leave or join, links
 whose rate or latency change, partitions and heals. Validated before any process starts, each
-error naming the event, and expanded into one timeline of primitive actions.
+error naming the event, and expanded into one timeline of primitive actions: the launcher
+kills crashing nodes, every node's transport consults who reaches whom (`Reachability`),
+rate and latency changes go into each node's `LinkSpec`, a node leaves and joins itself.
 
-Groundwork for dynamic runs: nothing executes the timeline yet, and the run config has no
-`scenario` key."""
+Times may be emulated seconds or a share of the run ("20%"); `partition: halves` splits the
+nodes into two halves by id."""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from launcher.events import KINDS, NODES_FIX, Churn
 from launcher.sections import typed
+from launcher.trace import read_trace
 from node.config import at_least, require
-from transport.dynamics import MEMBERSHIP, Action
+from transport import LinkSpec
+from transport.dynamics import MEMBERSHIP, REACHABILITY, Action
+
+
+@dataclass
+class ScenarioSection:
+    """The `scenario` section: events (conf/scenario/*.yaml, or scenario.events=[...]) and a
+    link trace file."""
+
+    events: list[Any] = field(default_factory=list)
+    trace: str | None = None  # CSV: t,node,up_mbps,down_mbps,latency_ms
+
 
 # ---------------------------------------------------------------- reading and expanding
 
@@ -45,6 +61,12 @@ class Scenario:
             f"one of {list(KINDS)}, with t, e.g. {{t: 5.0, crash: [3]}}",
         )
         kind = kinds[0]
+        raw = {
+            k: self._instant(v, f"{key}.{k}") if k in ("t", "until") else v for k, v in raw.items()
+        }
+        if kind == "partition" and raw["partition"] == "halves":
+            half = self.num_nodes // 2
+            raw["partition"] = [list(range(half)), list(range(half, self.num_nodes))]
         event = typed(KINDS[kind], raw, key)
         ok = 0.0 <= event.t < self.duration
         require(ok, f"{key}.t", f"{event.t} is not within the run [0, {self.duration})", "fix t")
@@ -124,6 +146,15 @@ class Scenario:
                 out.append(Action(until, order, "join", node, {"model": "kept"}, key))
         return out
 
+    def _instant(self, value, key: str):
+        """A time as given: emulated seconds, or "P%" of the run."""
+        if not isinstance(value, str) or not value.endswith("%"):
+            return value
+        try:
+            return float(value[:-1]) / 100 * self.duration
+        except ValueError:
+            require(False, key, f"{value!r} is not a time", 'emulated seconds, or e.g. "20%"')
+
     def _until(self, until: float | None, t: float, key: str) -> float:
         until = self.duration if until is None else until
         ok = t < until <= self.duration
@@ -151,6 +182,7 @@ class Scenario:
                 first.setdefault(a.node, a.kind)
         up = {n: first.get(n) != "join" for n in range(self.num_nodes)}
         seen: dict[tuple[int, float], str] = {}
+        crashed: dict[int, str] = {}
         for a in self.actions:
             if a.kind not in MEMBERSHIP:
                 continue
@@ -169,6 +201,13 @@ class Scenario:
                     f"node {a.node} is up at t={a.t:g}",
                     "it must leave or crash before it joins",
                 )
+                require(
+                    crashed.get(a.node) is None,
+                    a.event,
+                    f"node {a.node} crashed in {crashed.get(a.node)}: its process is gone "
+                    "and a crashed node cannot join again yet",
+                    "make it leave instead (gracefully, keeping its process) to have it back",
+                )
             else:
                 require(
                     up[a.node],
@@ -177,6 +216,8 @@ class Scenario:
                     "it must join before it leaves or crashes again",
                 )
             up[a.node] = a.kind == "join"
+            if a.kind == "crash":
+                crashed[a.node] = a.event
 
     def _check_partitions(self) -> None:
         active = None
@@ -193,37 +234,51 @@ class Scenario:
                 require(active is not None, a.event, "heals no partition", "remove it")
                 active = None
 
+    # ---- what the run does with it ------------------------------------------------------------
+    @property
+    def reachability(self) -> tuple[Action, ...]:
+        """What every node's transport consults: membership, flapping links, partitions."""
+        return tuple(a for a in self.actions if a.kind in REACHABILITY)
 
-def read_trace(path: Path, num_nodes: int, duration: float, order: int) -> list[Action]:
-    """Link changes replayed from a CSV of measured bandwidth: emulated time, node, up, down,
-    latency (Mbit/s and ms; an empty cell keeps the value)."""
-    key = f"scenario.trace ({path})"
-    require(path.is_file(), key, "is not a file", "a CSV with t,node,up_mbps,down_mbps,latency_ms")
-    columns = ["t", "node", "up_mbps", "down_mbps", "latency_ms"]
-    out = []
-    with open(path, newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows, [])
-        require(
-            [c.strip() for c in header] == columns,
-            key,
-            f"header {header}",
-            f"the header must be {','.join(columns)}",
-        )
-        for line, row in enumerate(rows, start=2):
-            where = f"{key} line {line}"
-            require(len(row) == 5, where, f"has {len(row)} cells", "five: " + ",".join(columns))
-            try:
-                t, node = float(row[0]), int(row[1])
-                values = {c: float(v) for c, v in zip(columns[2:], row[2:], strict=True) if v}
-            except ValueError as err:
-                require(False, where, str(err), "numbers: t and rates as decimals, node an int")
-            require(0.0 <= t < duration, where, f"t={t} is outside the run", "fix t")
-            require(
-                0 <= node < num_nodes, where, f"{node} is not a node id", f"use 0..{num_nodes - 1}"
+    @property
+    def crashes(self) -> tuple[Action, ...]:
+        """What the launcher does itself: kill these nodes hard at their instants."""
+        return tuple(a for a in self.actions if a.kind == "crash")
+
+    def with_link_changes(self, links: tuple[LinkSpec, ...]) -> tuple[LinkSpec, ...]:
+        """Each node's links with the scenario's rate and latency changes from their instants."""
+        changes = [
+            {"up_changes": [], "down_changes": [], "latency_changes": [], "path_changes": {}}
+            for _ in links
+        ]
+        for a in self.actions:
+            if a.kind == "link":
+                for key, value in a.values.items():
+                    changes[a.node][_CHANGES[key]].append((a.t, value))
+            elif a.kind == "path":
+                paths = changes[a.node]["path_changes"]
+                paths.setdefault(a.values["dst"], []).append((a.t, a.values["rate_mbps"]))
+        return tuple(
+            dataclasses.replace(
+                link,
+                up_changes=tuple(c["up_changes"]),
+                down_changes=tuple(c["down_changes"]),
+                latency_changes=tuple(c["latency_changes"]),
+                path_changes={dst: tuple(v) for dst, v in c["path_changes"].items()},
             )
-            require(bool(values), where, "changes nothing", "give up, down or latency")
-            for c, v in values.items():
-                at_least(v, 0.0 if c == "latency_ms" else 1e-6, f"{where} {c}")
-            out.append(Action(t, order + line, "link", node, values, where))
-    return out
+            if any(c.values())
+            else link
+            for link, c in zip(links, changes, strict=True)
+        )
+
+
+_CHANGES = {"up_mbps": "up_changes", "down_mbps": "down_changes", "latency_ms": "latency_changes"}
+
+
+def plan_scenario(cfg: dict, num_nodes: int, duration: float, cwd: str | None) -> Scenario:
+    """The `scenario` section checked and expanded (a relative trace path is the caller's)."""
+    section = typed(ScenarioSection, cfg.get("scenario") or {}, "scenario")
+    trace = section.trace
+    if trace and not Path(trace).is_absolute():
+        trace = str(Path(cwd or ".") / trace)
+    return Scenario(section.events, num_nodes, duration, trace)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
+from launcher.scenario import plan_scenario
 from launcher.sections import SECTIONS, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
+from transport import Action
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,7 @@ class RunConfig:
     model: str
     dataset: DataSpec
     network: NetworkConfig
+    scenario: tuple[Action, ...] = ()  # what changes during the run, in emulated time
 
 
 def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
@@ -115,7 +118,7 @@ def _mapping(cfg: dict, key: str) -> dict:
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
-    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset"}
+    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -145,6 +148,9 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
     algorithm, algorithm_class = _algorithm(cfg, num_nodes)
+    scenario = plan_scenario(cfg, num_nodes, run.duration, cwd)
+    network = plan_network(cfg, num_nodes)
+    network = dataclasses.replace(network, links=scenario.with_link_changes(network.links))
     return RunConfig(
         num_nodes=num_nodes,
         duration=run.duration,
@@ -172,5 +178,6 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         algorithm_class=algorithm_class,
         model=model,
         dataset=dataset,
-        network=plan_network(cfg, num_nodes),
+        network=network,
+        scenario=scenario.actions,
     )

@@ -9,7 +9,7 @@ from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from transport import LinkSpec
+from transport import Action, LinkSpec
 
 if TYPE_CHECKING:  # the algorithms import `require` from here
     from node.algorithms.base import AlgorithmConfig
@@ -91,4 +91,6 @@ class NodeSpec:
     pace: bool = True
     pacing: str = "burst"  # "step": every step paced on its own, whatever the algorithm
     progress_every: float = 1.0
+    # The run's scenario as every node needs it: who is up, which links flap, partitions
+    scenario: tuple[Action, ...] = ()
     extra: dict = field(default_factory=dict)

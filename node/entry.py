@@ -78,7 +78,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     from node.algorithms import load_algorithm
     from node.runtime import Node
     from node.torch_setup import configure_torch
-    from transport import EmulatedClock, GateClient, ZmqTransport
+    from transport import EmulatedClock, GateClient, Reachability, ZmqTransport
 
     configure_torch(spec.threads, spec.model)
 
@@ -90,7 +90,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
     try:
         kinds, made = load_algorithm(spec.algorithm_class).kinds, itertools.count()
 
-        def make_transport(stopped: threading.Event) -> ZmqTransport:
+        def make_transport(stopped: threading.Event, reach=None) -> ZmqTransport:
             # tcp: any free port; ipc: a socket file of its own in the run's folder
             n = next(made)
             where = (
@@ -106,9 +106,11 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
                 bind_address=where,
                 max_message_bytes=spec.max_message_bytes,
                 max_connections=spec.max_connections,
+                reach=reach,
             )
 
-        transport = make_transport(stop)
+        # The run's transport follows the scenario; calibration trials run without one.
+        transport = make_transport(stop, Reachability(spec.scenario))
         node = Node(spec, transport, stop)
         endpoint = node.setup()
         gc.collect()

@@ -17,14 +17,15 @@ def test_membership_events_expand_per_node_in_time_order():
     s = Scenario(
         [
             {"t": 5.0, "join": [3], "model": "initial"},
-            {"t": 1.0, "crash": [3, 4]},
+            {"t": 1.0, "leave": [3]},
+            {"t": 1.0, "crash": [4]},
             {"t": 2.0, "leave": [5]},
         ],
         num_nodes=6,
         duration=10,
     )
     assert kinds(s) == [
-        (1.0, "crash", 3),
+        (1.0, "leave", 3),
         (1.0, "crash", 4),
         (2.0, "leave", 5),
         (5.0, "join", 3),
@@ -98,10 +99,16 @@ def test_a_trace_file_replays_link_changes(tmp_path):
         ([{"t": 1.0, "crash": [9]}], "scenario.events[0].crash", "9 is not a node id"),
         ([{"t": 12.0, "leave": [1]}], "scenario.events[0].t", "not within the run"),
         (
-            [{"t": 1.0, "crash": [1]}, {"t": 2.0, "join": [1]}, {"t": 3.0, "join": [1]}],
+            [{"t": 1.0, "leave": [1]}, {"t": 2.0, "join": [1]}, {"t": 3.0, "join": [1]}],
             "scenario.events[2]",
             "node 1 is up at t=3",
         ),
+        (
+            [{"t": 1.0, "crash": [1]}, {"t": 2.0, "join": [1]}],
+            "scenario.events[1]",
+            "cannot join again",
+        ),
+        ([{"t": "x%", "crash": [1]}], "scenario.events[0].t", "is not a time"),
         (
             [{"t": 1.0, "crash": [1]}, {"t": 2.0, "leave": [1]}],
             "scenario.events[1]",
