@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -17,7 +18,7 @@ from node.data import task as data_task
 from node.files import JsonlWriter, save_npy_atomic
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
-from transport import Clock, Gate, Message, NoGate, Transport
+from transport import Clock, Gate, Message, NoGate, Reachability, Transport
 
 
 def fresh_counters() -> dict:
@@ -33,6 +34,9 @@ def fresh_counters() -> dict:
         "slack_min": 1.0,  # the least share of a burst's span left when it was done
         "cpu_s": 0.0,  # the process's, every thread, during the run
         "cpu_compute_s": 0.0,  # the training thread's in its local steps
+        "left": 0,  # a scenario's graceful leaves and joins of this node
+        "joined": 0,
+        "stale_on_join": 0,  # delivered before it left, never taken: dropped at its join
     }
 
 
@@ -50,6 +54,14 @@ class Node:
         self.clock: Clock | None = None
         self.metrics: JsonlWriter | None = None
         self.counters = fresh_counters()
+        # The scenario: when this node is up, and the model it joins with (kept or initial)
+        self.reach = Reachability(spec.scenario)
+        self.join_models = {
+            a.t: a.values.get("model", "kept")
+            for a in spec.scenario
+            if a.kind == "join" and a.node == spec.node_id
+        }
+        self.round_, self.horizon = 0, spec.duration
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
@@ -64,6 +76,8 @@ class Node:
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
+        if "initial" in self.join_models.values():
+            self.initial = self.flat.clone()
         self.algorithm = self.new_algorithm()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=spec.algorithm.lr, **self.algorithm.optimizer_options()
@@ -76,14 +90,15 @@ class Node:
         self.attach(self.transport)
         return endpoint
 
-    def new_algorithm(self) -> Algorithm:
-        """The algorithm as it starts, with its own RNG, given the initial model."""
+    def new_algorithm(self, salt: int = 0) -> Algorithm:
+        """The algorithm as it starts, with its own RNG (`salt`: a rejoin's own draws), given
+        the current model."""
         spec = self.spec
         ctx = NodeContext(
             node_id=spec.node_id,
             num_nodes=spec.num_nodes,
             layer_sizes=tuple(p.numel() for p in self.model.parameters()),
-            rng=random.Random(spec.seed * 1_000_003 + spec.node_id),
+            rng=random.Random(spec.seed * 1_000_003 + spec.node_id + salt * 7_919),
             partition_seed=spec.data.partition_seed,
             now=lambda: self.clock.now(),
         )
@@ -107,35 +122,56 @@ class Node:
 
     # ---- the hot loop ----------------------------------------------------------------------
     def run(self, report=None) -> None:
+        """Train through each period the node is up (all of the run without a scenario)."""
         spec, clock = self.spec, self.clock
         self.deadline, self.next_snapshot = 0.0, spec.eval_interval
         clock.sleep_until(0.0, self.stop)
         # Evaluated at instant t: the model after the last aggregation before t, as DL papers
         # and the artifact test post-aggregation models (mid-round ones have drifted locally).
         self.settled = self.flat.clone()
-        self._snapshot(0.0)
+        periods = self.reach.up_periods(spec.node_id, spec.duration)
+        if periods and periods[0][0] == 0.0:
+            self._snapshot(0.0)
         self.last_report, cpu_run = time.monotonic(), time.process_time()
-        round_ = 0
-        while not self.stop.is_set() and self.deadline < spec.duration:
+        for start, end in periods:
+            if start > 0.0:
+                self._join(start)
+            self.horizon = end
+            self._train(report)
+            if self.stop.is_set():
+                break
+            if end < spec.duration:
+                self.counters["left"] += 1  # gracefully: the transport loses what comes now
+        last_snapshot = self.next_snapshot - spec.eval_interval
+        if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
+            self._snapshot(spec.duration)
+        self.counters["cpu_s"] = time.process_time() - cpu_run
+
+    def _train(self, report) -> None:
+        """Rounds until the end of this up period (`horizon`): compute, exchange, merge."""
+        spec = self.spec
+        while not self.stop.is_set() and self.deadline < self.horizon:
             cpu_start, self.behind_round = time.thread_time(), 0.0
             waited, wall_start = self.gate.waited, time.perf_counter()
-            losses, received = self._compute_round(round_, report)
+            losses, received = self._compute_round(self.round_, report)
             if len(losses) < spec.algorithm.local_steps:
-                break  # the run ended mid-round: no exchange for a partial round
-            self._send(self.algorithm.round_messages(round_, self.flat), self.algorithm.drop_unsent)
-            received += self._wait_ready(round_)
+                break  # the period ended mid-round: no exchange for a partial round
+            self._send(
+                self.algorithm.round_messages(self.round_, self.flat), self.algorithm.drop_unsent
+            )
+            received += self._wait_ready(self.round_)
             if self.algorithm.ready_timeout > 0 and spec.pace:
                 # A synchronous round resumes computing when its wait ended; the evaluation
                 # grid instants passed while waiting saw the model from before the wait.
                 self.deadline = max(self.deadline, self.clock.now())
-                self._snapshots_until(min(self.deadline, spec.duration))
-            merge = self.algorithm.aggregate(round_, self.flat)
+                self._snapshots_until(min(self.deadline, self.horizon))
+            merge = self.algorithm.aggregate(self.round_, self.flat)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
             self.metrics.write(
                 {
                     "t": round(self.deadline, 6),  # this node's emulated time; lag is separate
-                    "round": round_,
+                    "round": self.round_,
                     "train_loss": float(np.mean(losses)),
                     # CPU seconds this thread spent per local step, exchange included
                     "cpu_per_step": (time.thread_time() - cpu_start) / len(losses),
@@ -148,11 +184,26 @@ class Node:
                     **self.transport.stats.totals(),
                 }
             )
-            round_ += 1
-        last_snapshot = self.next_snapshot - spec.eval_interval
-        if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
-            self._snapshot(spec.duration)
-        self.counters["cpu_s"] = time.process_time() - cpu_run
+            self.round_ += 1
+
+    def _join(self, t: float) -> None:
+        """Back at emulated `t` after leaving (or at its first join): with the model it had,
+        or the run's initial one, and its algorithm started afresh (what it expected of its
+        peers before is void)."""
+        if self.spec.pace:
+            self.clock.sleep_until(t, self.stop)
+        while self.transport.receive() is not None:  # delivered before it left, never taken
+            self.counters["stale_on_join"] += 1
+        self.deadline = t
+        if self.join_models.get(t) == "initial":
+            self.flat.copy_(self.initial)
+            self.optimizer.state.clear()
+        self.algorithm = self.new_algorithm(salt=round(t * 1e6))
+        self.settled.copy_(self.flat)
+        self.counters["joined"] += 1
+        interval = self.spec.eval_interval
+        self.next_snapshot = math.ceil(t / interval - 1e-9) * interval
+        self._snapshots_until(t)
 
     def _compute_round(self, round_: int, report) -> tuple[list[float], int]:
         """The round's local steps, a burst at a time: computed back to back inside the host's
@@ -166,11 +217,11 @@ class Node:
             # The run ends before this round does: its steps could change nothing anyone
             # sees (no exchange, no merge, the snapshots show the settled model). Skip them.
             if spec.pace:
-                self.clock.sleep_until(spec.duration, self.stop)
+                self.clock.sleep_until(self.horizon, self.stop)
             self.deadline = end
             self._snapshots_until(self.deadline)
             return losses, received
-        while len(losses) < per_round and not self.stop.is_set() and self.deadline < spec.duration:
+        while len(losses) < per_round and not self.stop.is_set() and self.deadline < self.horizon:
             steps = min(self.burst, per_round - len(losses))
             gated = steps > 1 and spec.pace
             if gated:
@@ -178,7 +229,7 @@ class Node:
             cpu = time.thread_time()
             try:
                 for _ in range(steps):
-                    if self.stop.is_set() or self.deadline >= spec.duration:
+                    if self.stop.is_set() or self.deadline >= self.horizon:
                         break
                     losses.append(self._local_step())
                     self.deadline += spec.step_time
@@ -196,10 +247,10 @@ class Node:
 
     def _round_end(self) -> tuple[float, bool]:
         """Where the step loop would leave `deadline` after this round, to the last bit, and
-        whether the round completes before the run's end."""
+        whether the round completes before the up period's end."""
         deadline = self.deadline
         for _ in range(self.spec.algorithm.local_steps):
-            if deadline >= self.spec.duration:
+            if deadline >= self.horizon:
                 return deadline, False
             deadline += self.spec.step_time
         return deadline, True
@@ -263,14 +314,15 @@ class Node:
         received, give_up = 0, self.clock.now() + self.algorithm.ready_timeout
         while not self.algorithm.ready(round_) and not self.stop.is_set():
             now = self.clock.now()
-            if now >= self.spec.duration:
-                # The run is over: a neighbour that ended mid-round will never send this
-                # round, and anything later could not change what is evaluated any more.
+            if now >= self.horizon:
+                # The run (or this node's up period) is over: a neighbour that ended mid-round
+                # will never send this round, and anything later could not change what is
+                # evaluated any more.
                 break
             if now >= give_up:
                 self.counters["ready_misses"] += 1
                 break
-            msg = self.transport.receive(until=min(give_up, self.spec.duration))
+            msg = self.transport.receive(until=min(give_up, self.horizon))
             if msg is not None:
                 self._handle(msg)
                 received += 1 + self._drain()

@@ -30,7 +30,7 @@ from node.algorithms.base import (
 from node.files import read_jsonl
 from node.runtime import Node
 from node.torch_setup import configure_torch
-from transport import MemoryNetwork, VirtualClock
+from transport import MemoryNetwork, Reachability, VirtualClock
 
 
 def plan(run_dir: Path, data_root: Path, *overrides: str) -> Plan:
@@ -78,7 +78,7 @@ def run(plan: Plan, timeout: float = 120.0) -> Twin:
 
 def _run(plan: Plan, timeout: float) -> Twin:
     clock = VirtualClock()
-    network = MemoryNetwork(clock)
+    network = MemoryNetwork(clock, reach=Reachability(plan.nodes[0].scenario))
     nodes = {}
     for spec in plan.nodes:
         stop = threading.Event()
