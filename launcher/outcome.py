@@ -30,15 +30,19 @@ class Outcome:
     training_wall_seconds: float | None = None  # from t0 until the last node exited
     # Nodes that died while the others trained: the emulated instant the launcher saw it.
     departed: dict[int, float] = field(default_factory=dict)
+    # Nodes the scenario crashed: the emulated instant the launcher killed each.
+    crashed: dict[int, float] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
-        """ok; degraded: some nodes died during the run and the others went on to its end;
-        failed: nothing was emulated, the run was interrupted, or every node died."""
-        broken = bool(self.errors) or any(self.exit_codes.values())
+        """ok (a scenario's crashes included); degraded: some nodes died unplanned during the
+        run and the others went on to its end; failed: nothing was emulated, the run was
+        interrupted, or every node died."""
+        unplanned = {n: c for n, c in self.exit_codes.items() if n not in self.crashed}
+        broken = bool(self.errors) or any(unplanned.values())
         if self.interrupted or self.startup_error is not None:
             return "failed"
-        if broken and self.exit_codes and all(self.exit_codes.values()):
+        if broken and unplanned and all(unplanned.values()):
             return "failed"
         return "degraded" if broken else "ok"
 

@@ -5,7 +5,7 @@ error naming the event, and expanded into one timeline of primitive actions: the
 kills crashing nodes, every node's transport consults who reaches whom (`Reachability`),
 rate and latency changes go into each node's `LinkSpec`, a node leaves and joins itself.
 
-Times may be emulated seconds or a share of the run ("20%"); `partition: halves` splits the
+Times (t, until, period) may be emulated seconds or a share of the run ("20%"); `partition: halves` splits the
 nodes into two halves by id."""
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class Scenario:
         )
         kind = kinds[0]
         raw = {
-            k: self._instant(v, f"{key}.{k}") if k in ("t", "until") else v for k, v in raw.items()
+            k: self._instant(v, f"{key}.{k}") if k in ("t", "until", "period") else v
+            for k, v in raw.items()
         }
         if kind == "partition" and raw["partition"] == "halves":
             half = self.num_nodes // 2

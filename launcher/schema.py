@@ -179,5 +179,5 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         model=model,
         dataset=dataset,
         network=network,
-        scenario=scenario.actions,
+        scenario=tuple(scenario.actions),
     )

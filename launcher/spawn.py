@@ -41,6 +41,7 @@ class Launch:
         self.eval_conns: dict[int, Connection] = {}
         self.eval_done: set[int] = set()
         self.gate: GateServer | None = None
+        self.crashes: list = []  # the scenario's, still to come: the launcher kills them
 
     def run(self) -> Outcome:
         run, started = self.plan.run, time.monotonic()
@@ -197,8 +198,9 @@ class Launch:
         hard_deadline = t0 + (run.duration * tdf + 60.0 + 10 * tdf if run.pace else 3600.0)
         # Reading smaps takes each node's mmap lock: sample memory once, mid-run, not repeatedly.
         pss_at = t0 + 0.5 * run.duration * tdf
+        self.crashes = sorted(a for a in run.scenario if a.kind == "crash")
         while True:
-            self._poll(0.2)
+            self._poll(self._crash_due(t0, 0.2))
             if pss_at and time.monotonic() >= pss_at:
                 self.outcome.pss_run_mib, pss_at = measure_pss(self.nodes), None
             finished = {n for n, p in self.nodes.items() if p.exitcode is not None}
@@ -206,7 +208,11 @@ class Launch:
                 self.outcome.exit_codes[n] = self.nodes[n].exitcode
                 if self.gate is not None:
                     self.gate.forget(n)  # a node dead while holding it must not block the rest
-                if self.nodes[n].exitcode != 0:
+                if n in self.outcome.crashed:
+                    log.info(
+                        "node %d crashed at t=%.2f s, as scheduled", n, self.outcome.crashed[n]
+                    )
+                elif self.nodes[n].exitcode != 0:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
                     died = max(0.0, (time.monotonic() - t0) / tdf)
                     self.outcome.departed[n] = min(run.duration, died)
@@ -222,6 +228,20 @@ class Launch:
                 return
             t = min(run.duration, max(0.0, (time.monotonic() - t0) / tdf))
             display.show(t, status(self.outcome, len(self.nodes) - len(finished), len(self.nodes)))
+
+    def _crash_due(self, t0: float, wait: float) -> float:
+        """Kill hard (SIGKILL, no goodbye) every node whose scheduled crash has come; the wall
+        seconds to wait for messages before the next one is due (at most `wait`)."""
+        tdf = self.outcome.tdf
+        while self.crashes and time.monotonic() >= t0 + self.crashes[0].t * tdf:
+            node = self.crashes.pop(0).node
+            proc = self.nodes[node]
+            if proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                self.outcome.crashed[node] = (time.monotonic() - t0) / tdf
+        if not self.crashes:
+            return wait
+        return max(0.0, min(wait, t0 + self.crashes[0].t * tdf - time.monotonic()))
 
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
@@ -245,7 +265,8 @@ class Launch:
         for n, p in self.nodes.items():
             p.join(timeout=1.0)
             self.outcome.exit_codes[n] = p.exitcode
-            if p.exitcode not in (0, None) and n not in self.outcome.errors:
+            planned = n in self.outcome.crashed
+            if p.exitcode not in (0, None) and n not in self.outcome.errors and not planned:
                 self.outcome.errors[n] = f"exited with code {p.exitcode}"
             p.close() if p.exitcode is not None else None
 

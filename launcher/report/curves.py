@@ -40,18 +40,28 @@ def consensus_curve(run_dir: Path, num_nodes: int) -> list[dict]:
 
 
 def accuracy_curve(
-    evals: list[dict], num_nodes: int, departed: dict[int, float] | None = None
+    evals: list[dict],
+    num_nodes: int,
+    departed: dict[int, float] | None = None,
+    absent: dict[int, list] | None = None,
 ) -> list[dict]:
     """Accuracy and test loss over nodes (mean, min, max) at each evaluation instant every
-    node alive then reached (a node that died at d counts up to instants before d), with the
-    number of those nodes; MovieLens's RMSE is its test loss."""
-    departed = departed or {}
+    node present then reached, with the number of those nodes; MovieLens's RMSE is its test
+    loss. A node that died at d counts up to instants before d; one a scenario took away
+    (`absent`: [from, to) spans, to None for good) does not count inside its spans."""
+    departed, absent = departed or {}, absent or {}
+
+    def present(n: int, t: float) -> bool:
+        if departed.get(n, float("inf")) <= t:
+            return False
+        return not any(a <= t and (b is None or t < b) for a, b in absent.get(n, ()))
+
     by_t: dict[float, dict[int, dict]] = defaultdict(dict)
     for e in evals:
         by_t[round(e["t"], 6)][e["node"]] = e
     curve = []
     for t in sorted(by_t):
-        alive = {n for n in range(num_nodes) if departed.get(n, float("inf")) > t}
+        alive = {n for n in range(num_nodes) if present(n, t)}
         nodes = {n: e for n, e in by_t[t].items() if n in alive}
         if not alive or len(nodes) < len(alive):
             continue

@@ -51,6 +51,7 @@ def plot_run(summary: dict, path: Path) -> None:
         for a in (ax, ax_loss):
             a.axvline(t, color="red", lw=0.8, ls="-.")
         ax.annotate(f"node {node} died", (t, 0.02), color="red", fontsize=7, rotation=90)
+    _mark_scenario(summary.get("scenario") or [], (ax, ax_loss))
     judged = ax if metric is ACCURACY else ax_loss  # where the targets are drawn
     for target, reached in summary[f"time_to_{metric.key}"].items():
         judged.axhline(float(target), color="grey", lw=0.6, ls=":")
@@ -121,3 +122,31 @@ def _finish(fig, ax, path: Path, metric) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right" if metric.higher_is_better else "upper right", fontsize=8)
     save_figure(fig, path)
+
+
+# How each kind of scenario action is drawn: colour, and a short label
+SCENARIO_STYLE = {
+    "crash": ("red", "crash {node}"),
+    "leave": ("purple", "leave {node}"),
+    "join": ("green", "join {node}"),
+    "partition": ("orange", "partition"),
+    "heal": ("orange", "heal"),
+    "link": ("grey", "link {node}"),
+    "path": ("grey", "path {node}"),
+    "link_down": ("brown", "link {node} down"),
+    "link_up": ("brown", "link {node} up"),
+}
+MAX_LABELS = 12  # beyond, the lines are drawn unlabelled (churn makes hundreds)
+
+
+def _mark_scenario(actions: list[dict], axes) -> None:
+    """A dotted line at every scenario action on both panels, labelled when few."""
+    for i, action in enumerate(actions):
+        colour, label = SCENARIO_STYLE.get(action["kind"], ("black", "{kind}"))
+        for a in axes:
+            a.axvline(action["t"], color=colour, lw=0.6, ls=":", alpha=0.8)
+        if len(actions) <= MAX_LABELS:
+            text = label.format(**action)
+            axes[0].annotate(
+                text, (action["t"], 0.98 - 0.05 * (i % 6)), color=colour, fontsize=6, rotation=0
+            )

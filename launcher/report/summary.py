@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from launcher.report.curves import accuracy_curve, consensus_curve, load_evals
 from launcher.report.metric import METRICS, metric_of_summary, time_to_targets
 from launcher.report.plots import plot_run
 from node.data import TASKS
 from node.files import write_json_atomic
-from transport.stats import LinkStats
+from transport import Reachability
+from transport.stats import LOST_COUNTED, LinkStats
 
 # The test loss each data set reports (MovieLens: the paper's metric, lower is better).
 LOSS_METRIC = {"movielens": "RMSE"}
@@ -18,7 +21,10 @@ SUMMED_TOTALS = tuple(k for k in LinkStats().totals() if k != "max_delivery_late
 
 def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
-    curve = accuracy_curve(evals, run.num_nodes, outcome.departed)
+    reach = Reachability(run.scenario)
+    absent = {n: reach.down_spans(n) for n in range(run.num_nodes) if reach.down_spans(n)}
+    absent = {n: [[a, None if b == float("inf") else b] for a, b in s] for n, s in absent.items()}
+    curve = accuracy_curve(evals, run.num_nodes, outcome.departed, absent)
     metric = METRICS[TASKS[run.dataset.name].metric]  # each data set names its own
     reports = {}
     for n in range(run.num_nodes):
@@ -35,6 +41,11 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "status": outcome.status,
         # emulated instant each node that died during the run was seen gone
         "departed": {str(n): round(t, 3) for n, t in sorted(outcome.departed.items())},
+        # the scenario: its actions, when each node was away ([from, to), null: for good),
+        # and the emulated instant the launcher killed each node it crashed
+        "scenario": [_action(a) for a in run.scenario],
+        "absent": {str(n): spans for n, spans in sorted(absent.items())},
+        "crashed": {str(n): round(t, 3) for n, t in sorted(outcome.crashed.items())},
         "interrupted": outcome.interrupted,
         "startup_error": outcome.startup_error,
         "failed_nodes": {str(n): e.strip().splitlines()[-1] for n, e in outcome.errors.items()},
@@ -109,6 +120,24 @@ def _departures(summary: dict) -> str:
     return f": {gone} died; the others went on" + (f" ({final} at the end)" if final else "")
 
 
+def _scenario(summary: dict) -> str:
+    """What the scenario did, and what it cost in messages; empty without one."""
+    tot = summary["totals"]
+    lost = {r: tot.get(f"messages_lost_{r}", 0) for r in LOST_COUNTED}
+    actions = Counter(a["kind"] for a in summary.get("scenario") or [])
+    if not actions and not any(lost.values()):
+        return ""
+    did = ", ".join(f"{count} {kind}" for kind, count in actions.items()) or "none"
+    nodes = [p["nodes"] for p in summary.get("curve") or [] if "nodes" in p]
+    present = f"; nodes present {min(nodes)}-{max(nodes)}" if nodes else ""
+    costs = ", ".join(f"{reason} {count}" for reason, count in lost.items())
+    return f"{did}{present}; messages lost: {costs}"
+
+
+def _action(a) -> dict:
+    return {"t": round(a.t, 6), "kind": a.kind, "node": a.node, **a.values}
+
+
 def render(summary: dict) -> str:
     mb = 1e6
     metric = metric_of_summary(summary)
@@ -145,6 +174,9 @@ def render(summary: dict) -> str:
             else "no node lagged"
         ),
     ]
+    scenario_line = _scenario(summary)
+    if scenario_line:
+        lines.insert(1, f"scenario          {scenario_line}")
     if summary["startup_error"]:
         lines.append(f"start-up error    {summary['startup_error']}")
     if summary["failed_nodes"]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from launcher.scenario import Scenario
+from launcher.schema import validate
 from node.config import ConfigError
+from tests.launcher.test_schema import composed
 
 
 def kinds(scenario):
@@ -153,3 +155,64 @@ def test_a_bad_trace_line_is_refused_naming_the_file_and_line(tmp_path):
     trace.write_text("time,node,up\n")
     with pytest.raises(ConfigError, match="the header must be t,node,up_mbps"):
         Scenario([], num_nodes=3, duration=10, trace=str(trace))
+
+
+# ---------------------------------------------------------------- in the run's config
+
+
+def _run(*overrides):
+    return validate(composed("eval.workers=2", "compute.gate_slots=2", *overrides))
+
+
+def test_without_a_scenario_nothing_changes():
+    run = _run()
+    assert run.scenario == () and all(not link.up_changes for link in run.network.links)
+
+
+def test_the_shipped_scenario_experiments_validate_into_their_actions():
+    churn = _run("+experiment=churn10")
+    churned = {a.node for a in churn.scenario}
+    assert len(churned) == 6 and {a.kind for a in churn.scenario} == {"leave", "join"}
+    assert all(3.4 <= a.t <= 34.0 for a in churn.scenario)  # from 10% of 34 s to the end
+
+    halves = _run("+experiment=partition_halves")
+    partition, heal = halves.scenario
+    assert partition.values["groups"] == [list(range(30)), list(range(30, 60))]
+    assert (partition.t, heal.t) == pytest.approx((6.8, 13.6))
+
+    midrun = _run("+experiment=stragglers_midrun")
+    assert midrun.network.name == "uniform"
+    slow = [link for link in midrun.network.links if link.up_changes]
+    assert len(slow) == 7 and slow[0].up_changes == ((17.0, 1.1),)
+    assert slow[0].down_changes == ((17.0, 1.1),) and slow[0].up_mbps == 5.5
+
+    kollaps = _run("+experiment=kollaps_dynamic")
+    kinds = [(a.kind, a.node) for a in kollaps.scenario if a.kind != "link"]
+    assert kinds == [("join", 1), ("join", 2), ("leave", 3), ("leave", 4), ("crash", 5)]
+    assert kollaps.network.links[0].latency_changes == ((17.0, 20.0),)
+
+
+def test_events_from_the_command_line_and_a_bad_one_named():
+    run = _run("num_nodes=4", "algorithm.degree=2", "scenario.events=[{t: 1.0, path: [0, 2], rate_mbps: 0.5}]")
+    assert run.network.links[0].path_changes == {2: ((1.0, 0.5),)}
+    with pytest.raises(ConfigError) as err:
+        _run("num_nodes=4", "algorithm.degree=2", "scenario.events=[{t: 1.0, crash: [7]}]")
+    assert err.value.key == "scenario.events[0].crash"
+    with pytest.raises(ConfigError) as err:
+        _run("+scenario.wrong=1")
+    assert err.value.key == "scenario.wrong"
+
+
+def test_a_trace_file_drives_a_node_s_links_and_a_relative_path_is_the_working_folder_s(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "bw.csv").write_text(
+        "t,node,up_mbps,down_mbps,latency_ms\n1.0,0,2.5,,\n3.0,0,,4,30\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run = validate(
+        composed("num_nodes=4", "algorithm.degree=2", "eval.workers=2", "scenario.trace=bw.csv"), cwd=str(tmp_path)
+    )
+    link = run.network.links[0]
+    assert link.up_changes == ((1.0, 2.5),) and link.down_changes == ((3.0, 4.0),)
+    assert link.latency_changes == ((3.0, 30.0),)

@@ -46,9 +46,9 @@ def digest(run_dir: Path, data_root: Path, algorithm: str) -> str:
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_paced_runs_compute_the_recorded_models(algorithm, tmp_path, tmp_path_factory):
     data_root = tmp_path_factory.getbasetemp() / "equivalence-data"
-    assert digest(tmp_path / "run", data_root, algorithm) == json.loads(GOLDEN.read_text())[
-        algorithm
-    ]
+    assert (
+        digest(tmp_path / "run", data_root, algorithm) == json.loads(GOLDEN.read_text())[algorithm]
+    )
 
 
 if __name__ == "__main__":
