@@ -5,8 +5,8 @@ error naming the event, and expanded into one timeline of primitive actions: the
 kills crashing nodes, every node's transport consults who reaches whom (`Reachability`),
 rate and latency changes go into each node's `LinkSpec`, a node leaves and joins itself.
 
-Times (t, until, period) may be emulated seconds or a share of the run ("20%"); `partition: halves` splits the
-nodes into two halves by id."""
+Times (t, until, period) may be emulated seconds or a share of the run ("20%");
+`partition: halves` splits the nodes into two halves by id."""
 
 from __future__ import annotations
 

@@ -193,7 +193,11 @@ def test_the_shipped_scenario_experiments_validate_into_their_actions():
 
 
 def test_events_from_the_command_line_and_a_bad_one_named():
-    run = _run("num_nodes=4", "algorithm.degree=2", "scenario.events=[{t: 1.0, path: [0, 2], rate_mbps: 0.5}]")
+    run = _run(
+        "num_nodes=4",
+        "algorithm.degree=2",
+        "scenario.events=[{t: 1.0, path: [0, 2], rate_mbps: 0.5}]",
+    )
     assert run.network.links[0].path_changes == {2: ((1.0, 0.5),)}
     with pytest.raises(ConfigError) as err:
         _run("num_nodes=4", "algorithm.degree=2", "scenario.events=[{t: 1.0, crash: [7]}]")
@@ -211,7 +215,8 @@ def test_a_trace_file_drives_a_node_s_links_and_a_relative_path_is_the_working_f
     )
     monkeypatch.chdir(tmp_path)
     run = validate(
-        composed("num_nodes=4", "algorithm.degree=2", "eval.workers=2", "scenario.trace=bw.csv"), cwd=str(tmp_path)
+        composed("num_nodes=4", "algorithm.degree=2", "eval.workers=2", "scenario.trace=bw.csv"),
+        cwd=str(tmp_path),
     )
     link = run.network.links[0]
     assert link.up_changes == ((1.0, 2.5),) and link.down_changes == ((3.0, 4.0),)

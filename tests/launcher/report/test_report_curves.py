@@ -69,3 +69,15 @@ def test_after_a_node_died_the_curve_goes_on_over_the_live_nodes():
     curve = accuracy_curve(evals, 3, departed={2: 3.1})
     assert [(p["t"], p["nodes"]) for p in curve] == [(0.0, 3), (2.0, 3), (4.0, 2)]
     assert curve[1]["min"] == 0.2 and curve[2]["mean"] == pytest.approx(0.8)
+
+
+def test_a_node_a_scenario_took_away_counts_only_outside_its_absences():
+    evals = _evals(
+        [(n, t, 0.1 * (n + 1)) for n in range(3) for t in (0.0, 2.0, 4.0, 6.0)]
+        + [(2, 3.0, 0.9)]  # written as it was killed at 3.0 (the kill came late): not counted
+    )
+    # node 1 away on [1.5, 4.0), node 2 crashed at 3.0 for good
+    curve = accuracy_curve(evals, 3, absent={1: [[1.5, 4.0]], 2: [[3.0, None]]})
+    # (no point at 3.0: node 0, present, has none there)
+    assert [(p["t"], p["nodes"]) for p in curve] == [(0.0, 3), (2.0, 2), (4.0, 2), (6.0, 2)]
+    assert curve[1]["max"] == pytest.approx(0.3) and curve[2]["mean"] == pytest.approx(0.15)

@@ -1,0 +1,147 @@
+"""A scenario in the hot loop, several nodes in one process on the in-memory twin: a node that
+leaves and joins again, one that starts away, a partition, a link that flaps, and every
+algorithm going on with peers absent (no hang; losses and misses counted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.node import twin
+from tests.node.test_runtime import RECORDER, SMALL, snapshots
+from tests.node.test_runtime_equivalence import ALGORITHMS
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("scenario-data")
+
+
+FAST = "network.rate_mbps=1000"  # a model crosses in 0.5 ms: each round's 3 land at once
+
+
+def run(tmp_path, data_root, *overrides, events: str = ""):
+    scenario = [f"scenario.events=[{events}]"] if events else []
+    return twin.run(twin.plan(tmp_path / "run", data_root, *overrides, *scenario), timeout=60)
+
+
+def test_a_node_that_leaves_is_away_until_it_joins_with_the_initial_model(tmp_path, data_root):
+    # 4 nodes, 5 steps a round (0.05 s), a snapshot every 0.05 s; node 1 away on [0.1, 0.25).
+    result = run(
+        tmp_path,
+        data_root,
+        *SMALL,
+        *RECORDER,
+        FAST,
+        "num_nodes=4",
+        "duration=0.4",
+        events="{t: 0.1, leave: [1]}, {t: 0.25, join: [1], model: initial}",
+    )
+    assert not result.errors
+    away = result.nodes[1]
+    assert (away.counters["left"], away.counters["joined"]) == (1, 1)
+    models = snapshots(tmp_path, 1)
+    assert sorted(models) == [0, 50, 100, 250, 300, 350, 400]  # none while away
+    np.testing.assert_array_equal(models[250], models[0])  # back with the initial model
+    assert not np.array_equal(models[100], models[0])
+    # 3 rounds before, 3 after (the one that ends at the join was never computed)
+    assert [r["round"] for r in result.records(1)] == [0, 1, 2, 3, 4]
+    assert [r["t"] for r in result.records(1)] == pytest.approx([0.05, 0.1, 0.3, 0.35, 0.4])
+    # Its peers' messages sent while it was away were lost at once, counted, never delivered.
+    # Models sent at 0.15 and 0.2 were lost at once by their senders; those sent as it left
+    # (0.1) were in flight, lost where they landed: its own at each peer, each peer's at it.
+    for peer in (0, 2, 3):
+        stats = result.stats(peer)
+        assert (stats.lost_sending["down"], stats.lost_receiving["down"]) == (2, 1)
+    assert result.stats(1).lost_receiving["down"] == 3
+    # From each peer it got the models of 0.05 and of 0.25 to 0.35 (0.4's lands after the end)
+    assert result.stats(1).delivered_messages == 3 * (1 + 3)
+
+
+def test_a_node_whose_first_event_is_a_join_starts_away(tmp_path, data_root):
+    result = run(
+        tmp_path,
+        data_root,
+        *SMALL,
+        *RECORDER,
+        FAST,
+        "num_nodes=3",
+        "duration=0.3",
+        events="{t: 0.15, join: [2]}",
+    )
+    assert not result.errors
+    assert sorted(snapshots(tmp_path, 2)) == [150, 200, 250, 300]
+    assert result.nodes[2].counters["steps"] == 15 and result.nodes[2].counters["joined"] == 1
+
+
+def test_a_partition_loses_what_crosses_it_until_healed(tmp_path, data_root):
+    result = run(
+        tmp_path,
+        data_root,
+        *SMALL,
+        *RECORDER,
+        FAST,
+        "num_nodes=4",
+        "duration=0.4",
+        events="{t: 0.12, partition: [[0, 1], [2, 3]]}, {t: 0.28, heal: true}",
+    )
+    assert not result.errors
+    # Round boundaries at 0.15, 0.2, 0.25 fall in the partition: 2 of 3 peers cut off each.
+    for node in range(4):
+        totals = result.stats(node).totals()
+        assert totals["messages_lost_partition"] == 3 * 2
+        assert totals["messages_lost_down"] == 0
+    # The other side's models only came before and after: none of rounds 2-4.
+    received = {
+        src: sorted(r for _, s, r in result.nodes[0].algorithm.received if s == src)
+        for src in (1, 2)
+    }
+    assert received[1] == list(range(7)) and received[2] == [0, 1, 5, 6]
+
+
+def test_a_flapping_link_cuts_its_node_off_in_its_down_phases(tmp_path, data_root):
+    result = run(
+        tmp_path,
+        data_root,
+        *SMALL,
+        *RECORDER,
+        FAST,
+        "num_nodes=3",
+        "duration=0.4",
+        events="{t: 0.12, flap: 2, period: 0.1, until: 0.32}",
+    )
+    assert not result.errors
+    # Node 2's links are down on [0.12, 0.17) and [0.22, 0.27): the boundaries at 0.15 and 0.25.
+    assert result.stats(2).totals()["messages_lost_link"] == 2 * 2
+    assert all(result.stats(n).totals()["messages_lost_link"] == 2 for n in (0, 1))
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_algorithm_goes_on_when_a_peer_leaves_and_a_partition_comes_and_goes(
+    algorithm, tmp_path, data_root
+):
+    """Push algorithms lose what they send to an absent peer (counted); synchronous ones
+    time out with counted misses; LASGD's ring ends with its clear error (not re-formed)."""
+    synchronous = algorithm in ("dpsgd", "el", "relaysgd", "lasgd")
+    result = run(
+        tmp_path,
+        data_root,
+        *SMALL,
+        *ALGORITHMS[algorithm],
+        "num_nodes=4",
+        "duration=0.6",
+        *(["algorithm.timeout=0.05"] if synchronous else []),
+        events="{t: 0.12, leave: [2]}, {t: 0.2, partition: [[0], [1, 3]]}, {t: 0.3, heal: true}",
+    )
+    if algorithm == "lasgd":
+        assert result.errors and all(
+            "the ring is not re-formed" in str(e) for e in result.errors.values()
+        )
+        return
+    assert not result.errors
+    lost = sum(result.stats(n).totals()["messages_lost_down"] for n in (0, 1, 3))
+    assert lost > 0
+    for node in (0, 1, 3):  # the ones that stayed trained to the end
+        assert result.nodes[node].deadline == pytest.approx(0.6, abs=0.06)
+        if synchronous:
+            assert result.nodes[node].counters["ready_misses"] > 0
