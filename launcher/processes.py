@@ -71,3 +71,29 @@ def start_nodes(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
         child.close()
         started[spec.node_id] = (proc, parent)
     return started
+
+
+def reap(procs, grace: float) -> None:
+    """Join each process, killing one still alive after `grace` wall seconds."""
+    for proc in procs:
+        proc.join(timeout=grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+class CrashSchedule:
+    """A scenario's crashes, for the launcher to carry out: `due(t)` hands out the nodes whose
+    crash has come by emulated `t`, once each; pure, on whatever time it is given."""
+
+    def __init__(self, actions=()):
+        self.pending = sorted(a for a in actions if a.kind == "crash")
+
+    def due(self, t: float) -> list[int]:
+        nodes = []
+        while self.pending and self.pending[0].t <= t:
+            nodes.append(self.pending.pop(0).node)
+        return nodes
+
+    def next_at(self) -> float:
+        return self.pending[0].t if self.pending else float("inf")

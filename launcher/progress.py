@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 BAR_REFRESH = 0.5  # wall seconds between redraws of the terminal bar
 
 
-def status(outcome, alive: int, nodes: int) -> str:
-    """What the nodes and evaluators reported so far, in one line."""
+def status(outcome, alive: int, nodes: int, reach=None, t: float = 0.0) -> str:
+    """What the nodes and evaluators reported so far, in one line; the accuracy is over the
+    nodes there at emulated `t` (neither dead nor away in the scenario `reach`)."""
     progress = [p.stats for p in outcome.progress.values()]
     sent = sum(p.get("bytes_sent", 0) for p in progress) / 1e6
     dropped = sum(p.get("bytes_dropped", 0) for p in progress) / 1e6
@@ -26,6 +27,10 @@ def status(outcome, alive: int, nodes: int) -> str:
     for e in outcome.evals:
         if e["t"] >= latest.get(e["node"], {"t": -1})["t"]:
             latest[e["node"]] = e
+    if reach is not None:
+        latest = {
+            n: e for n, e in latest.items() if reach.is_up(n, t) and n not in outcome.departed
+        }
     acc = ""
     if latest:
         mean = sum(e["accuracy"] for e in latest.values()) / len(latest)

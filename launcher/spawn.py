@@ -13,11 +13,18 @@ from multiprocessing.connection import Connection, wait
 from launcher.calibration import Calibrator
 from launcher.outcome import Outcome, StartupError
 from launcher.plan import Plan
-from launcher.processes import forkserver_context, measure_pss, start_evaluators, start_nodes
+from launcher.processes import (
+    CrashSchedule,
+    forkserver_context,
+    measure_pss,
+    reap,
+    start_evaluators,
+    start_nodes,
+)
 from launcher.progress import ProgressDisplay, status
 from node import control
 from node.files import write_json_atomic
-from transport import GateServer
+from transport import GateServer, Reachability
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ class Launch:
         self.eval_conns: dict[int, Connection] = {}
         self.eval_done: set[int] = set()
         self.gate: GateServer | None = None
-        self.crashes: list = []  # the scenario's, still to come: the launcher kills them
+        self.crashes = CrashSchedule()  # the scenario's: the launcher kills them
 
     def run(self) -> Outcome:
         run, started = self.plan.run, time.monotonic()
@@ -198,7 +205,7 @@ class Launch:
         hard_deadline = t0 + (run.duration * tdf + 60.0 + 10 * tdf if run.pace else 3600.0)
         # Reading smaps takes each node's mmap lock: sample memory once, mid-run, not repeatedly.
         pss_at = t0 + 0.5 * run.duration * tdf
-        self.crashes = sorted(a for a in run.scenario if a.kind == "crash")
+        self.crashes, reach = CrashSchedule(run.scenario), Reachability(run.scenario)
         while True:
             self._poll(self._crash_due(t0, 0.2))
             if pss_at and time.monotonic() >= pss_at:
@@ -227,21 +234,18 @@ class Launch:
                 log.error("nodes %s still running past the deadline: stopping them", late)
                 return
             t = min(run.duration, max(0.0, (time.monotonic() - t0) / tdf))
-            display.show(t, status(self.outcome, len(self.nodes) - len(finished), len(self.nodes)))
+            alive = len(self.nodes) - len(finished)
+            display.show(t, status(self.outcome, alive, len(self.nodes), reach, t))
 
     def _crash_due(self, t0: float, wait: float) -> float:
         """Kill hard (SIGKILL, no goodbye) every node whose scheduled crash has come; the wall
         seconds to wait for messages before the next one is due (at most `wait`)."""
         tdf = self.outcome.tdf
-        while self.crashes and time.monotonic() >= t0 + self.crashes[0].t * tdf:
-            node = self.crashes.pop(0).node
-            proc = self.nodes[node]
-            if proc.exitcode is None:
-                os.kill(proc.pid, signal.SIGKILL)
+        for node in self.crashes.due((time.monotonic() - t0) / tdf):
+            if self.nodes[node].exitcode is None:
+                os.kill(self.nodes[node].pid, signal.SIGKILL)
                 self.outcome.crashed[node] = (time.monotonic() - t0) / tdf
-        if not self.crashes:
-            return wait
-        return max(0.0, min(wait, t0 + self.crashes[0].t * tdf - time.monotonic()))
+        return max(0.0, min(wait, t0 + self.crashes.next_at() * tdf - time.monotonic()))
 
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
@@ -289,11 +293,7 @@ class Launch:
             self._poll(0.2)
         self._poll(0)  # a worker may have said 'done' just before exiting
         self.outcome.evaluation_complete = finish and self.eval_done == set(self.evaluators)
-        for proc in self.evaluators.values():
-            proc.join(timeout=self.plan.run.stop_grace)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+        reap(self.evaluators.values(), self.plan.run.stop_grace)
 
 
 def run_plan(plan: Plan) -> Outcome:

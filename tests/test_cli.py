@@ -353,3 +353,52 @@ def test_a_plug_in_that_cannot_be_loaded_is_a_config_error_naming_the_search_pat
     assert proc.returncode == 2, out
     assert "algorithm._target_" in out and "hydra.searchpath" in out
     assert not (tmp_path / "run" / "pids.json").exists()
+
+
+SCENARIO = (
+    "scenario.events=["
+    "{t: 2.0, leave: [4]}, {t: 6.0, join: [4]}, {t: 3.0, crash: [5]},"
+    "{t: 4.0, link: 0, up_mbps: 0.5},"
+    "{t: 5.0, partition: [[0, 1], [2, 3, 4]]}, {t: 8.0, heal: true},"
+    "{t: 9.0, flap: 3, period: 1.0, until: 11.0}]"
+)
+
+
+def test_a_scenario_runs_every_kind_of_event_on_six_processes(tmp_path, shared_data):
+    """One 6-node run through the CLI with a leave and a join, a crash (killed hard by the
+    launcher), a rate change, a partition and its heal, and a flapping link: the run is ok,
+    each event left its mark, the curve counts the nodes present."""
+    proc = launch(
+        tmp_path,
+        "num_nodes=6",
+        "duration=12",
+        "eval.interval=1",
+        "tdf=3",
+        SCENARIO,
+        data_root=shared_data,
+    )
+    run = tmp_path / "run"
+    try:
+        wait_for(run / "pids.json", 180)
+        pids = json.loads((run / "pids.json").read_text())
+        out = finish(proc, timeout=600)
+    finally:
+        kill(proc)
+    assert proc.returncode == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok" and not summary["failed_nodes"]
+    assert list(summary["crashed"]) == ["5"] and 3.0 <= summary["crashed"]["5"] < 3.5
+    assert summary["absent"] == {"4": [[2.0, 6.0]], "5": [[3.0, None]]}
+    nodes = {p["t"]: p["nodes"] for p in summary["curve"]}
+    assert (nodes[0.0], nodes[2.0], nodes[4.0], nodes[6.0], nodes[12.0]) == (6, 5, 4, 5, 5)
+    totals = summary["totals"]
+    for reason in ("down", "partition", "link"):
+        assert totals[f"messages_lost_{reason}"] > 0, reason
+    kinds = [a["kind"] for a in summary["scenario"]]
+    assert kinds.count("link_down") == 2 and {"crash", "leave", "join", "heal"} <= set(kinds)
+    config = json.loads((run / "config.json").read_text())
+    assert config["network"]["links"][0]["up_changes"] == [[4.0, 0.5]]
+    away = [r["t"] for r in read_jsonl(run / "nodes" / "004.jsonl")]
+    assert away and not [t for t in away if 2.0 < t < 6.0]  # no round while away
+    assert "node 5 crashed at t=" in out and "scenario          " in out
+    assert_reaped(pids)

@@ -24,3 +24,16 @@ def test_a_broadcast_to_a_dead_node_is_a_startup_error_naming_it():
     finally:
         for conn in (alive_parent, alive_child, dead_parent):
             conn.close()
+
+
+def test_the_crash_schedule_hands_out_each_due_crash_once_in_time_order():
+    from launcher.processes import CrashSchedule
+    from transport import Action
+
+    schedule = CrashSchedule(
+        [Action(3.0, 1, "crash", 4), Action(1.0, 0, "crash", 2), Action(2.0, 2, "leave", 1)]
+    )
+    assert schedule.next_at() == 1.0 and schedule.due(0.9) == []
+    assert schedule.due(1.0) == [2] and schedule.due(2.5) == [] and schedule.next_at() == 3.0
+    assert schedule.due(10.0) == [4] and schedule.due(11.0) == []
+    assert schedule.next_at() == float("inf")
