@@ -6,12 +6,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import psutil
 
 from launcher.plan import Plan
 from node.entry import run_node
 from node.evaluator import run_evaluator
+from node.files import write_json_atomic
 
 
 def forkserver_context(threads: int) -> mp.context.BaseContext:
@@ -71,6 +73,16 @@ def start_nodes(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
         child.close()
         started[spec.node_id] = (proc, parent)
     return started
+
+
+def write_pids(run_dir: Path, nodes: dict, evaluators: dict) -> dict:
+    """For operators and tests: which OS process is which node (pids.json); returned."""
+    pids = {
+        "nodes": {str(n): p.pid for n, p in nodes.items()},
+        "evaluators": {str(w): p.pid for w, p in evaluators.items()},
+    }
+    write_json_atomic(run_dir / "pids.json", pids)
+    return pids
 
 
 def reap(procs, grace: float) -> None:

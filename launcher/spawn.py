@@ -20,6 +20,7 @@ from launcher.processes import (
     reap,
     start_evaluators,
     start_nodes,
+    write_pids,
 )
 from launcher.progress import ProgressDisplay, status
 from node import control
@@ -63,7 +64,7 @@ class Launch:
             gate = self._start_gate()
             for n, (proc, conn) in start_nodes(ctx, self.plan).items():
                 self.nodes[n], self.conns[n] = proc, conn
-            self._write_pids()
+            self.outcome.pids = write_pids(self.plan.run_dir, self.nodes, self.evaluators)
             peers = self._barrier(started)
             self._broadcast(control.Peers(peers, gate))
             self._collect(control.Connected, started)
@@ -112,15 +113,6 @@ class Launch:
         self.gate = GateServer(slots)
         return self.gate.start_and_bind()
 
-    def _write_pids(self) -> None:
-        """For operators and tests: which OS process is which node."""
-        pids = {
-            "nodes": {str(n): p.pid for n, p in self.nodes.items()},
-            "evaluators": {str(w): p.pid for w, p in self.evaluators.items()},
-        }
-        self.outcome.pids = pids
-        write_json_atomic(self.plan.run_dir / "pids.json", pids)
-
     def _broadcast(self, message) -> None:
         """Start-up messages to every node; a node whose pipe is gone fails the start cleanly."""
         for node, conn in list(self.conns.items()):
@@ -153,12 +145,16 @@ class Launch:
         self.outcome.ready_seconds = time.monotonic() - started
         self.outcome.pss_mib = measure_pss(self.nodes)
         log.info("%d nodes ready in %.1f s", len(ready), self.outcome.ready_seconds)
-        return {node: message.endpoint for node, message in ready.items()}
+        peers = {node: message.endpoint for node, message in ready.items()}
+        # For operators and tools (the reliability benchmark's fuzzer): where each node listens
+        write_json_atomic(
+            self.plan.run_dir / "endpoints.json", {str(n): e for n, e in peers.items()}
+        )
+        return peers
 
     def _errors_text(self, nodes: list[int]) -> str:
-        return "; ".join(
-            self.outcome.errors.get(n, "no report").strip().splitlines()[-1] for n in nodes
-        )
+        errors = self.outcome.errors
+        return "; ".join(errors.get(n, "no report").strip().splitlines()[-1] for n in nodes)
 
     # ---- run ---------------------------------------------------------------------------------
     def _poll(self, timeout: float) -> list[tuple[int, object]]:
