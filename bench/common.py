@@ -49,6 +49,16 @@ class Sizes:
         "compute_stragglers",
         "paper_movielens",
     )
+    reliability_runs: int = 20  # runs that lose 10% of their nodes, killed hard
+    reliability_nodes: int = 20
+    reliability_seconds: float = 4.0  # emulated
+    reliability_tdf: float = 6.0  # fixed: no calibration; 20 nodes need about 2.5 here
+    fuzz_frames: int = 100_000
+    fuzz_seconds: float = 12.0  # emulated, 4 nodes: long enough for the fuzz to end within
+    ctrl_c_trials: int = 20
+    ctrl_c_nodes: int = 8
+    ctrl_c_seconds: float = 6.0  # emulated, tdf=auto: start-up, calibration and training
+    ctrl_c_window: float = 30.0  # wall seconds after the start within which Ctrl-C comes
     extra: tuple[str, ...] = ()  # overrides every launched run gets
     # DivShare's and Swift's 6 peers per message need 7 nodes; tiny runs send to fewer
     small_degree: int | None = None
@@ -72,6 +82,15 @@ TINY = Sizes(
     scale_seconds=1.3,
     nolag_seconds=1.3,
     nolag_experiments=("default",),
+    reliability_runs=1,
+    reliability_nodes=4,
+    reliability_seconds=1.5,
+    fuzz_frames=2000,
+    fuzz_seconds=4.0,
+    ctrl_c_trials=2,
+    ctrl_c_nodes=4,
+    ctrl_c_seconds=2.0,
+    ctrl_c_window=8.0,
     extra=(
         "dataset.num_samples=3000",
         "compute.calibration_margin=4",

@@ -5,7 +5,8 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
 
 The default set (`make bench`; its parts' latest times here add up to 35 minutes, 6 of them
 scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity,
-scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 45 minutes).
+scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 75 minutes),
+reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials).
 `--tiny` runs any of them at a size that only proves it still works (the tests do), not its
 figures.
 """
@@ -22,6 +23,7 @@ from bench.common import FULL, RESULTS, TINY
 from bench.emulation import bench_efficiency, bench_efficiency_cifar, bench_fidelity, bench_nolag
 from bench.links import bench_shaper
 from bench.memory import bench_cifar_shard, bench_memory, bench_scale
+from bench.reliability import bench_reliability
 from node.files import write_text_atomic
 
 BENCHES = {
@@ -33,8 +35,9 @@ BENCHES = {
     "fidelity": bench_fidelity,
     "scale": bench_scale,
     "nolag": bench_nolag,
+    "reliability": bench_reliability,
 }
-DEFAULT_SET = [name for name in BENCHES if name != "nolag"]
+DEFAULT_SET = [name for name in BENCHES if name not in ("nolag", "reliability")]
 
 
 def write_summary(results: Path) -> None:

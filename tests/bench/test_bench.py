@@ -35,5 +35,10 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
     assert results["scale"]["run_status"] == "ok" and results["scale"]["nodes"] == 6
     assert results["scale"]["connections_opened"] > 0 and results["scale"]["tdf"] >= 1.0
     assert set(results["nolag"]["runs"]) == {"default/divshare", "default/swift", "default/adpsgd"}
+    reliability = results["reliability"]
+    assert reliability["meets_target"] and reliability["kills"]["runs_ok"] == "1 of 1"
+    assert reliability["fuzz"]["malformed_counted"] == reliability["fuzz"]["frames"] == 2000
+    assert all(count > 0 for count in reliability["fuzz"]["by_kind"].values())
+    assert reliability["ctrl_c"]["trials_ok"] == "2 of 2"
     summary = (tmp_path / "SUMMARY.md").read_text()
     assert all(f"## {name}" in summary for name in BENCHES)
