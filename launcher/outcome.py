@@ -30,15 +30,18 @@ class Outcome:
     training_wall_seconds: float | None = None  # from t0 until the last node exited
     # Nodes that died while the others trained: the emulated instant the launcher saw it.
     departed: dict[int, float] = field(default_factory=dict)
-    # Nodes the scenario crashed: the emulated instant the launcher killed each.
-    crashed: dict[int, float] = field(default_factory=dict)
+    # A scenario's crashes: the emulated instants the launcher killed each node; `killed`:
+    # the nodes whose last process it killed; `rejoined`: when each came back (a new process)
+    crashed: dict[int, list[float]] = field(default_factory=dict)
+    killed: set[int] = field(default_factory=set)
+    rejoined: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
         """ok (a scenario's crashes included); degraded: some nodes died unplanned during the
         run and the others went on to its end; failed: nothing was emulated, the run was
         interrupted, or every node died."""
-        unplanned = {n: c for n, c in self.exit_codes.items() if n not in self.crashed}
+        unplanned = {n: c for n, c in self.exit_codes.items() if n not in self.killed}
         broken = bool(self.errors) or any(unplanned.values())
         if self.interrupted or self.startup_error is not None:
             return "failed"

@@ -9,7 +9,7 @@ from pathlib import Path
 from launcher.schema import RunConfig
 from node.config import NodeSpec
 from node.data import task as data_task
-from transport.dynamics import REACHABILITY
+from transport.dynamics import REACHABILITY, crash_rejoins
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
         bind = f"ipc://{tempfile.mkdtemp(prefix='dlemu-')}"
     model_dims = task.model_dims(run.dataset)
     reachability = tuple(a for a in run.scenario if a.kind in REACHABILITY)
+    # A node back from a crash with the model it had reads it from its checkpoint.
+    keep = {a.node for a in crash_rejoins(run.scenario) if a.values.get("model") == "kept"}
     nodes = tuple(
         NodeSpec(
             node_id=i,
@@ -52,6 +54,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             max_message_bytes=run.max_message_bytes,
             max_connections=run.max_connections,
             scenario=reachability,
+            checkpoint=i in keep,
         )
         for i in range(run.num_nodes)
     )

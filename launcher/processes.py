@@ -65,14 +65,16 @@ def start_evaluators(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]
 
 def start_nodes(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
     """One process per node, each with its end of a pipe to the launcher."""
-    started = {}
-    for spec in plan.nodes:
-        parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=run_node, args=(spec, child), name=f"node-{spec.node_id}")
-        proc.start()
-        child.close()
-        started[spec.node_id] = (proc, parent)
-    return started
+    return {spec.node_id: start_node(ctx, spec) for spec in plan.nodes}
+
+
+def start_node(ctx, spec) -> tuple[mp.Process, Connection]:
+    """One node's process and the launcher's end of its pipe."""
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=run_node, args=(spec, child), name=f"node-{spec.node_id}")
+    proc.start()
+    child.close()
+    return proc, parent
 
 
 def write_pids(run_dir: Path, nodes: dict, evaluators: dict) -> dict:

@@ -183,7 +183,6 @@ class Scenario:
                 first.setdefault(a.node, a.kind)
         up = {n: first.get(n) != "join" for n in range(self.num_nodes)}
         seen: dict[tuple[int, float], str] = {}
-        crashed: dict[int, str] = {}
         for a in self.actions:
             if a.kind not in MEMBERSHIP:
                 continue
@@ -202,13 +201,6 @@ class Scenario:
                     f"node {a.node} is up at t={a.t:g}",
                     "it must leave or crash before it joins",
                 )
-                require(
-                    crashed.get(a.node) is None,
-                    a.event,
-                    f"node {a.node} crashed in {crashed.get(a.node)}: its process is gone "
-                    "and a crashed node cannot join again yet",
-                    "make it leave instead (gracefully, keeping its process) to have it back",
-                )
             else:
                 require(
                     up[a.node],
@@ -217,8 +209,6 @@ class Scenario:
                     "it must join before it leaves or crashes again",
                 )
             up[a.node] = a.kind == "join"
-            if a.kind == "crash":
-                crashed[a.node] = a.event
 
     def _check_partitions(self) -> None:
         active = None
@@ -240,11 +230,6 @@ class Scenario:
     def reachability(self) -> tuple[Action, ...]:
         """What every node's transport consults: membership, flapping links, partitions."""
         return tuple(a for a in self.actions if a.kind in REACHABILITY)
-
-    @property
-    def crashes(self) -> tuple[Action, ...]:
-        """What the launcher does itself: kill these nodes hard at their instants."""
-        return tuple(a for a in self.actions if a.kind == "crash")
 
     def with_link_changes(self, links: tuple[LinkSpec, ...]) -> tuple[LinkSpec, ...]:
         """Each node's links with the scenario's rate and latency changes from their instants."""

@@ -23,6 +23,7 @@ from launcher.processes import (
     write_pids,
 )
 from launcher.progress import ProgressDisplay, status
+from launcher.rejoin import Rejoins
 from node import control
 from node.files import write_json_atomic
 from transport import GateServer, Reachability
@@ -50,22 +51,23 @@ class Launch:
         self.eval_done: set[int] = set()
         self.gate: GateServer | None = None
         self.crashes = CrashSchedule()  # the scenario's: the launcher kills them
+        self.ctx, self.peers, self.gate_endpoint = None, {}, None
 
     def run(self) -> Outcome:
         run, started = self.plan.run, time.monotonic()
         for sub in ("snapshots", "nodes", "eval"):
             (self.plan.run_dir / sub).mkdir(parents=True, exist_ok=True)
-        ctx = forkserver_context(run.threads)
+        self.ctx = ctx = forkserver_context(run.threads)
         previous = signal.getsignal(signal.SIGINT)
         previous_term = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly
         try:
             for w, (proc, conn) in start_evaluators(ctx, self.plan).items():
                 self.evaluators[w], self.eval_conns[w] = proc, conn
-            gate = self._start_gate()
+            self.gate_endpoint = gate = self._start_gate()
             for n, (proc, conn) in start_nodes(ctx, self.plan).items():
                 self.nodes[n], self.conns[n] = proc, conn
             self.outcome.pids = write_pids(self.plan.run_dir, self.nodes, self.evaluators)
-            peers = self._barrier(started)
+            self.peers = peers = self._barrier(started)
             self._broadcast(control.Peers(peers, gate))
             self._collect(control.Connected, started)
             if run.tdf is None:
@@ -202,8 +204,9 @@ class Launch:
         # Reading smaps takes each node's mmap lock: sample memory once, mid-run, not repeatedly.
         pss_at = t0 + 0.5 * run.duration * tdf
         self.crashes, reach = CrashSchedule(run.scenario), Reachability(run.scenario)
+        rejoins = Rejoins(self, run.scenario)
         while True:
-            self._poll(self._crash_due(t0, 0.2))
+            rejoins.step(t0, self._poll(self._crash_due(t0, 0.2)))
             if pss_at and time.monotonic() >= pss_at:
                 self.outcome.pss_run_mib, pss_at = measure_pss(self.nodes), None
             finished = {n for n, p in self.nodes.items() if p.exitcode is not None}
@@ -211,9 +214,9 @@ class Launch:
                 self.outcome.exit_codes[n] = self.nodes[n].exitcode
                 if self.gate is not None:
                     self.gate.forget(n)  # a node dead while holding it must not block the rest
-                if n in self.outcome.crashed:
+                if n in self.outcome.killed:
                     log.info(
-                        "node %d crashed at t=%.2f s, as scheduled", n, self.outcome.crashed[n]
+                        "node %d crashed at t=%.2f s, as scheduled", n, self.outcome.crashed[n][-1]
                     )
                 elif self.nodes[n].exitcode != 0:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
@@ -240,7 +243,8 @@ class Launch:
         for node in self.crashes.due((time.monotonic() - t0) / tdf):
             if self.nodes[node].exitcode is None:
                 os.kill(self.nodes[node].pid, signal.SIGKILL)
-                self.outcome.crashed[node] = (time.monotonic() - t0) / tdf
+                self.outcome.killed.add(node)
+                self.outcome.crashed.setdefault(node, []).append((time.monotonic() - t0) / tdf)
         return max(0.0, min(wait, t0 + self.crashes.next_at() * tdf - time.monotonic()))
 
     # ---- stop --------------------------------------------------------------------------------
@@ -265,7 +269,7 @@ class Launch:
         for n, p in self.nodes.items():
             p.join(timeout=1.0)
             self.outcome.exit_codes[n] = p.exitcode
-            planned = n in self.outcome.crashed
+            planned = n in self.outcome.killed
             if p.exitcode not in (0, None) and n not in self.outcome.errors and not planned:
                 self.outcome.errors[n] = f"exited with code {p.exitcode}"
             p.close() if p.exitcode is not None else None

@@ -93,4 +93,9 @@ class NodeSpec:
     progress_every: float = 1.0
     # The run's scenario as every node needs it: who is up, which links flap, partitions
     scenario: tuple[Action, ...] = ()
+    # A crashed node's new process: it joins at `start_at`, listening where the old one did
+    # (`endpoint`); `checkpoint`: keep the settled model on disk, to join again with it
+    start_at: float = 0.0
+    endpoint: str | None = None
+    checkpoint: bool = False
     extra: dict = field(default_factory=dict)

@@ -91,13 +91,16 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
         kinds, made = load_algorithm(spec.algorithm_class).kinds, itertools.count()
 
         def make_transport(stopped: threading.Event, reach=None) -> ZmqTransport:
-            # tcp: any free port; ipc: a socket file of its own in the run's folder
+            # tcp: any free port; ipc: a socket file of its own in the run's folder; a node
+            # joining again after a crash: where its peers still send (its old address)
             n = next(made)
             where = (
                 f"{spec.bind}:0"
                 if spec.bind.startswith("tcp")
                 else f"{spec.bind}/{spec.node_id}-{n}"
             )
+            if n == 0 and spec.endpoint:
+                where = spec.endpoint
             return ZmqTransport(
                 spec.node_id,
                 spec.link,

@@ -62,6 +62,7 @@ class Node:
             if a.kind == "join" and a.node == spec.node_id
         }
         self.round_, self.horizon = 0, spec.duration
+        self.checkpoint = self.run_dir / "checkpoints" / f"n{spec.node_id:03d}.npy"
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
@@ -85,6 +86,8 @@ class Node:
         round_merges = self.algorithm_class.merges_at == "round" and spec.pacing == "burst"
         self.burst = spec.algorithm.local_steps if round_merges else 1
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        if spec.checkpoint:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
         endpoint = self.transport.bind()
         self.attach(self.transport)
@@ -130,6 +133,8 @@ class Node:
         # and the artifact test post-aggregation models (mid-round ones have drifted locally).
         self.settled = self.flat.clone()
         periods = self.reach.up_periods(spec.node_id, spec.duration)
+        if spec.start_at > 0.0:  # a new process after a crash: it joins at start_at
+            periods = [(max(a, spec.start_at), b) for a, b in periods if b > spec.start_at]
         if periods and periods[0][0] == 0.0:
             self._snapshot(0.0)
         self.last_report, cpu_run = time.monotonic(), time.process_time()
@@ -198,6 +203,8 @@ class Node:
         if self.join_models.get(t) == "initial":
             self.flat.copy_(self.initial)
             self.optimizer.state.clear()
+        elif t == self.spec.start_at and self.checkpoint.is_file():  # kept across a crash
+            self.flat.copy_(torch.from_numpy(np.load(self.checkpoint, allow_pickle=False)))
         self.algorithm = self.new_algorithm(salt=round(t * 1e6))
         self.settled.copy_(self.flat)
         self.counters["joined"] += 1
@@ -338,6 +345,8 @@ class Node:
     def _snapshot(self, t: float) -> None:
         name = f"n{self.spec.node_id:03d}_t{round(t * 1000):09d}.npy"
         save_npy_atomic(self.snapshot_dir / name, self.settled.numpy())
+        if self.spec.checkpoint:  # what a crash will not take: the model settled by t
+            save_npy_atomic(self.checkpoint, self.settled.numpy())
 
     def _progress(self, round_: int, deadline: float) -> control.Progress:
         stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}

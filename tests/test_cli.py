@@ -387,7 +387,7 @@ def test_a_scenario_runs_every_kind_of_event_on_six_processes(tmp_path, shared_d
     assert proc.returncode == 0, out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "ok" and not summary["failed_nodes"]
-    assert list(summary["crashed"]) == ["5"] and 3.0 <= summary["crashed"]["5"] < 3.5
+    assert list(summary["crashed"]) == ["5"] and 3.0 <= summary["crashed"]["5"][0] < 3.5
     assert summary["absent"] == {"4": [[2.0, 6.0]], "5": [[3.0, None]]}
     nodes = {p["t"]: p["nodes"] for p in summary["curve"]}
     assert (nodes[0.0], nodes[2.0], nodes[4.0], nodes[6.0], nodes[12.0]) == (6, 5, 4, 5, 5)
@@ -402,3 +402,40 @@ def test_a_scenario_runs_every_kind_of_event_on_six_processes(tmp_path, shared_d
     assert away and not [t for t in away if 2.0 < t < 6.0]  # no round while away
     assert "node 5 crashed at t=" in out and "scenario          " in out
     assert_reaped(pids)
+
+
+def test_crashed_nodes_join_again_in_new_processes_with_their_checkpoint_or_the_initial_model(
+    tmp_path, shared_data
+):
+    """Nodes 2 and 3 are killed at t=3 and come back at t=6 in new processes, bound where
+    the old ones listened: node 2 with the model it last checkpointed, node 3 with the run's
+    initial model; the run stays ok and both train to the end."""
+    events = (
+        "scenario.events=[{t: 3.0, crash: [2, 3]},"
+        "{t: 6.0, join: [2], model: kept}, {t: 6.0, join: [3], model: initial}]"
+    )
+    proc = launch(
+        tmp_path, "num_nodes=6", "duration=10", "eval.interval=1", "tdf=3", events,
+        data_root=shared_data,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    try:
+        out = finish(proc, timeout=600)
+    finally:
+        kill(proc)
+    assert proc.returncode == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok" and not summary["failed_nodes"]
+    assert summary["rejoined"] == {"2": [6.0], "3": [6.0]} and set(summary["crashed"]) == {"2", "3"}
+    nodes = {p["t"]: p["nodes"] for p in summary["curve"]}
+    assert (nodes[2.0], nodes[4.0], nodes[6.0], nodes[10.0]) == (6, 4, 6, 6)
+    evals = {(e["node"], e["t"]): (e["accuracy"], e["loss"]) for e in load_evals(run)}
+    assert evals[(3, 6.0)] == evals[(3, 0.0)]  # the initial model, as every node had at 0
+    before = [evals[(2, t)] for t in (1.0, 2.0, 3.0) if (2, t) in evals]
+    assert evals[(2, 6.0)] in before and evals[(2, 6.0)] != evals[(2, 0.0)]  # its checkpoint
+    for node in (2, 3):
+        rounds = [r["t"] for r in read_jsonl(run / "nodes" / f"{node:03d}.jsonl")]
+        assert [t for t in rounds if t < 3.5] and [t for t in rounds if t > 9.0]
+        assert not [t for t in rounds if 3.5 < t < 6.0]
+    assert "node 2: a new process, to join at t=6.00 s" in out
+    assert_reaped(json.loads((run / "pids.json").read_text()))

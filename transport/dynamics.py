@@ -111,6 +111,14 @@ class Reachability:
                 return "partition"
         return None
 
+    def up_since(self, node: int, t: float) -> float | None:
+        """When the up period of `node` that holds `t` began (0.0 for one up from the start),
+        or None if it is down at `t`."""
+        if not self.is_up(node, t):
+            return None
+        ends = [b for _, b in self._down_spans.get(node, []) if b <= t]
+        return max(ends, default=0.0)
+
     def down_spans(self, node: int) -> list[tuple[float, float]]:
         """The emulated intervals [from, to) `node` is down (to = inf: for good)."""
         return list(self._down_spans.get(node, []))
@@ -127,6 +135,20 @@ class Reachability:
         if t < duration:
             periods.append((t, duration))
         return [(a, b) for a, b in periods if b > a]
+
+
+def crash_rejoins(actions: Iterable[Action]) -> list[Action]:
+    """The joins that bring a crashed node back: each needs a new process."""
+    crashed, out = set(), []
+    for a in sorted(actions):
+        if a.kind == "crash":
+            crashed.add(a.node)
+        elif a.kind == "join" and a.node in crashed:
+            crashed.discard(a.node)
+            out.append(a)
+        elif a.kind == "leave":
+            crashed.discard(a.node)
+    return out
 
 
 def _as(action: Action, kind: str) -> Action:

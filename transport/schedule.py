@@ -82,7 +82,10 @@ class Uplink:
                 self.stats.count_dropped(booked.packed.dst, booked.packed.size)
             self.unsent.clear()
             self.egress.cut(now)
-            notify = sorted(self.sent_since_flush)
+            # A peer it cannot reach has nothing of its traffic left to discard.
+            notify = sorted(
+                d for d in self.sent_since_flush if not self.reach.lost(self.node_id, d, now)
+            )
             self.sent_since_flush.clear()
         bookings = []
         for packed in messages:

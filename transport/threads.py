@@ -58,7 +58,7 @@ class SenderThread(threading.Thread):
         self.error: BaseException | None = None
         self.connected = threading.Event()
         self.started_clock = threading.Event()
-        self.gone: dict[int, float] = {}  # peer -> monotonic instant it was found gone
+        self.gone: dict[int, tuple[float, float]] = {}  # peer -> when found gone: wall, emulated
 
     def start_clock(self, clock: EmulatedClock) -> None:
         self.clock = clock
@@ -120,7 +120,10 @@ class SenderThread(threading.Thread):
         HAND_OVER_TIMEOUT: dead without notice; no wait for it again for GONE_RETRY)."""
         found_gone = self.gone.get(dst)
         if found_gone is not None:
-            if time.monotonic() - found_gone < GONE_RETRY:
+            wall, emulated = found_gone
+            # Tried again after GONE_RETRY, or as soon as a scenario brought it back
+            back = (self.uplink.reach.up_since(dst, self.clock.now()) or 0.0) > emulated
+            if time.monotonic() - wall < GONE_RETRY and not back:
                 return "gone"
             del self.gone[dst]
         sock, give_up = sockets.get(dst), time.monotonic() + HAND_OVER_TIMEOUT
@@ -130,7 +133,7 @@ class SenderThread(threading.Thread):
                 return True
             except zmq.Again:
                 if time.monotonic() > give_up:
-                    self.gone[dst] = time.monotonic()
+                    self.gone[dst] = (time.monotonic(), self.clock.now())
                     return "gone"
                 self.stop.wait(0.005)
         return "stopped"

@@ -42,10 +42,12 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         # emulated instant each node that died during the run was seen gone
         "departed": {str(n): round(t, 3) for n, t in sorted(outcome.departed.items())},
         # the scenario: its actions, when each node was away ([from, to), null: for good),
-        # and the emulated instant the launcher killed each node it crashed
+        # the emulated instants the launcher killed each node it crashed, and when a crashed
+        # node came back in a new process
         "scenario": [_action(a) for a in run.scenario],
         "absent": {str(n): spans for n, spans in sorted(absent.items())},
-        "crashed": {str(n): round(t, 3) for n, t in sorted(outcome.crashed.items())},
+        "crashed": {str(n): [round(t, 3) for t in ts] for n, ts in sorted(outcome.crashed.items())},
+        "rejoined": {str(n): ts for n, ts in sorted(outcome.rejoined.items())},
         "interrupted": outcome.interrupted,
         "startup_error": outcome.startup_error,
         "failed_nodes": {str(n): e.strip().splitlines()[-1] for n, e in outcome.errors.items()},

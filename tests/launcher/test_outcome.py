@@ -29,9 +29,9 @@ def test_the_printed_summary_names_the_nodes_that_died():
 
 
 def test_a_crash_the_scenario_planned_leaves_the_run_ok():
-    planned = Outcome(exit_codes={0: 0, 1: -9}, crashed={1: 5.02})
+    planned = Outcome(exit_codes={0: 0, 1: -9}, crashed={1: [5.02]}, killed={1})
     assert planned.status == "ok"
-    both = Outcome(exit_codes={0: 1, 1: -9, 2: 0}, crashed={1: 5.02}, errors={0: "boom"})
+    both = Outcome(exit_codes={0: 1, 1: -9, 2: 0}, crashed={1: [5.02]}, killed={1}, errors={0: "b"})
     assert both.status == "degraded"
 
 

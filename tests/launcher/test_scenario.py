@@ -105,11 +105,6 @@ def test_a_trace_file_replays_link_changes(tmp_path):
             "scenario.events[2]",
             "node 1 is up at t=3",
         ),
-        (
-            [{"t": 1.0, "crash": [1]}, {"t": 2.0, "join": [1]}],
-            "scenario.events[1]",
-            "cannot join again",
-        ),
         ([{"t": "x%", "crash": [1]}], "scenario.events[0].t", "is not a time"),
         (
             [{"t": 1.0, "crash": [1]}, {"t": 2.0, "leave": [1]}],

@@ -158,3 +158,17 @@ def test_a_message_delivered_while_its_receiver_is_down_is_lost_there(fake_clock
     delivered = [m.t_start for m, _ in queue.release(3.0)]
     assert delivered == [0.5, 2.5]
     assert stats.totals()["messages_lost_down"] == 1 and stats.lost_bytes == 0
+
+
+def test_up_since_is_the_start_of_the_up_period_holding_an_instant():
+    reach = Reachability([_act(2.0, "crash", 1), _act(5.0, "join", 1)])
+    assert reach.up_since(1, 1.0) == 0.0 and reach.up_since(1, 3.0) is None
+    assert reach.up_since(1, 7.0) == 5.0 and reach.up_since(0, 7.0) == 0.0
+
+
+def test_a_flush_notifies_only_the_peers_it_can_reach(fake_clock):
+    reach = Reachability([_act(1.0, "crash", 1)])
+    uplink = Uplink(Egress(TokenBucket(1e9, clock=fake_clock)), LinkStats(), reach=reach, node_id=0)
+    uplink.take(tuple(pack(_msg(0, d)) for d in (1, 2)), False, 0.5)
+    notify, _ = uplink.take((), True, 1.5)
+    assert notify == [2]  # node 1 is down: nothing of this traffic is left there to discard

@@ -1,0 +1,59 @@
+"""Crashed nodes that a scenario brings back: a new process started shortly before its join
+instant (once the old one is dead), listening where the old one did, let in on the run's
+clock without calibration; it joins with the run's initial model or its last checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from launcher.processes import start_node, write_pids
+from node import control
+from transport.dynamics import crash_rejoins
+
+log = logging.getLogger(__name__)
+# Wall seconds before its join instant a node's new process starts: it loads its shard and
+# binds (about a second here) and must be past the handshake before it is due.
+RESTART_LEAD = 5.0
+
+
+class Rejoins:
+    """Carries a run's crash-and-join schedule out, one step per monitor tick: `step(t0,
+    messages)` starts what is due and moves each new process through Ready -> Peers ->
+    Connected -> Start (the run's own t0 and factor)."""
+
+    def __init__(self, launch, scenario=()):
+        self.launch = launch
+        self.pending = [(a.t, a.node) for a in crash_rejoins(scenario)]
+        self.waiting: dict[int, type] = {}  # node -> the message its new process owes
+
+    def step(self, t0: float, messages) -> None:
+        launch, tdf = self.launch, self.launch.outcome.tdf
+        for t, node in list(self.pending):
+            due = time.monotonic() >= t0 + t * tdf - RESTART_LEAD
+            if due and launch.nodes[node].exitcode is not None:  # the old one is gone
+                self.pending.remove((t, node))
+                self._start(node, t)
+        for node, message in messages:
+            if not isinstance(message, self.waiting.get(node, ())):
+                continue
+            conn = launch.conns[node]
+            if isinstance(message, control.Ready):
+                control.send(conn, control.Peers(launch.peers, launch.gate_endpoint))
+                self.waiting[node] = control.Connected
+            else:
+                control.send(conn, control.Start(t0, tdf))
+                del self.waiting[node]
+
+    def _start(self, node: int, t: float) -> None:
+        launch = self.launch
+        launch.nodes[node].join(timeout=1.0)
+        spec = dataclasses.replace(launch.plan.nodes[node], start_at=t, endpoint=launch.peers[node])
+        launch.nodes[node], launch.conns[node] = start_node(launch.ctx, spec)
+        launch.outcome.exit_codes.pop(node, None)  # its new process is watched as any other
+        launch.outcome.killed.discard(node)
+        launch.outcome.rejoined.setdefault(node, []).append(t)
+        launch.outcome.pids = write_pids(launch.plan.run_dir, launch.nodes, launch.evaluators)
+        self.waiting[node] = control.Ready
+        log.info("node %d: a new process, to join at t=%.2f s", node, t)
