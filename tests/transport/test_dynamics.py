@@ -172,3 +172,18 @@ def test_a_flush_notifies_only_the_peers_it_can_reach(fake_clock):
     uplink.take(tuple(pack(_msg(0, d)) for d in (1, 2)), False, 0.5)
     notify, _ = uplink.take((), True, 1.5)
     assert notify == [2]  # node 1 is down: nothing of this traffic is left there to discard
+
+
+def test_the_joins_that_bring_a_crashed_node_back_are_the_ones_needing_a_new_process():
+    from transport.dynamics import crash_rejoins
+
+    actions = [
+        _act(1.0, "crash", 1),
+        _act(2.0, "join", 1),  # back from a crash: a new process
+        _act(3.0, "leave", 2),
+        _act(4.0, "join", 2),  # back from a leave: the same process
+        _act(5.0, "join", 3),  # a first join: the process is there from the start
+        _act(6.0, "crash", 1),
+        _act(7.0, "join", 1),
+    ]
+    assert [(a.t, a.node) for a in crash_rejoins(actions)] == [(2.0, 1), (7.0, 1)]
