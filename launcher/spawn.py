@@ -109,10 +109,9 @@ class Launch:
 
     def _start_gate(self) -> str | None:
         """The host's compute gate: `compute.gate_slots` nodes compute at once (0: no gate)."""
-        slots = self.plan.run.gate_slots
-        if slots == 0:
+        if self.plan.run.gate_slots == 0:
             return None
-        self.gate = GateServer(slots)
+        self.gate = GateServer(self.plan.run.gate_slots)
         return self.gate.start_and_bind()
 
     def _broadcast(self, message) -> None:
@@ -249,22 +248,23 @@ class Launch:
 
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
-        """Ask, then SIGTERM, then SIGKILL: every process is reaped within a few seconds."""
+        """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
         grace = self.plan.run.stop_grace
         for conn in list(self.conns.values()):
             try:
                 control.send(conn, control.Stop())
             except (OSError, ValueError):
                 pass
+        for p in filter(mp.Process.is_alive, self.nodes.values()):
+            p.terminate()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(p.is_alive() for p in self.nodes.values()):
             self._poll(0.1)
-        for sig_name in ("terminate", "kill"):
-            alive = [p for p in self.nodes.values() if p.is_alive()]
-            for p in alive:
-                getattr(p, sig_name)()
-            for p in alive:
-                p.join(timeout=grace)
+        alive = [p for p in self.nodes.values() if p.is_alive()]
+        for p in alive:
+            p.kill()
+        for p in alive:
+            p.join(timeout=grace)
         self._poll(0)
         for n, p in self.nodes.items():
             p.join(timeout=1.0)

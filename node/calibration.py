@@ -80,7 +80,11 @@ def trial(node, transport: Transport, peers: dict[int, str], clock: Clock, round
         rounds_seen = _RoundClock(node.counters if rounds > 1 else None)
         node.transport, node.metrics, node.snapshot_dir = transport, rounds_seen, scratch
         interval = min(spec.eval_interval, duration)
-        node.spec = replace(spec, duration=duration, eval_interval=interval)
+        # a trial is static: the run's scenario starts with the run
+        node.spec = replace(
+            spec, duration=duration, eval_interval=interval, scenario=(), start_at=0.0,
+            checkpoint=False,
+        )  # fmt: skip
         scratch.mkdir(parents=True, exist_ok=True)
         try:
             node.attach(transport)

@@ -54,13 +54,6 @@ class Node:
         self.clock: Clock | None = None
         self.metrics: JsonlWriter | None = None
         self.counters = fresh_counters()
-        # The scenario: when this node is up, and the model it joins with (kept or initial)
-        self.reach = Reachability(spec.scenario)
-        self.join_models = {
-            a.t: a.values.get("model", "kept")
-            for a in spec.scenario
-            if a.kind == "join" and a.node == spec.node_id
-        }
         self.round_, self.horizon = 0, spec.duration
         self.checkpoint = self.run_dir / "checkpoints" / f"n{spec.node_id:03d}.npy"
 
@@ -77,7 +70,7 @@ class Node:
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
-        if "initial" in self.join_models.values():
+        if "initial" in self._join_models().values():
             self.initial = self.flat.clone()
         self.algorithm = self.new_algorithm()
         self.optimizer = torch.optim.SGD(
@@ -132,6 +125,9 @@ class Node:
         # Evaluated at instant t: the model after the last aggregation before t, as DL papers
         # and the artifact test post-aggregation models (mid-round ones have drifted locally).
         self.settled = self.flat.clone()
+        # The scenario (none in a calibration trial): when this node is up, and the model it
+        # joins with (kept or initial)
+        self.reach, self.join_models = Reachability(spec.scenario), self._join_models()
         periods = self.reach.up_periods(spec.node_id, spec.duration)
         if spec.start_at > 0.0:  # a new process after a crash: it joins at start_at
             periods = [(max(a, spec.start_at), b) for a, b in periods if b > spec.start_at]
@@ -151,6 +147,11 @@ class Node:
         if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
             self._snapshot(spec.duration)
         self.counters["cpu_s"] = time.process_time() - cpu_run
+
+    def _join_models(self) -> dict[float, str]:
+        spec = self.spec
+        joins = (a for a in spec.scenario if a.kind == "join" and a.node == spec.node_id)
+        return {a.t: a.values.get("model", "kept") for a in joins}
 
     def _train(self, report) -> None:
         """Rounds until the end of this up period (`horizon`): compute, exchange, merge."""

@@ -4,12 +4,18 @@ algorithm going on with peers absent (no hang; losses and misses counted)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
+from node import calibration
+from node.algorithms import load_algorithm
+from node.runtime import Node
 from tests.node import twin
 from tests.node.test_runtime import RECORDER, SMALL, snapshots
 from tests.node.test_runtime_equivalence import ALGORITHMS
+from transport import MemoryNetwork, VirtualClock
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +161,46 @@ def test_every_algorithm_goes_on_when_a_peer_leaves_and_a_partition_comes_and_go
             assert result.nodes[node].counters["ready_misses"] > 0
     if algorithm == "adpsgd_atomic":  # an active node whose partner is away gives up, counted
         assert sum(result.nodes[n].algorithm.counts["timeouts"] for n in (0, 1, 3)) > 0
+
+
+def test_a_calibration_trial_is_static_whatever_the_scenario(tmp_path, data_root):
+    """Node 1 is away until t=0.5 in the run, but a trial (rounds before the run, on its own
+    transport) runs it from its start: its peer gets its models."""
+    plan = twin.plan(
+        tmp_path / "run", data_root, *SMALL, *RECORDER, FAST, "num_nodes=2", "duration=1.0",
+        "scenario.events=[{t: 0.5, join: [1]}]",
+    )  # fmt: skip
+    clock = VirtualClock()
+    nodes, trial_network = {}, MemoryNetwork(clock)
+    with twin.torch_as_in_a_node(plan.nodes[0]):
+        for spec in plan.nodes:
+            kinds = load_algorithm(spec.algorithm_class).kinds
+            node = Node(
+                spec,
+                MemoryNetwork(clock).transport(spec.node_id, spec.link, kinds, threading.Event()),
+                threading.Event(),
+            )
+            node.setup()
+            nodes[spec.node_id] = node
+        transports = {
+            n: trial_network.transport(n, node.spec.link, node.transport.kinds, threading.Event())
+            for n, node in nodes.items()
+        }
+        peers = {n: t.bind() for n, t in transports.items()}
+        results = {}
+
+        def trial(n):
+            try:
+                results[n] = calibration.trial(nodes[n], transports[n], peers, clock, rounds=2)
+            finally:
+                clock.leave()
+
+        for _ in nodes:
+            clock.join()
+        threads = [threading.Thread(target=trial, args=(n,), daemon=True) for n in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert set(results) == {0, 1}
+    assert results[0]["delivered"] == 2 and results[1]["delivered"] == 2
