@@ -3,10 +3,12 @@ instants, a live node fed fuzzed frames, and Ctrl-C at random instants."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ KINDS = ("random", "bad_field", "wrong_size", "unknown_kind", "oversized", "pick
 
 def bench_reliability(sizes: Sizes, results: Path) -> None:
     work = results / "reliability-runs"
+    shutil.rmtree(work, ignore_errors=True)  # a run dir reused would show the last run's files
     kills = _kill_runs(sizes, work / "kills")
     fuzz = _fuzz(sizes, work / "fuzz")
     ctrl_c = _ctrl_c(sizes, work / "ctrl_c")
@@ -117,7 +120,8 @@ def _kill_runs(sizes: Sizes, work: Path) -> dict:
             pids = json.loads((run_dir / "pids.json").read_text())["nodes"]
             for node, share in zip(victims, shares, strict=True):
                 time.sleep(max(0.0, t0 + share * duration * tdf - time.monotonic()))
-                os.kill(pids[str(node)], signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # died already: named anyway
+                    os.kill(pids[str(node)], signal.SIGKILL)
             code = proc.wait(timeout=600)
         finally:
             if proc.poll() is None:
