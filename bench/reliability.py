@@ -288,7 +288,8 @@ def _ctrl_c(sizes: Sizes, work: Path) -> dict:
             phase = "training" if _training_started(run_dir) else "start-up or calibration"
             phase = phase if started else "before any node process (validation, data)"
             finished = proc.poll() is not None
-            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):  # the run had ended: nothing to stop
+                os.killpg(proc.pid, signal.SIGINT)
             sent = time.monotonic()
             left = _group_left(proc.pid)
             while left and time.monotonic() - sent < 5.0:
