@@ -10,8 +10,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 
+from node.counters import fresh_counters
 from node.models import Batches
-from node.runtime import fresh_counters
 from transport import Clock, Transport
 
 

@@ -14,33 +14,17 @@ import torch
 from node import control
 from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, load_algorithm
 from node.config import NodeSpec
+from node.counters import fresh_counters
 from node.data import task as data_task
 from node.files import JsonlWriter, save_npy_atomic
+from node.membership import Membership
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
-from transport import Clock, Gate, Message, NoGate, Reachability, Transport
+from node.pacing import Pacing
+from transport import Clock, Gate, Message, NoGate, Transport
 
 
-def fresh_counters() -> dict:
-    """What a node counts during a run, before it starts."""
-    return {
-        "behind_max": 0.0,  # emulated seconds the latest action came after its instant
-        "late_actions": 0,
-        "steps": 0,
-        "rounds": 0,
-        "rejected_messages": 0,
-        "outbox_overflow": 0,
-        "ready_misses": 0,
-        "slack_min": 1.0,  # the least share of a burst's span left when it was done
-        "cpu_s": 0.0,  # the process's, every thread, during the run
-        "cpu_compute_s": 0.0,  # the training thread's in its local steps
-        "left": 0,  # a scenario's graceful leaves and joins of this node
-        "joined": 0,
-        "stale_on_join": 0,  # delivered before it left, never taken: dropped at its join
-    }
-
-
-class Node:
+class Node(Pacing):
     """Builds model, data and algorithm around a transport; `run()` is the hot loop."""
 
     def __init__(
@@ -55,7 +39,7 @@ class Node:
         self.metrics: JsonlWriter | None = None
         self.counters = fresh_counters()
         self.round_, self.horizon = 0, spec.duration
-        self.checkpoint = self.run_dir / "checkpoints" / f"n{spec.node_id:03d}.npy"
+        self.membership = Membership(spec, self.run_dir)  # when it is up, how it comes back
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
@@ -70,7 +54,7 @@ class Node:
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
-        if "initial" in self._join_models().values():
+        if self.membership.joins_with_initial:
             self.initial = self.flat.clone()
         self.algorithm = self.new_algorithm()
         self.optimizer = torch.optim.SGD(
@@ -79,8 +63,6 @@ class Node:
         round_merges = self.algorithm_class.merges_at == "round" and spec.pacing == "burst"
         self.burst = spec.algorithm.local_steps if round_merges else 1
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-        if spec.checkpoint:
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
         endpoint = self.transport.bind()
         self.attach(self.transport)
@@ -125,12 +107,7 @@ class Node:
         # Evaluated at instant t: the model after the last aggregation before t, as DL papers
         # and the artifact test post-aggregation models (mid-round ones have drifted locally).
         self.settled = self.flat.clone()
-        # The scenario (none in a calibration trial): when this node is up, and the model it
-        # joins with (kept or initial)
-        self.reach, self.join_models = Reachability(spec.scenario), self._join_models()
-        periods = self.reach.up_periods(spec.node_id, spec.duration)
-        if spec.start_at > 0.0:  # a new process after a crash: it joins at start_at
-            periods = [(max(a, spec.start_at), b) for a, b in periods if b > spec.start_at]
+        self.round_, periods = 0, Membership(spec, self.run_dir).periods()  # spec: a trial's too
         if periods and periods[0][0] == 0.0:
             self._snapshot(0.0)
         self.last_report, cpu_run = time.monotonic(), time.process_time()
@@ -147,11 +124,6 @@ class Node:
         if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
             self._snapshot(spec.duration)
         self.counters["cpu_s"] = time.process_time() - cpu_run
-
-    def _join_models(self) -> dict[float, str]:
-        spec = self.spec
-        joins = (a for a in spec.scenario if a.kind == "join" and a.node == spec.node_id)
-        return {a.t: a.values.get("model", "kept") for a in joins}
 
     def _train(self, report) -> None:
         """Rounds until the end of this up period (`horizon`): compute, exchange, merge."""
@@ -193,75 +165,18 @@ class Node:
             self.round_ += 1
 
     def _join(self, t: float) -> None:
-        """Back at emulated `t` after leaving (or at its first join): with the model it had,
-        or the run's initial one, and its algorithm started afresh (what it expected of its
-        peers before is void)."""
+        """Back at emulated `t` after leaving (or at its first join, or in a new process after
+        a crash), its algorithm started afresh: what it expected of its peers is void."""
         if self.spec.pace:
             self.clock.sleep_until(t, self.stop)
         while self.transport.receive() is not None:  # delivered before it left, never taken
             self.counters["stale_on_join"] += 1
-        self.deadline = t
-        if self.join_models.get(t) == "initial":
-            self.flat.copy_(self.initial)
-            self.optimizer.state.clear()
-        elif t == self.spec.start_at and self.checkpoint.is_file():  # kept across a crash
-            self.flat.copy_(torch.from_numpy(np.load(self.checkpoint, allow_pickle=False)))
+        self.deadline, self.counters["joined"] = t, self.counters["joined"] + 1
+        self.membership.restore(t, self)
         self.algorithm = self.new_algorithm(salt=round(t * 1e6))
         self.settled.copy_(self.flat)
-        self.counters["joined"] += 1
-        interval = self.spec.eval_interval
-        self.next_snapshot = math.ceil(t / interval - 1e-9) * interval
+        self.next_snapshot = math.ceil(t / self.spec.eval_interval - 1e-9) * self.spec.eval_interval
         self._snapshots_until(t)
-
-    def _compute_round(self, round_: int, report) -> tuple[list[float], int]:
-        """The round's local steps, a burst at a time: computed back to back inside the host's
-        compute gate, then held until the burst's emulated end, where what arrived meanwhile
-        is handed to the algorithm. A burst is the whole round when messages only count at
-        round boundaries, else one step (and then no gate: a step is too short to queue for)."""
-        spec, per_round = self.spec, self.spec.algorithm.local_steps
-        losses, received = [], 0
-        end, complete = self._round_end()
-        if self.burst > 1 and not complete:
-            # The run ends before this round does: its steps could change nothing anyone
-            # sees (no exchange, no merge, the snapshots show the settled model). Skip them.
-            if spec.pace:
-                self.clock.sleep_until(self.horizon, self.stop)
-            self.deadline = end
-            self._snapshots_until(self.deadline)
-            return losses, received
-        while len(losses) < per_round and not self.stop.is_set() and self.deadline < self.horizon:
-            steps = min(self.burst, per_round - len(losses))
-            gated = steps > 1 and spec.pace
-            if gated:
-                self.gate.acquire(self.deadline + steps * spec.step_time)
-            cpu = time.thread_time()
-            try:
-                for _ in range(steps):
-                    if self.stop.is_set() or self.deadline >= self.horizon:
-                        break
-                    losses.append(self._local_step())
-                    self.deadline += spec.step_time
-            finally:
-                if gated:
-                    self.gate.release()
-                self.counters["cpu_compute_s"] += time.thread_time() - cpu
-            self._reach(self.deadline, steps * spec.step_time)
-            received += self._drain()
-            self._snapshots_until(self.deadline)
-            if report and time.monotonic() - self.last_report >= spec.progress_every:
-                report(self._progress(round_, self.deadline))
-                self.last_report = time.monotonic()
-        return losses, received
-
-    def _round_end(self) -> tuple[float, bool]:
-        """Where the step loop would leave `deadline` after this round, to the last bit, and
-        whether the round completes before the up period's end."""
-        deadline = self.deadline
-        for _ in range(self.spec.algorithm.local_steps):
-            if deadline >= self.horizon:
-                return deadline, False
-            deadline += self.spec.step_time
-        return deadline, True
 
     def _snapshots_until(self, t: float) -> None:
         """Every evaluation instant up to `t`: the model settled at the last aggregation."""
@@ -277,21 +192,6 @@ class Node:
         self.optimizer.step()
         self.counters["steps"] += 1
         return loss.item()
-
-    def _reach(self, instant: float, span: float) -> None:
-        """Wait for emulated `instant`, the end of a burst of `span` emulated seconds, before
-        acting on it (handing over messages, sending, merging). Arriving after it is lag,
-        counted with how far behind; before it, the share of the span left is the slack."""
-        if not self.spec.pace:
-            return
-        behind = self.clock.now() - instant
-        self.counters["slack_min"] = min(self.counters["slack_min"], -behind / span)
-        if behind > 0:
-            self.counters["late_actions"] += 1
-            self.counters["behind_max"] = max(self.counters["behind_max"], behind)
-            self.behind_round = max(self.behind_round, behind)
-            return
-        self.clock.sleep_until(instant, self.stop)
 
     def _drain(self) -> int:
         """Hand every message delivered so far to the algorithm; returns how many."""
@@ -347,7 +247,7 @@ class Node:
         name = f"n{self.spec.node_id:03d}_t{round(t * 1000):09d}.npy"
         save_npy_atomic(self.snapshot_dir / name, self.settled.numpy())
         if self.spec.checkpoint:  # what a crash will not take: the model settled by t
-            save_npy_atomic(self.checkpoint, self.settled.numpy())
+            save_npy_atomic(self.membership.checkpoint, self.settled.numpy())
 
     def _progress(self, round_: int, deadline: float) -> control.Progress:
         stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}

@@ -1,7 +1,7 @@
 """A node's trial rounds: what they leave out of the slack they report."""
 
 from node.calibration import _RoundClock
-from node.runtime import fresh_counters
+from node.counters import fresh_counters
 
 
 def test_a_trial_judges_slack_after_its_first_round_and_lag_in_every_round():

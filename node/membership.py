@@ -1,0 +1,45 @@
+"""A node under the run's scenario: the periods it is up, and what it comes back with (the
+model it kept, the run's initial one, or its checkpoint in a new process after a crash)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from node.config import NodeSpec
+from transport import Reachability
+
+
+class Membership:
+    """Pure but for the checkpoint file: read once the node has set up."""
+
+    def __init__(self, spec: NodeSpec, run_dir: Path):
+        self.spec = spec
+        joins = (a for a in spec.scenario if a.kind == "join" and a.node == spec.node_id)
+        self.join_models = {a.t: a.values.get("model", "kept") for a in joins}
+        self.checkpoint = Path(run_dir) / "checkpoints" / f"n{spec.node_id:03d}.npy"
+        if spec.checkpoint:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def joins_with_initial(self) -> bool:
+        return "initial" in self.join_models.values()
+
+    def periods(self) -> list[tuple[float, float]]:
+        """The intervals of the run this node is up (a new process: from its `start_at`)."""
+        spec = self.spec
+        periods = Reachability(spec.scenario).up_periods(spec.node_id, spec.duration)
+        if spec.start_at > 0.0:
+            periods = [(max(a, spec.start_at), b) for a, b in periods if b > spec.start_at]
+        return periods
+
+    def restore(self, t: float, node) -> None:
+        """The model `node` joins with at `t`: the run's initial one, its checkpoint (a new
+        process after a crash, kept), or the one it has (kept)."""
+        if self.join_models.get(t) == "initial":
+            node.flat.copy_(node.initial)
+            node.optimizer.state.clear()
+        elif t == self.spec.start_at and self.checkpoint.is_file():
+            node.flat.copy_(torch.from_numpy(np.load(self.checkpoint, allow_pickle=False)))
