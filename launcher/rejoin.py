@@ -44,6 +44,8 @@ class Rejoins:
                 self.waiting[node] = control.Connected
             else:
                 control.send(conn, control.Start(t0, tdf))
+                for dead, t in launch.outcome.departed.items():  # deaths it was not told of
+                    control.send(conn, control.Departed(dead, t))
                 del self.waiting[node]
 
     def _start(self, node: int, t: float) -> None:

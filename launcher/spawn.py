@@ -34,10 +34,6 @@ START_SLACK = 1.0  # wall seconds between the barrier and t0, for every PUSH soc
 DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 class Launch:
     """One run's processes from start to reaping: the barrier, the calibration, the monitor."""
 
@@ -59,7 +55,8 @@ class Launch:
             (self.plan.run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.ctx = ctx = forkserver_context(run.threads)
         previous = signal.getsignal(signal.SIGINT)
-        previous_term = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly
+        # `kill` stops as cleanly as Ctrl-C (default_int_handler raises KeyboardInterrupt)
+        previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             for w, (proc, conn) in start_evaluators(ctx, self.plan).items():
                 self.evaluators[w], self.eval_conns[w] = proc, conn
@@ -221,6 +218,7 @@ class Launch:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
                     died = max(0.0, (time.monotonic() - t0) / tdf)
                     self.outcome.departed[n] = min(run.duration, died)
+                    self._tell(self.conns, control.Departed(n, self.outcome.departed[n]))
                     log.error("node %d failed at t=%.1f s: %s", n, died, self._errors_text([n]))
             if len(finished) == len(self.nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - t0
@@ -246,15 +244,20 @@ class Launch:
                 self.outcome.crashed.setdefault(node, []).append((time.monotonic() - t0) / tdf)
         return max(0.0, min(wait, t0 + self.crashes.next_at() * tdf - time.monotonic()))
 
+    @staticmethod
+    def _tell(conns: dict, message) -> None:
+        """`message` down every pipe still open (a dead process's is not an error)."""
+        for conn in list(conns.values()):
+            try:
+                control.send(conn, message)
+            except (OSError, ValueError):
+                pass
+
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
         """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
         grace = self.plan.run.stop_grace
-        for conn in list(self.conns.values()):
-            try:
-                control.send(conn, control.Stop())
-            except (OSError, ValueError):
-                pass
+        self._tell(self.conns, control.Stop())
         for p in filter(mp.Process.is_alive, self.nodes.values()):
             p.terminate()
         deadline = time.monotonic() + grace
@@ -277,11 +280,7 @@ class Launch:
     def _finish_evaluators(self) -> None:
         """After a normal run the evaluators test every snapshot left; on Ctrl-C they just stop."""
         finish = not self.outcome.interrupted
-        for conn in self.eval_conns.values():
-            try:
-                control.send(conn, control.Finish() if finish else control.Stop())
-            except (OSError, ValueError):
-                pass
+        self._tell(self.eval_conns, control.Finish() if finish else control.Stop())
         deadline = time.monotonic() + (DRAIN_TIMEOUT if finish else self.plan.run.stop_grace)
 
         def pending() -> set[int]:

@@ -115,6 +115,14 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class Departed:
+    """The launcher saw `node` die unplanned at emulated `t`: the others count on it no more."""
+
+    node: int
+    t: float
+
+
+@dataclass(frozen=True)
 class Evaluated:
     node: int
     t: float
@@ -147,6 +155,7 @@ MESSAGES = {
         Failed,
         Stop,
         Finish,
+        Departed,
         Evaluated,
         EvaluatorDone,
     )

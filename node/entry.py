@@ -16,8 +16,9 @@ from node import control
 CONTROL_POLL = 1.0  # a message wakes the watcher at once; this only bounds noticing the end
 
 
-def _watch_control(conn: Connection, stop: threading.Event) -> None:
-    """The launcher's Stop (or a closed pipe) stops the node."""
+def _watch_control(conn: Connection, stop: threading.Event, membership) -> None:
+    """The launcher's Stop (or a closed pipe) stops the node; a death it announces leaves
+    this node's views."""
     while not stop.is_set():
         try:
             message = control.receive(conn, CONTROL_POLL)
@@ -26,6 +27,8 @@ def _watch_control(conn: Connection, stop: threading.Event) -> None:
             return
         if isinstance(message, control.Stop):
             stop.set()
+        elif isinstance(message, control.Departed):
+            membership.depart(message.node, message.t)
 
 
 def _return_freed_memory() -> None:
@@ -126,7 +129,8 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
         control.send(conn, control.Connected(spec.node_id))
         message = calibrate(node, conn, lambda: make_transport(threading.Event()), start_timeout)
         node.start(EmulatedClock(message.t0, message.tdf))
-        threading.Thread(target=_watch_control, args=(conn, stop), daemon=True).start()
+        watch = (conn, stop, node.membership)
+        threading.Thread(target=_watch_control, args=watch, daemon=True).start()
         node.run(report=lambda progress: control.send(conn, progress))
         stop.set()
         report = control.Done(

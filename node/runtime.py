@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from node import control
-from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, load_algorithm
+from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, View, load_algorithm
 from node.config import NodeSpec
 from node.counters import fresh_counters
 from node.data import task as data_task
@@ -79,10 +79,18 @@ class Node(Pacing):
             rng=random.Random(spec.seed * 1_000_003 + spec.node_id + salt * 7_919),
             partition_seed=spec.data.partition_seed,
             now=lambda: self.clock.now(),
+            view_at=self._view_at,
         )
         algorithm = self.algorithm_class(spec.algorithm, ctx)
         algorithm.init(self.flat)
         return algorithm
+
+    def _view_at(self, t: float) -> View:
+        """Whom this node can reach at `t`; everyone in a static run and in a calibration trial
+        (its spec has no scenario), until the launcher announces a death."""
+        if not self.spec.scenario and not self.membership.departed:
+            return View(0, tuple(range(self.spec.num_nodes)))
+        return self.membership.view(t)
 
     def attach(self, transport: Transport) -> None:
         """Answers due at delivery (`Algorithm.reply`) come from `transport`'s own thread."""

@@ -66,6 +66,7 @@ class Reachability:
     def __init__(self, actions: Iterable[Action] = ()):
         actions = sorted(a for a in actions if a.kind in REACHABILITY)
         self.static = not actions
+        self.changes = sorted({a.t for a in actions})  # the instants at which anything changes
         by_node: dict[int, list[Action]] = {}
         for a in actions:
             if a.node is not None:

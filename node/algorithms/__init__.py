@@ -13,6 +13,7 @@ from node.algorithms.base import (
     NodeContext,
     Outgoing,
     Rejected,
+    View,
 )
 
 
@@ -55,6 +56,7 @@ __all__ = [
     "NodeContext",
     "Outgoing",
     "Rejected",
+    "View",
     "builtin_algorithms",
     "load_algorithm",
 ]

@@ -76,6 +76,16 @@ class Incoming:
 
 
 @dataclass(frozen=True)
+class View:
+    """The nodes this node can count on from an instant on: `members` (itself included) are up
+    and reachable from it. `epoch` counts the membership changes before that instant, the same
+    count on every node, so that nodes agree on which view a message belongs to."""
+
+    epoch: int
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class NodeContext:
     """What an algorithm may know about its node: identity, peers, layout and its own RNG."""
 
@@ -85,10 +95,19 @@ class NodeContext:
     rng: random.Random
     partition_seed: int
     now: Callable[[], float] = lambda: 0.0  # this node's emulated clock, for timeouts
+    # Who is up and reachable at an emulated instant, by the run's scenario and the deaths the
+    # launcher announced; None: everyone, always (a static run).
+    view_at: Callable[[float], View] | None = None
 
     @property
     def peers(self) -> list[int]:
         return [n for n in range(self.num_nodes) if n != self.node_id]
+
+    def view(self) -> View:
+        """The view at this node's emulated now."""
+        if self.view_at is None:
+            return View(0, tuple(range(self.num_nodes)))
+        return self.view_at(self.now())
 
     @property
     def model_size(self) -> int:

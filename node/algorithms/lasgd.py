@@ -1,17 +1,16 @@
 """LASGD (Avidor et al., arXiv 2203.13085): local asynchronous SGD with ring All-Reduce sync.
 
-RECONSTRUCTION, not the paper's algorithm: its pseudo-code is not public (the project's
-reference notes, baselines-and-peers.md A.1, say so). What is built is the working
-reconstruction given there: computation never waits for the network; a synchronisation process
+RECONSTRUCTION, not the paper's algorithm (its pseudo-code is not public): the one in
+baselines-and-peers.md A.1. Computation never waits for the network; a synchronisation process
 repeatedly snapshots s = x, averages the snapshots of all nodes with a ring All-Reduce and
 folds the average back keeping the local progress made meanwhile, x <- avg + (x - s).
 
-The synchronisation "thread" is an event-driven state machine run by the training thread
-between local steps (no thread of its own), over the node's shaped ZeroMQ links:
+The synchronisation is a state machine run by the training thread between local steps:
 
 - All-Reduce k starts at this node's first round boundary (`round_messages`) after its
   All-Reduce k-1 completed and at least `sync_every` rounds after it started k-1. One
-  All-Reduce is in flight per node at a time. Ring order by id: i sends only to i+1 mod n.
+  All-Reduce is in flight per node at a time. Ring order by id: i sends only to i+1 mod n
+  (below, n and ids are the ring's: its size and a member's place in it).
 - The model is split np.array_split-like into n segments, each into `chunks` pieces; piece
   p = g * chunks + c is chunk c of segment g and travels as its own message (`frag` = p), so
   more chunks pipeline a segment along the ring. Reduce-scatter ("reduce", aux {"ar": k,
@@ -26,18 +25,25 @@ between local steps (no thread of its own), over the node's shaped ZeroMQ links:
   model, the cadence stays the configured one per node rather than the fastest node's, and
   the cost is bounded: the wait for the last node's boundary is at most one round (a few
   steps of skew when every node computes at the same speed).
-- The average is folded back in `on_message` as soon as the last piece arrives, as
-  adpsgd_atomic does: the next local step already starts from it, no round of extra
-  staleness; the runtime's evaluation sees it at the next round boundary. `aggregate` only
-  reports counters. `ready` is always true: rounds never wait.
-- A dead ring member is not survived: an All-Reduce that makes no progress for `timeout`
-  emulated seconds raises RuntimeError (not Rejected, which the runtime would count as a
-  refused message), which ends the node and so the run. The ring is not re-formed.
+- The average is folded back as soon as its last piece arrives (the next step starts from it);
+  `aggregate` only reports counters; `ready` is always true: rounds never wait.
+- Absent members (`on_absent`). With "reform" (the default) the ring is the node's view
+  (`NodeContext.view`): the members up and reachable from it by the scenario, less the deaths
+  the launcher announced, which every member computes alike. When the view changes (its
+  `epoch`, counted the same on every node), an All-Reduce in flight is abandoned (counted: the
+  model keeps its local progress, nothing is folded), the numbering restarts at 0 and the next
+  one runs on the new ring, segments re-cut for its size; a message tagged with a view this
+  node has not reached yet is kept until it does, one of an older view is stale. An
+  All-Reduce that makes no progress for `timeout` emulated seconds (a death not announced, a
+  lost message) is abandoned too, counted, and the next one starts at the next round boundary:
+  never a hang. With "error" the ring is every node, always, and such a stall raises
+  RuntimeError (not Rejected, which the runtime would count as a refused message), which ends
+  the node and so the run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -49,41 +55,36 @@ from node.algorithms.base import (
     NodeContext,
     Outgoing,
     Rejected,
+    View,
 )
+from node.algorithms.ring import Ring, pieces, split
 from node.config import require
+
+ON_ABSENT = ("reform", "error")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LASGDConfig(AlgorithmConfig):
     """`sync_every`: rounds between two All-Reduce starts at least; `chunks`: pieces per ring
-    segment; `timeout`: emulated seconds an All-Reduce may go without progress."""
+    segment; `timeout`: emulated seconds an All-Reduce may go without progress; `on_absent`:
+    what absent members do to the ring (reform it without them, or end the run)."""
 
     sync_every: int = 1  # at least this many rounds between two All-Reduce starts of a node
     chunks: int = 1  # pieces per ring segment; more pipeline a segment along the ring
     timeout: float = 10.0  # emulated seconds an All-Reduce may go without progress
+    on_absent: str = "reform"  # or "error": a stalled All-Reduce ends the run
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.sync_every >= 1, "algorithm.sync_every", "must be >= 1", "use e.g. 1")
         require(self.chunks >= 1, "algorithm.chunks", "must be >= 1", "use e.g. 1")
         require(self.timeout > 0, "algorithm.timeout", "must be > 0", "use e.g. 10.0")
-
-
-def split(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
-    """np.array_split's bounds for [start, stop) in `parts`: the first ones one longer."""
-    size, extra = divmod(stop - start, parts)
-    bounds, lo = [], start
-    for j in range(parts):
-        hi = lo + size + (j < extra)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
-
-
-def pieces(size: int, num_nodes: int, chunks: int) -> list[tuple[int, int]]:
-    """(start, stop) of every piece: n segments of the flat vector, each in `chunks` pieces;
-    piece g * chunks + c is chunk c of segment g."""
-    return [p for lo, hi in split(0, size, num_nodes) for p in split(lo, hi, chunks)]
+        require(
+            self.on_absent in ON_ABSENT,
+            "algorithm.on_absent",
+            f"{self.on_absent!r} is not one of {ON_ABSENT}",
+            "use reform (the ring goes on without absent members) or error (the run ends)",
+        )
 
 
 @dataclass
@@ -110,20 +111,30 @@ class LASGD(Algorithm):
 
     def __init__(self, config: LASGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)
-        self.n, self.me = ctx.num_nodes, ctx.node_id
-        self.next, self.prev = (self.me + 1) % self.n, (self.me - 1) % self.n
-        self.pieces = pieces(ctx.model_size, self.n, config.chunks)
+        everyone = View(0, tuple(range(ctx.num_nodes)))
+        self.ring = Ring.of(everyone, ctx.node_id, ctx.model_size, config.chunks)
+        self.viewed = config.on_absent == "error"  # "reform": adopt the view at the first hook
         self.active: AllReduce | None = None
         self.next_k = 0  # the All-Reduce this node starts next
         self.last_start = -config.sync_every  # the round it started the previous one
         # Reduce messages of All-Reduce next_k that came before this node started it:
         # (kind, piece) -> (step, values), in arrival order.
         self.early: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
-        self.counts = {"allreduces": 0, "allreduce_latency": 0.0, "allreduce_early": 0}
+        # Messages of a view this node has not reached yet (its sender is past a change):
+        # kept, with their values copied, until it gets there.
+        self.ahead: list[tuple[int, Incoming]] = []
+        self.counts = {
+            "allreduces": 0,
+            "allreduce_latency": 0.0,
+            "allreduce_early": 0,
+            "allreduce_abandoned": 0,  # in flight at a view change, or stalled for `timeout`
+            "ring_size": self.ring.size,
+        }
 
     # ---- the protocol --------------------------------------------------------------------
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
-        if self.n == 1:
+        self._follow_view()
+        if self.ring.size == 1:
             return []
         self._check_stall()
         if self.active is not None or round - self.last_start < self.config.sync_every:
@@ -132,32 +143,70 @@ class LASGD(Algorithm):
         return self._start(params)
 
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
+        self._follow_view()
+        epoch = msg.aux.get("ep", 0)
+        if type(epoch) is not int or epoch < self.ring.epoch:
+            raise Rejected(f"LASGD: {msg.kind} from {msg.src} of view {epoch!r} is stale")
+        if epoch > self.ring.epoch:
+            if len(self.ahead) >= 2 * len(self.ring.pieces) * self.ctx.num_nodes:
+                raise Rejected(f"LASGD: too many messages ahead of view {self.ring.epoch}")
+            self.ahead.append((epoch, replace(msg, values=msg.values.copy())))
+            return []
+        return self._receive(msg, params)
+
+    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
+        return {**self.counts, "allreduce_in_flight": int(self.active is not None)}
+
+    # ---- the view ------------------------------------------------------------------------
+    def _follow_view(self) -> None:
+        """On a new view: abandon what is in flight and restart on the ring of its members."""
+        if self.config.on_absent == "error" or (self.viewed and self.ctx.view_at is None):
+            return
+        view = self.ctx.view()
+        if self.viewed and view.epoch == self.ring.epoch:
+            return
+        if (view.epoch, view.members) != (self.ring.epoch, self.ring.members):
+            if self.active is not None:
+                self.counts["allreduce_abandoned"] += 1
+            self.ring = Ring.of(view, self.ctx.node_id, self.ctx.model_size, self.config.chunks)
+            self.active, self.next_k, self.early = None, 0, {}
+            self.last_start = -self.config.sync_every
+            self.counts["ring_size"] = self.ring.size
+        self.viewed = True
+        ahead, self.ahead = self.ahead, []
+        for epoch, msg in ahead:
+            if epoch > view.epoch:
+                self.ahead.append((epoch, msg))
+            elif epoch == view.epoch:
+                try:  # kept as early: this node starts All-Reduce 0 of the view next
+                    self._receive(msg, None)
+                except Rejected:
+                    self.counts["allreduce_stale"] = self.counts.get("allreduce_stale", 0) + 1
+
+    # ---- the state machine ---------------------------------------------------------------
+    def _receive(self, msg: Incoming, params: torch.Tensor | None) -> list[Outgoing]:
         k, p, step, values = self._validate(msg)
         if self.active is not None and k == self.active.k:
             return self._advance(msg.kind, p, step, values, params)
         if k != self.next_k or (msg.kind, p) in self.early:
             raise Rejected(f"LASGD: {msg.kind} {p} of All-Reduce {k} from {msg.src} is stale")
         if msg.kind == "gather":  # needs this node's snapshot: impossible before it starts
-            raise Rejected(f"LASGD: gather of All-Reduce {k} before node {self.me} started it")
+            raise Rejected(f"LASGD: gather of All-Reduce {k} before this node started it")
         # Kept as a copy: the receive buffer is not held on to.
         self.early[(msg.kind, p)] = (step, values.copy())
         self.counts["allreduce_early"] += 1
         self._check_stall()
         return []
 
-    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
-        return {**self.counts, "allreduce_in_flight": int(self.active is not None)}
-
-    # ---- the state machine ---------------------------------------------------------------
     def _start(self, params: torch.Tensor) -> list[Outgoing]:
         now = self.ctx.now()
         snapshot = params.detach().numpy().copy()
         self.active = AllReduce(self.next_k, snapshot, np.empty_like(snapshot), now, now)
         self.next_k += 1
-        chunks = self.config.chunks
+        chunks, me = self.config.chunks, self.ring.me
         out = [
-            self._send("reduce", p, 0, snapshot[slice(*self.pieces[p])])
-            for p in range(self.me * chunks, (self.me + 1) * chunks)
+            self._send("reduce", p, 0, snapshot[slice(*self.ring.pieces[p])])
+            for p in range(me * chunks, (me + 1) * chunks)
         ]
         early, self.early = self.early, {}
         for (kind, p), (step, values) in early.items():
@@ -167,7 +216,7 @@ class LASGD(Algorithm):
     def _advance(
         self, kind: str, p: int, step: int, values: np.ndarray, params: torch.Tensor
     ) -> list[Outgoing]:
-        ar, lo_hi = self.active, slice(*self.pieces[p])
+        ar, lo_hi, n = self.active, slice(*self.ring.pieces[p]), self.ring.size
         done = ar.reduced if kind == "reduce" else ar.averaged
         if p in done:
             raise Rejected(f"LASGD: {kind} {p} of All-Reduce {ar.k} arrived twice")
@@ -175,17 +224,17 @@ class LASGD(Algorithm):
         ar.progressed = self.ctx.now()
         if kind == "reduce":
             partial = values + ar.snapshot[lo_hi]  # float32: one more node's share of the sum
-            if step + 2 < self.n:
+            if step + 2 < n:
                 return [self._send("reduce", p, step + 1, partial)]
-            average = partial / np.float32(self.n)  # the one sum of this piece, divided once
+            average = partial / np.float32(n)  # the one sum of this piece, divided once
             ar.average[lo_hi] = average
             ar.averaged.add(p)
             out = [self._send("gather", p, 0, average)]
         else:
             ar.average[lo_hi] = values
-            forward = step + 2 < self.n
+            forward = step + 2 < n
             out = [self._send("gather", p, step + 1, ar.average[lo_hi])] if forward else []
-        if len(ar.averaged) == len(self.pieces):
+        if len(ar.averaged) == len(self.ring.pieces):
             self._fold(params)
         return out
 
@@ -198,23 +247,26 @@ class LASGD(Algorithm):
         self.counts["allreduce_latency"] = self.ctx.now() - ar.started
 
     def _send(self, kind: str, p: int, step: int, values: np.ndarray) -> Outgoing:
-        return Outgoing(self.next, kind, values, frag=p, aux={"ar": self.active.k, "step": step})
+        aux = {"ar": self.active.k, "step": step}
+        if self.ring.epoch:  # the first view's messages carry no tag: a static run's bytes
+            aux["ep"] = self.ring.epoch
+        return Outgoing(self.ring.next, kind, values, frag=p, aux=aux)
 
     def _validate(self, msg: Incoming) -> tuple[int, int, int, np.ndarray]:
         """(All-Reduce, piece, step, values) of a well-formed ring message; Rejected if not."""
-        k, step, p = msg.aux.get("ar"), msg.aux.get("step"), msg.frag
-        if msg.kind not in ("reduce", "gather") or msg.src != self.prev or self.n == 1:
-            raise Rejected(f"LASGD: unexpected {msg.kind} from {msg.src} at node {self.me}")
-        if type(k) is not int or type(step) is not int or not 0 <= step <= self.n - 2:
+        k, step, p, n = msg.aux.get("ar"), msg.aux.get("step"), msg.frag, self.ring.size
+        if msg.kind not in ("reduce", "gather") or msg.src != self.ring.prev or n == 1:
+            raise Rejected(f"LASGD: unexpected {msg.kind} from {msg.src} at {self.ctx.node_id}")
+        if type(k) is not int or type(step) is not int or not 0 <= step <= n - 2:
             raise Rejected(f"LASGD: {msg.kind} from {msg.src} has a bad aux {msg.aux}")
-        if not 0 <= p < len(self.pieces):
+        if not 0 <= p < len(self.ring.pieces):
             raise Rejected(f"LASGD: {msg.kind} from {msg.src} has a bad piece {p}")
         # The ring fixes which segment travels at which step: prev - step (reduce), prev + 1
-        # - step (gather).
-        segment = (self.prev - step + (msg.kind == "gather")) % self.n
+        # - step (gather), as places in the ring.
+        segment = (self.ring.me - 1 - step + (msg.kind == "gather")) % n
         if p // self.config.chunks != segment:
             raise Rejected(f"LASGD: {msg.kind} step {step} from {msg.src} carries piece {p}")
-        lo, hi = self.pieces[p]
+        lo, hi = self.ring.pieces[p]
         values = msg.values
         if values.dtype != np.float32 or values.shape != (hi - lo,):
             raise Rejected(f"LASGD: {msg.kind} from {msg.src} is not float32 x {hi - lo}")
@@ -227,17 +279,22 @@ class LASGD(Algorithm):
         stalled = self.ctx.now() - ar.progressed
         if stalled <= self.config.timeout:
             return
-        every = set(range(len(self.pieces)))
-        chunks = self.config.chunks
-        own = set(range(self.me * chunks, (self.me + 1) * chunks))
+        if self.config.on_absent == "reform":  # the next one starts at the next boundary
+            self.active = None
+            self.counts["allreduce_abandoned"] += 1
+            return
+        every = set(range(len(self.ring.pieces)))
+        chunks, me = self.config.chunks, self.ring.me
+        own = set(range(me * chunks, (me + 1) * chunks))
         missing_reduce = sorted(every - own - ar.reduced)
         missing_gather = sorted(every - ar.averaged)
         raise RuntimeError(
-            f"LASGD: All-Reduce {ar.k} stalled for {stalled:.1f} s waiting for node {self.prev} "
-            f"(node {self.me} still lacks reduce pieces {missing_reduce} and gather pieces "
-            f"{missing_gather}; the dead member may be further up the ring); a ring member is "
-            f"gone: timeout ends the run, the ring is not re-formed"
+            f"LASGD: All-Reduce {ar.k} stalled for {stalled:.1f} s waiting for node "
+            f"{self.ring.prev} (node {self.ctx.node_id} still lacks reduce pieces "
+            f"{missing_reduce} and gather pieces {missing_gather}; the dead member may be "
+            f"further up the ring); a ring member is gone: timeout ends the run, the ring is "
+            f"not re-formed (algorithm.on_absent=error; reform goes on without it)"
         )
 
 
-__all__ = ["LASGD", "LASGDConfig", "pieces", "split"]
+__all__ = ["LASGD", "LASGDConfig", "Ring", "pieces", "split"]

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from node.algorithms import builtin_algorithms
-from node.algorithms.base import Incoming, NodeContext, Rejected
+from node.algorithms.base import Incoming, NodeContext, Rejected, View
 from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
 from node.config import ConfigError
 from node.messages import incoming
 from transport import EmulatedClock, LinkSpec, Message, ZmqTransport
 
 
-def config(chunks=1, timeout=10.0, sync_every=1):
+def config(chunks=1, timeout=10.0, sync_every=1, on_absent="reform"):
     return LASGDConfig(
         name="lasgd",
         lr=0.05,
@@ -29,13 +29,16 @@ def config(chunks=1, timeout=10.0, sync_every=1):
         sync_every=sync_every,
         chunks=chunks,
         timeout=timeout,
+        on_absent=on_absent,
     )
 
 
-def ring(n, layers, chunks=1, now=lambda: 0.0, timeout=10.0, sync_every=1):
+def ring(n, layers, chunks=1, now=lambda: 0.0, timeout=10.0, sync_every=1, **kw):
+    """`views`: a dict node -> View each node sees now (tests change it); `on_absent`."""
+    views = kw.pop("views", None)
     return [
         LASGD(
-            config(chunks, timeout, sync_every),
+            config(chunks, timeout, sync_every, **kw),
             NodeContext(
                 node_id=i,
                 num_nodes=n,
@@ -43,6 +46,7 @@ def ring(n, layers, chunks=1, now=lambda: 0.0, timeout=10.0, sync_every=1):
                 rng=random.Random(i),
                 partition_seed=1,
                 now=now,
+                view_at=None if views is None else (lambda t, i=i: views[i]),
             ),
         )
         for i in range(n)
@@ -65,7 +69,7 @@ class Net:
 
     def post(self, src, outgoing):
         for out in outgoing:
-            assert out.dst == (src + 1) % len(self.algos)  # ring: only to the next node
+            assert out.dst == self.algos[src].ring.next  # ring: only to the next member
             self.sent[src] = self.sent.get(src, 0) + out.values.nbytes
             self.wire.append((out.dst, deliver(out, src)))
 
@@ -218,8 +222,8 @@ def test_bytes_sent_per_node_per_all_reduce_are_2_n_minus_1_over_n_of_the_model(
     assert net.sent == {0: (14 - 2 - 2) * 4, 1: (14 - 2 - 3) * 4, 2: (14 - 3 - 2) * 4}
 
 
-def test_a_stalled_all_reduce_ends_the_run_with_a_clear_error(fake_clock):
-    algos, params = ring(3, (4, 3), now=fake_clock), [x.clone() for x in X3]
+def test_a_stalled_all_reduce_ends_the_run_with_a_clear_error_when_so_configured(fake_clock):
+    algos, params = ring(3, (4, 3), now=fake_clock, on_absent="error"), [x.clone() for x in X3]
     net = Net(algos, params)
     net.start(0)
     net.start(1)  # node 2 is dead: it never starts, never answers
@@ -234,6 +238,87 @@ def test_a_stalled_all_reduce_ends_the_run_with_a_clear_error(fake_clock):
         algos[1].round_messages(2, params[1])
     assert not isinstance(err.value, Rejected)  # the runtime must not count it as rejected
     assert "stalled for 10.5 s waiting for node 0" in str(err.value)
+
+
+def test_with_reform_a_stalled_all_reduce_is_abandoned_and_the_next_one_starts(fake_clock):
+    algos, params = ring(3, (4, 3), now=fake_clock), [x.clone() for x in X3]
+    net = Net(algos, params)
+    net.start(0)
+    net.start(1)  # node 2 is dead and no view says so: nothing completes
+    net.run()
+    fake_clock.t = 10.5
+    out = algos[0].round_messages(1, params[0])  # 10.5 s without progress: given up
+    assert algos[0].counts["allreduce_abandoned"] == 1 and algos[0].active.k == 1
+    assert [o.aux["ar"] for o in out] == [1] and torch.equal(params[0], X3[0])  # no fold
+
+
+def test_the_ring_re_forms_on_the_members_of_each_new_view():
+    """4 nodes average; node 2 goes away (view 1): the other three average on a ring of 3;
+    it comes back (view 2): all four again. Each time the exact mean, bitwise identical."""
+    gen = torch.Generator().manual_seed(4)
+    views = {i: View(0, (0, 1, 2, 3)) for i in range(4)}
+    algos = ring(4, (6, 5), views=views)
+    params = [torch.randint(-50, 50, (11,), generator=gen).float() * 12 for _ in range(4)]
+    net = Net(algos, params)
+    for i in range(4):
+        net.start(i)
+    net.run()
+    mean4 = params[0].clone()
+    assert all(torch.equal(x, mean4) for x in params)
+    for i in (0, 1, 3):
+        views[i] = View(1, (0, 1, 3))
+    params[3] += torch.arange(11.0) * 3  # they drift apart again (sums divisible by 3)
+    for i in (0, 1, 3):
+        net.start(i, round=1)
+    assert all(dst != 2 and msg.aux["ep"] == 1 for dst, msg in net.wire)
+    net.run()
+    mean3 = (mean4 * 3 + torch.arange(11.0) * 3) / 3
+    assert all(torch.equal(params[i], mean3) for i in (0, 1, 3)), params
+    assert torch.equal(params[2], mean4) and algos[0].counts["ring_size"] == 3
+    for i in range(4):
+        views[i] = View(2, (0, 1, 2, 3))
+    for i in range(4):
+        net.start(i, round=2)
+    net.run()
+    assert all(torch.equal(x, (mean3 * 3 + mean4) / 4) for x in params)
+    assert [a.counts["allreduces"] for a in algos] == [3, 3, 2, 3]
+    assert all(a.counts["allreduce_abandoned"] == 0 for a in algos)
+
+
+def test_a_view_change_abandons_what_is_in_flight_and_messages_ahead_wait_for_it():
+    """Node 3 leaves while All-Reduce 0 is in flight. Nodes 0 and 1 see it first: they
+    abandon theirs and start view 1's; node 2, still in view 0, keeps their message until it
+    gets there too. A message of view 0 is stale in view 1."""
+    views = {i: View(0, (0, 1, 2, 3)) for i in range(4)}
+    algos, params = ring(4, (6, 5), views=views), [vec(*range(11)) * (i + 1) for i in range(4)]
+    net = Net(algos, params)
+    for i in range(4):
+        net.start(i)
+    old = list(net.wire)
+    net.wire.clear()  # lost with node 3's leave
+    views[0] = views[1] = View(1, (0, 1, 2))
+    net.start(0, round=1)
+    net.start(1, round=1)
+    assert [a.counts["allreduce_abandoned"] for a in algos] == [1, 1, 0, 0]
+    net.run()  # node 1's reduce reaches node 2, still in view 0: kept, not rejected
+    assert algos[2].ahead and algos[2].active.k == 0 and algos[2].ring.epoch == 0
+    dst, stale = next((d, m) for d, m in old if d == 1)
+    with pytest.raises(Rejected, match="stale"):
+        algos[1].on_message(stale, params[1])
+    views[2] = View(1, (0, 1, 2))
+    net.start(2, round=1)
+    assert algos[2].counts["allreduce_abandoned"] == 1 and not algos[2].ahead
+    net.run()
+    mean = vec(*range(11)) * 2  # (1 + 2 + 3) / 3
+    assert all(torch.equal(params[i], mean) for i in range(3))
+    assert torch.equal(params[3], vec(*range(11)) * 4)
+
+
+def test_alone_in_its_view_a_node_sends_nothing():
+    views = {0: View(3, (0,)), 1: View(3, (1, 2)), 2: View(3, (1, 2))}
+    algos = ring(3, (4, 3), views=views)
+    assert algos[0].round_messages(0, torch.zeros(7)) == []
+    assert [o.dst for o in algos[1].round_messages(0, torch.zeros(7))] == [2]
 
 
 def test_malformed_ring_messages_are_rejected():
@@ -273,7 +358,7 @@ def test_rounds_never_wait_and_all_reduces_start_every_sync_every_rounds():
 def test_config_is_registered_and_checked():
     assert builtin_algorithms()["lasgd"] is LASGD and LASGD.config_class is LASGDConfig
     assert LASGD.kinds == {"reduce", "gather"}
-    for key, value in [("chunks", 0), ("sync_every", 0), ("timeout", 0.0)]:
+    for key, value in [("chunks", 0), ("sync_every", 0), ("timeout", 0.0), ("on_absent", "x")]:
         with pytest.raises(ConfigError, match=f"algorithm.{key}"):
             LASGDConfig(**{**config().__dict__, key: value})
 
