@@ -32,6 +32,7 @@ def pipe():
         control.Done(1, {"steps": 5}, {"sent": {2: 100}}, ["boom"]),
         control.Failed(1, "Traceback ..."),
         control.Stop(),
+        control.Departed(3, 7.25),
         control.Evaluated(4, 2.0, {"accuracy": 0.5, "loss": 1.25}),
         control.EvaluatorDone(0),
     ],
