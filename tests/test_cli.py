@@ -35,10 +35,12 @@ def assert_reaped(pids: dict) -> None:
             assert not alive, f"process {pid} outlived the launcher"
 
 
-def wait_for(path: Path, timeout: float) -> None:
+def wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the launcher ended before {path} appeared:\n{finish(proc, 10)}")
         time.sleep(0.2)
 
 
@@ -131,6 +133,39 @@ def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
     assert summary["curve"][-1]["t"] == pytest.approx(20.0)
     assert summary["curve"][-1]["nodes"] == 3 and summary["curve"][0]["nodes"] == 4
     assert "node 2 failed at t=" in out and "status            degraded: node 2 at t=" in out
+    assert_reaped(pids)
+
+
+def test_lasgd_s_ring_re_forms_without_a_node_killed_from_outside(tmp_path, shared_data):
+    """Nobody planned node 2's death: the launcher sees it and tells the others, whose ring
+    All-Reduces go on among the three of them to the end."""
+    run = tmp_path / "run"
+    proc = start(
+        "launcher", "num_nodes=4", "algorithm=lasgd", "duration=12", "tdf=3",
+        "eval.interval=2", f"data_root={shared_data}", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    try:
+        wait_for(run / "nodes" / "002.jsonl", 180, proc)
+        deadline = time.monotonic() + 180
+        while not [r for r in read_jsonl(run / "nodes" / "002.jsonl") if r["allreduces"]]:
+            assert time.monotonic() < deadline, "node 2 never completed an All-Reduce"
+            time.sleep(0.2)
+        pids = json.loads((run / "pids.json").read_text())
+        os.kill(pids["nodes"]["2"], signal.SIGKILL)
+        out = finish(proc, timeout=600)
+    finally:
+        kill(proc)
+    assert proc.returncode == 3, out
+    summary = json.loads((run / "summary.json").read_text())
+    died = summary["departed"]["2"]
+    assert summary["status"] == "degraded" and list(summary["departed"]) == ["2"]
+    for node in (0, 1, 3):
+        records = read_jsonl(run / "nodes" / f"{node:03d}.jsonl")
+        last = records[-1]
+        assert last["t"] == pytest.approx(12.0, abs=0.5) and last["ring_size"] == 3
+        before = max(r["allreduces"] for r in records if r["t"] <= died)
+        assert last["allreduces"] >= before + 3, (node, died, before, last)
+    assert summary["curve"][-1]["t"] == pytest.approx(12.0)
     assert_reaped(pids)
 
 
