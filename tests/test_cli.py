@@ -390,53 +390,115 @@ def test_a_plug_in_that_cannot_be_loaded_is_a_config_error_naming_the_search_pat
     assert not (tmp_path / "run" / "pids.json").exists()
 
 
-SCENARIO = (
-    "scenario.events=["
-    "{t: 2.0, leave: [4]}, {t: 6.0, join: [4]}, {t: 3.0, crash: [5]},"
-    "{t: 4.0, link: 0, up_mbps: 0.5},"
-    "{t: 5.0, partition: [[0, 1], [2, 3, 4]]}, {t: 8.0, heal: true},"
-    "{t: 9.0, flap: 3, period: 1.0, until: 11.0}]"
-)
-
-
-def test_a_scenario_runs_every_kind_of_event_on_six_processes(tmp_path, shared_data):
-    """One 6-node run through the CLI with a leave and a join, a crash (killed hard by the
-    launcher), a rate change, a partition and its heal, and a flapping link: the run is ok,
-    each event left its mark, the curve counts the nodes present."""
+def run_events(tmp_path, shared_data, events: str, *overrides: str):
+    """A 6-node run of 8 emulated s with `events`: (summary, config, output, run folder)."""
     proc = launch(
-        tmp_path,
-        "num_nodes=6",
-        "duration=12",
-        "eval.interval=1",
-        "tdf=3",
-        SCENARIO,
-        data_root=shared_data,
-    )
+        tmp_path, "num_nodes=6", "duration=8", "eval.interval=1", "tdf=3",
+        f"scenario.events=[{events}]", *overrides, data_root=shared_data,
+    )  # fmt: skip
     run = tmp_path / "run"
     try:
-        wait_for(run / "pids.json", 180)
+        wait_for(run / "pids.json", 180, proc)
         pids = json.loads((run / "pids.json").read_text())
         out = finish(proc, timeout=600)
     finally:
         kill(proc)
     assert proc.returncode == 0, out
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "ok" and not summary["failed_nodes"]
-    assert list(summary["crashed"]) == ["5"] and 3.0 <= summary["crashed"]["5"][0] < 3.5
-    assert summary["absent"] == {"4": [[2.0, 6.0]], "5": [[3.0, None]]}
-    nodes = {p["t"]: p["nodes"] for p in summary["curve"]}
-    assert (nodes[0.0], nodes[2.0], nodes[4.0], nodes[6.0], nodes[12.0]) == (6, 5, 4, 5, 5)
-    totals = summary["totals"]
-    for reason in ("down", "partition", "link"):
-        assert totals[f"messages_lost_{reason}"] > 0, reason
-    kinds = [a["kind"] for a in summary["scenario"]]
-    assert kinds.count("link_down") == 2 and {"crash", "leave", "join", "heal"} <= set(kinds)
-    config = json.loads((run / "config.json").read_text())
-    assert config["network"]["links"][0]["up_changes"] == [[4.0, 0.5]]
-    away = [r["t"] for r in read_jsonl(run / "nodes" / "004.jsonl")]
-    assert away and not [t for t in away if 2.0 < t < 6.0]  # no round while away
-    assert "node 5 crashed at t=" in out and "scenario          " in out
+    assert summary["status"] == "ok" and not summary["failed_nodes"], summary
+    assert "scenario          " in out
     assert_reaped(pids)
+    return summary, json.loads((run / "config.json").read_text()), out, run
+
+
+def present(summary) -> dict[float, int]:
+    return {p["t"]: p["nodes"] for p in summary["curve"]}
+
+
+def round_times(run: Path, node: int) -> list[float]:
+    return [r["t"] for r in read_jsonl(run / "nodes" / f"{node:03d}.jsonl")]
+
+
+def sent_between(run: Path, node: int, key: str, start: float) -> tuple[float, int]:
+    """(emulated seconds, bytes of `key`) from node's first round record after `start` to its
+    last."""
+    records = [r for r in read_jsonl(run / "nodes" / f"{node:03d}.jsonl") if r["t"] >= start]
+    return records[-1]["t"] - records[0]["t"], records[-1][key] - records[0][key]
+
+
+# A 6-node process test per kind of event (the twin tests cover each on a fake clock too).
+def test_leave_and_join_through_the_cli(tmp_path, shared_data):
+    """Node 4 leaves at 2 and joins again at 5; node 5 starts away and joins at 3."""
+    events = "{t: 2.0, leave: [4]}, {t: 5.0, join: [4]}, {t: 3.0, join: [5], model: initial}"
+    summary, _, _, run = run_events(tmp_path, shared_data, events)
+    assert summary["absent"] == {"4": [[2.0, 5.0]], "5": [[0.0, 3.0]]}
+    nodes = present(summary)
+    assert (nodes[0.0], nodes[2.0], nodes[3.0], nodes[5.0], nodes[8.0]) == (5, 4, 5, 6, 6)
+    assert not [t for t in round_times(run, 4) if 2.0 < t < 5.0]  # no round while away
+    assert round_times(run, 4)[-1] > 7.0 and min(round_times(run, 5)) > 3.0
+    assert summary["totals"]["messages_lost_down"] > 0
+
+
+def test_a_crash_through_the_cli(tmp_path, shared_data):
+    """The launcher kills node 5 hard at t=3: the run is ok (it was planned), the rest go on
+    and what is sent to node 5 is lost, counted."""
+    summary, _, out, _ = run_events(tmp_path, shared_data, "{t: 3.0, crash: [5]}")
+    assert list(summary["crashed"]) == ["5"] and 3.0 <= summary["crashed"]["5"][0] < 3.5
+    assert summary["absent"] == {"5": [[3.0, None]]} and not summary["departed"]
+    nodes = present(summary)
+    assert (nodes[2.0], nodes[3.0], nodes[8.0]) == (6, 5, 5)
+    assert summary["totals"]["messages_lost_down"] > 0 and "node 5 crashed at t=" in out
+
+
+def test_link_changes_and_a_trace_through_the_cli(tmp_path, shared_data):
+    """Node 0's uplink drops to 0.2 Mbit/s at t=3 (an event); node 1's downlink to 0.2 at
+    t=3 (a trace file): from then on each moves no more than that."""
+    trace = tmp_path / "bw.csv"
+    trace.write_text("t,node,up_mbps,down_mbps,latency_ms\n3.0,1,,0.2,\n")
+    events = "{t: 3.0, link: 0, up_mbps: 0.2, latency_ms: 50}"
+    summary, config, _, run = run_events(tmp_path, shared_data, events, f"scenario.trace={trace}")
+    links = config["network"]["links"]
+    assert links[0]["up_changes"] == [[3.0, 0.2]] and links[0]["latency_changes"] == [[3.0, 50.0]]
+    assert links[1]["down_changes"] == [[3.0, 0.2]]
+    bits = 0.2e6 * 1.05  # bit/s, with room for the one message that straddles the start
+    for node, key in ((0, "bytes_sent"), (1, "bytes_delivered")):
+        seconds, sent = sent_between(run, node, key, 3.5)
+        assert seconds > 3.0 and 0 < sent * 8 <= bits * (seconds + 0.5), (node, seconds, sent)
+    seconds, sent = sent_between(run, 2, "bytes_sent", 3.5)  # unchanged: far more
+    assert sent * 8 > 3 * bits * seconds, (seconds, sent)
+
+
+def test_a_partition_and_its_heal_through_the_cli(tmp_path, shared_data):
+    events = "{t: 2.0, partition: [[0, 1], [2, 3, 4, 5]]}, {t: 5.0, heal: true}"
+    summary, _, _, _ = run_events(tmp_path, shared_data, events)
+    assert [a["kind"] for a in summary["scenario"]] == ["partition", "heal"]
+    assert summary["totals"]["messages_lost_partition"] > 0
+    assert summary["totals"]["messages_lost_down"] == 0 and set(present(summary).values()) == {6}
+
+
+def test_a_flapping_link_through_the_cli(tmp_path, shared_data):
+    summary, _, _, _ = run_events(
+        tmp_path, shared_data, "{t: 2.0, flap: 3, period: 1.0, until: 6.0}"
+    )
+    kinds = [a["kind"] for a in summary["scenario"]]
+    assert kinds.count("link_down") == kinds.count("link_up") == 4
+    assert summary["totals"]["messages_lost_link"] > 0 and not summary["absent"]
+
+
+def test_churn_through_the_cli(tmp_path, shared_data):
+    """A third of the nodes (2 of 6, drawn with the seed) leave and come back, spells of about
+    1.5 s, from t=1 until t=7, when all are back."""
+    events = "{t: 1.0, churn: 0.34, period: 1.5, seed: 0, until: 7.0}"
+    summary, _, _, run = run_events(tmp_path, shared_data, events)
+    absent = summary["absent"]
+    assert len(absent) == 2 and all(spans for spans in absent.values())
+    for node, spans in absent.items():
+        assert all(1.0 <= a < b <= 7.0 for a, b in spans), spans
+        rounds = round_times(run, int(node))
+        assert not [t for t in rounds for a, b in spans if a < t < b]  # none while away
+        assert rounds[-1] > 7.0
+    assert min(present(summary).values()) < 6 and present(summary)[8.0] == 6
+    assert summary["totals"]["messages_lost_down"] > 0
 
 
 def test_crashed_nodes_join_again_in_new_processes_with_their_checkpoint_or_the_initial_model(
