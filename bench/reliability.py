@@ -286,7 +286,7 @@ def _ctrl_c(sizes: Sizes, work: Path) -> dict:
             time.sleep(after)
             started = (run_dir / "pids.json").is_file()  # processes were started
             phase = "training" if _training_started(run_dir) else "start-up or calibration"
-            phase = phase if started else "before any node process (validation, data)"
+            phase = phase if started else "before any node process (imports, validation, data)"
             finished = proc.poll() is not None
             with contextlib.suppress(ProcessLookupError):  # the run had ended: nothing to stop
                 os.killpg(proc.pid, signal.SIGINT)
@@ -310,8 +310,7 @@ def _ctrl_c(sizes: Sizes, work: Path) -> dict:
             "summary_parses": summary is not None,
             "status": (summary or {}).get("status"),
         }
-        # Interrupted before any node process, a run has nothing to summarize: it just ends.
-        record["ok"] = not left and (summary is not None or not started)
+        record["ok"] = not left and summary is not None  # even before any node process
         trials.append(record)
         print(f"ctrl-c {i}: {record}", flush=True)
     ok = sum(t["ok"] for t in trials)

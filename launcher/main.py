@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import signal
 import subprocess
 import sys
 from importlib import metadata
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {"failed": 1, "degraded": 3, "interrupted": 130}
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_algorithm_defaults()  # before hydra composes: the algorithm YAMLs name them
+# Ctrl-C's that came before main() (`__main__` holds them while Python imports)
+HELD_INTERRUPTS: list[float] = []
 
 
 def provenance(run, tdf: float | None) -> dict:
@@ -80,12 +83,33 @@ def execute(cfg: dict, run_dir: Path) -> dict:
     return summary
 
 
+def interrupted_before_start(run_dir: Path) -> None:
+    """Ctrl-C before any node process: a summary that says so, and the interrupted exit."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "run_dir": str(run_dir),
+        "status": "failed",
+        "interrupted": True,
+        "started": False,  # no node process was started: nothing ran, nothing to report
+        "final_mean_accuracy": None,
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    print(f"interrupted before any node started; summary: {run_dir / 'summary.json'}")
+    sys.exit(EXIT_CODES["interrupted"])
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C raises
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HELD_INTERRUPTS:
+        interrupted_before_start(run_dir)
     raw = OmegaConf.to_container(cfg, resolve=True)
     add_plugin_paths(HydraConfig.get().runtime.config_sources, CONF_DIR)
     try:
-        summary = execute(raw, Path(HydraConfig.get().runtime.output_dir))
+        summary = execute(raw, run_dir)
+    except KeyboardInterrupt:  # in validation or planning (the run itself reports its own)
+        interrupted_before_start(run_dir)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)

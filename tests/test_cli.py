@@ -136,6 +136,27 @@ def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
     assert_reaped(pids)
 
 
+@pytest.mark.parametrize("after", [0.3, 1.5])
+def test_ctrl_c_while_python_still_imports_ends_with_a_summary(tmp_path, after):
+    """Before the launcher knows its run's folder (Python importing, hydra composing), a
+    Ctrl-C is held until it does: the run then ends at once, interrupted, with a summary."""
+    run = tmp_path / "run"
+    proc = start("launcher", "num_nodes=4", f"hydra.run.dir={run}")
+    try:
+        time.sleep(after)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        out = finish(proc, timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        kill(proc)
+    assert proc.returncode == 130, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["status"] == "failed"
+    assert not summary["started"] and not (run / "pids.json").exists()
+    assert "interrupted before any node started" in out and elapsed < 20, elapsed
+
+
 def test_lasgd_s_ring_re_forms_without_a_node_killed_from_outside(tmp_path, shared_data):
     """Nobody planned node 2's death: the launcher sees it and tells the others, whose ring
     All-Reduces go on among the three of them to the end."""
