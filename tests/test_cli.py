@@ -111,20 +111,25 @@ def test_ctrl_c_stops_every_process_and_still_writes_the_summary(tmp_path, share
     assert_reaped(pids)
 
 
-def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
-    proc = launch(tmp_path, "duration=20", data_root=shared_data)
-    run = tmp_path / "run"
+def kill_node_2_once(proc, run: Path, what: str, ready) -> tuple[dict, str]:
+    """SIGKILL node 2, unplanned, once `ready(its round records)` is true; (pids, output)."""
     try:
-        wait_for(run / "nodes" / "002.jsonl", 180)
+        wait_for(run / "nodes" / "002.jsonl", 180, proc)
         deadline = time.monotonic() + 180
-        while not (run / "nodes" / "002.jsonl").stat().st_size:  # a round done: training
-            assert time.monotonic() < deadline, "node 2 never finished a round"
+        while not ready(read_jsonl(run / "nodes" / "002.jsonl")):
+            assert time.monotonic() < deadline, f"node 2 never {what}"
             time.sleep(0.2)
         pids = json.loads((run / "pids.json").read_text())
         os.kill(pids["nodes"]["2"], signal.SIGKILL)
-        out = finish(proc, timeout=600)
+        return pids, finish(proc, timeout=600)
     finally:
         kill(proc)
+
+
+def test_a_killed_node_is_reported_and_the_others_finish(tmp_path, shared_data):
+    proc = launch(tmp_path, "duration=20", data_root=shared_data)
+    run = tmp_path / "run"
+    pids, out = kill_node_2_once(proc, run, "finished a round", lambda records: records)
     assert proc.returncode == 3, out  # degraded: neither ok nor aborted
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "degraded" and list(summary["failed_nodes"]) == ["2"]
@@ -165,17 +170,12 @@ def test_lasgd_s_ring_re_forms_without_a_node_killed_from_outside(tmp_path, shar
         "launcher", "num_nodes=4", "algorithm=lasgd", "duration=12", "tdf=3",
         "eval.interval=2", f"data_root={shared_data}", f"hydra.run.dir={run}",
     )  # fmt: skip
-    try:
-        wait_for(run / "nodes" / "002.jsonl", 180, proc)
-        deadline = time.monotonic() + 180
-        while not [r for r in read_jsonl(run / "nodes" / "002.jsonl") if r["allreduces"]]:
-            assert time.monotonic() < deadline, "node 2 never completed an All-Reduce"
-            time.sleep(0.2)
-        pids = json.loads((run / "pids.json").read_text())
-        os.kill(pids["nodes"]["2"], signal.SIGKILL)
-        out = finish(proc, timeout=600)
-    finally:
-        kill(proc)
+    pids, out = kill_node_2_once(
+        proc,
+        run,
+        "completed an All-Reduce",
+        lambda records: [r for r in records if r["allreduces"]],
+    )
     assert proc.returncode == 3, out
     summary = json.loads((run / "summary.json").read_text())
     died = summary["departed"]["2"]
