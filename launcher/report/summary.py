@@ -23,7 +23,10 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
     run = plan.run
     reach = Reachability(run.scenario)
     absent = {n: reach.down_spans(n) for n in range(run.num_nodes) if reach.down_spans(n)}
-    absent = {n: [[a, None if b == float("inf") else b] for a, b in s] for n, s in absent.items()}
+    absent = {  # rounded: a share of the run ("70%") is not exact in binary
+        n: [[round(a, 6), None if b == float("inf") else round(b, 6)] for a, b in s]
+        for n, s in absent.items()
+    }
     curve = accuracy_curve(evals, run.num_nodes, outcome.departed, absent)
     metric = METRICS[TASKS[run.dataset.name].metric]  # each data set names its own
     reports = {}
