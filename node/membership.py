@@ -30,6 +30,7 @@ class Membership:
         # whole, never mutated, so the training thread reads a consistent tuple.
         self.departed: tuple[tuple[int, float], ...] = ()
         self._views: dict[tuple[int, int], View] = {}
+        self.everyone = View(0, tuple(range(spec.num_nodes)))  # a static run's only view
 
     def depart(self, node: int, t: float) -> None:
         """The launcher saw `node` die (unplanned) at emulated `t`: out of every view from t."""

@@ -89,7 +89,7 @@ class Node(Pacing):
         """Whom this node can reach at `t`; everyone in a static run and in a calibration trial
         (its spec has no scenario), until the launcher announces a death."""
         if not self.spec.scenario and not self.membership.departed:
-            return View(0, tuple(range(self.spec.num_nodes)))
+            return self.membership.everyone  # built once: this is asked at every message
         return self.membership.view(t)
 
     def attach(self, transport: Transport) -> None:

@@ -106,8 +106,7 @@ class LASGD(Algorithm):
     config_class = LASGDConfig
     kinds = frozenset({"reduce", "gather"})
     merges_at = "step"  # the average is folded in when its last piece arrives
-    # Never drops (a replacing batch would cut the collective's messages) and rounds never
-    # wait: the All-Reduce overlaps computation.
+    # Never drops (that would cut the collective) and rounds never wait: it overlaps compute.
 
     def __init__(self, config: LASGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)
@@ -128,6 +127,7 @@ class LASGD(Algorithm):
             "allreduce_latency": 0.0,
             "allreduce_early": 0,
             "allreduce_abandoned": 0,  # in flight at a view change, or stalled for `timeout`
+            "allreduce_stale": 0,  # kept for a view, refused once the node got there
             "ring_size": self.ring.size,
         }
 
@@ -181,7 +181,7 @@ class LASGD(Algorithm):
                 try:  # kept as early: this node starts All-Reduce 0 of the view next
                     self._receive(msg, None)
                 except Rejected:
-                    self.counts["allreduce_stale"] = self.counts.get("allreduce_stale", 0) + 1
+                    self.counts["allreduce_stale"] += 1
 
     # ---- the state machine ---------------------------------------------------------------
     def _receive(self, msg: Incoming, params: torch.Tensor | None) -> list[Outgoing]:
