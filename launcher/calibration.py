@@ -27,6 +27,11 @@ MAX_TRIALS = 4
 # lagged by 607 ms; the runs whose trials passed with 22% or more did not.
 MIN_SLACK = 0.25
 CLOSE_ENOUGH = 0.95  # a candidate within 5% of the smallest pass is not worth a trial
+# After a failure, the next factor is at most this many times the failed one. A node that fell
+# behind has a slack below zero that says how late it was, not how much faster it must go:
+# with a step a burst (LASGD, AD-PSGD atomic) the span is one step, and 60 LASGD nodes 120 ms
+# behind at tdf 11.6 read -2,488%, which the slack rule turned into a next trial at about 375.
+MAX_RAISE = 2.5
 START_SLACK = 1.0  # wall seconds between a trial's announcement and its emulated 0
 
 
@@ -63,8 +68,8 @@ def next_factor(trials: list[Trial], cores: int) -> float | None:
     """The factor to try next, or None once the smallest passing one is as good as known.
 
     After a pass: the factor its measurements need, if smaller (and above every failure).
-    After a failure: half again, or what its measurements need; between the failure and the
-    smallest pass if there is one."""
+    After a failure: half again, or what its measurements need up to `MAX_RAISE` times the
+    failed factor; between the failure and the smallest pass if there is one."""
     if len(trials) >= MAX_TRIALS:
         return None
     last = trials[-1]
@@ -75,7 +80,7 @@ def next_factor(trials: list[Trial], cores: int) -> float | None:
     elif passed:
         candidate = (last.tdf + min(passed)) / 2
     else:
-        return max(last.tdf * 1.5, needed(last, cores))
+        return min(max(last.tdf * 1.5, needed(last, cores)), last.tdf * MAX_RAISE)
     return candidate if candidate < CLOSE_ENOUGH * min(passed) else None
 
 

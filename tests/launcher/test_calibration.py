@@ -4,6 +4,7 @@ search over trial factors that keeps the smallest one at which no node fell behi
 import pytest
 
 from launcher.calibration import (
+    MAX_RAISE,
     MAX_TRIALS,
     MIN_SLACK,
     Trial,
@@ -59,6 +60,14 @@ def test_a_failing_trial_raises_the_factor_and_never_goes_back_below_a_failure()
     trials.append(trial(5.2, passed=True))
     assert len(trials) == MAX_TRIALS and next_factor(trials, cores) is None
     assert chosen_factor(trials) == 5.2
+
+
+def test_a_node_far_behind_raises_the_factor_by_at_most_max_raise():
+    # LASGD at 60 nodes, a step a burst: 120 ms behind a 4.85 ms span reads slack -24.9,
+    # whose slack rule alone asks for about 400
+    trials = [trial(11.62, passed=False, slack=-24.88, demand=20.0)]
+    assert needed(trials[0], cores=2) > 300
+    assert next_factor(trials, cores=2) == pytest.approx(11.62 * MAX_RAISE)
 
 
 def test_a_candidate_close_to_the_smallest_pass_is_not_tried():
