@@ -1,7 +1,9 @@
 """The hot loop computes what it computed before scenarios entered it: paced 4-node runs of
 every algorithm on the in-memory twin, hashed over every snapshot, equal to the digests
-recorded before the change (regenerate only before a refactor, never to make this pass:
-`python -m tests.node.test_runtime_equivalence DIR`)."""
+recorded before the change (commit 8f02c4e), one per kind of CPU the suite has run on (the
+same code computes other bits on another: torch's and numpy's kernels follow its vector
+instructions). Record only at that commit, never to make this pass: there,
+`python -m tests.node.test_runtime_equivalence DIR` adds this machine's digests."""
 
 from __future__ import annotations
 
@@ -46,14 +48,17 @@ def digest(run_dir: Path, data_root: Path, algorithm: str) -> str:
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_paced_runs_compute_the_recorded_models(algorithm, tmp_path, tmp_path_factory):
     data_root = tmp_path_factory.getbasetemp() / "equivalence-data"
-    assert (
-        digest(tmp_path / "run", data_root, algorithm) == json.loads(GOLDEN.read_text())[algorithm]
-    )
+    recorded = json.loads(GOLDEN.read_text())[algorithm]
+    assert digest(tmp_path / "run", data_root, algorithm) in recorded
 
 
 if __name__ == "__main__":
     where = Path(sys.argv[1])
-    record = {a: digest(where / a, where / "data", a) for a in sorted(ALGORITHMS)}
+    record = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
+    for a in sorted(ALGORITHMS):
+        known = record.setdefault(a, [])
+        if (found := digest(where / a, where / "data", a)) not in known:
+            known.append(found)
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(record)
