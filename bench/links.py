@@ -1,4 +1,5 @@
-"""How exactly the shaped links hold their configured rate, with the cores busy training."""
+"""How exactly the shaped links hold their configured rate, with the cores busy training, and
+what a MB costs the transport in CPU, with CURVE on the data sockets and without."""
 
 from __future__ import annotations
 
@@ -94,6 +95,40 @@ def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> d
     }
 
 
+def transport_cpu_per_mb(curve: bool, megabytes: float, size: int = 250_000) -> float:
+    """CPU seconds of this process (both ends: node 0 sending to node 1 over loopback, a fast
+    link) per MB delivered, with CURVE on every data socket or without."""
+    from transport import EmulatedClock, Message, ZmqTransport
+    from transport.security import CurveKeys
+
+    keys = CurveKeys.generate() if curve else None
+    fast = _link(100_000.0, 100_000.0)
+    rx = ZmqTransport(1, fast, frozenset({"model"}), threading.Event(), curve=keys)
+    tx = ZmqTransport(0, fast, frozenset({"model"}), threading.Event(), curve=keys)
+    try:
+        endpoint = rx.bind()
+        tx.bind()
+        tx.connect({1: endpoint})
+        rx.connect({0: "tcp://127.0.0.1:1"})
+        clock = EmulatedClock(time.monotonic(), 1.0)
+        for transport in (rx, tx):
+            transport.start(clock)
+        payload = np.ones(size // 4, dtype=np.float32)
+        count = max(4, int(megabytes * 1e6 / size))
+        got, cpu = 0, time.process_time()
+        for start in range(0, count, 50):  # batches the outbox takes
+            batch = range(start, min(start + 50, count))
+            tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in batch])
+        deadline = time.monotonic() + 120
+        while got < count and time.monotonic() < deadline:
+            got += rx.receive(until=clock.now() + 1.0) is not None
+        cpu = time.process_time() - cpu
+        return cpu / (rx.stats.total_delivered / 1e6)
+    finally:
+        tx.close()
+        rx.close()
+
+
 def bench_shaper(sizes: Sizes, results: Path) -> None:
     stop = mp.get_context("fork").Event()
     burners = [
@@ -109,6 +144,9 @@ def bench_shaper(sizes: Sizes, results: Path) -> None:
         for b in burners:
             b.join(10)
     worst = max(abs(r["error"]) for r in rates)
+    # Alone on the cores, after the burners: what authenticated, encrypted links cost.
+    megabytes = 8.0 if sizes.extra else 200.0
+    cpu = {mode: transport_cpu_per_mb(mode == "curve", megabytes) for mode in ("plain", "curve")}
     save(
         results,
         "shaper",
@@ -116,6 +154,8 @@ def bench_shaper(sizes: Sizes, results: Path) -> None:
             "load": f"{sizes.burners} processes training CNN1D flat out on the same cores",
             "rates": rates,
             "worst_abs_error": worst,
+            "transport_cpu_s_per_mb": cpu,  # both ends, one process, loopback
+            "curve_cpu_ratio": cpu["curve"] / cpu["plain"],
             "target": 0.01,
             "meets_target": worst <= 0.01,
         },

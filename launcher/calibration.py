@@ -47,6 +47,7 @@ class Trial:
     demand: float  # CPU seconds of all nodes per emulated second (every thread)
     demand_max: float  # the most any one node needed
     wall_s: float
+    delivered: int = 0  # messages the trial's exchange delivered, over every node
 
 
 def compute_limit(step_times: tuple[float, ...], cpu_per_step: dict[int, float], cores: int):
@@ -158,4 +159,5 @@ class Calibrator:
             demand=sum(demands),
             demand_max=max(demands),
             wall_s=time.monotonic() - started,
+            delivered=delivered,
         )

@@ -10,6 +10,7 @@ from launcher.schema import RunConfig
 from node.config import NodeSpec
 from node.data import task as data_task
 from transport.dynamics import REACHABILITY, crash_rejoins
+from transport.security import CurveKeys
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
     if bind == "ipc://":  # a short private folder: a Unix socket's path has 107 bytes at most
         bind = f"ipc://{tempfile.mkdtemp(prefix='dlemu-')}"
     model_dims = task.model_dims(run.dataset)
+    curve = CurveKeys.generate() if run.curve else None
     reachability = tuple(a for a in run.scenario if a.kind in REACHABILITY)
     # A node back from a crash with the model it had reads it from its checkpoint.
     keep = {a.node for a in crash_rejoins(run.scenario) if a.values.get("model") == "kept"}
@@ -55,6 +57,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             max_connections=run.max_connections,
             scenario=reachability,
             checkpoint=i in keep,
+            curve=curve,
         )
         for i in range(run.num_nodes)
     )

@@ -15,6 +15,7 @@ from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
 from transport import Action
+from transport.security import binds_off_loopback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,7 @@ class RunConfig:
     bind: str
     max_message_bytes: int
     max_connections: int
+    curve: bool  # every data socket speaks CURVE with a key pair made for the run
     start_timeout: float
     stop_grace: float
     progress_interval: float
@@ -171,6 +173,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         bind=tr.bind,
         max_message_bytes=tr.max_message_bytes,
         max_connections=tr.max_connections,
+        curve=tr.curve == "on" or (tr.curve == "auto" and binds_off_loopback(tr.bind)),
         start_timeout=launch.start_timeout,
         stop_grace=launch.stop_grace,
         progress_interval=launch.progress_interval,

@@ -138,13 +138,23 @@ class Eval:
         require(ok, "eval.workers", f"{w!r} is not a count of processes", "auto, or >= 1")
 
 
+CURVE_MODES = ("auto", "on", "off")
+
+
 @dataclass
 class Transport:
     bind: str = MISSING
     max_message_bytes: int = MISSING
     max_connections: int = MISSING
+    curve: str = hinted("auto, on or off, e.g. transport.curve=on")
 
     def __post_init__(self):
+        require(
+            self.curve in CURVE_MODES,
+            "transport.curve",
+            f"{self.curve!r} is not a CURVE mode",
+            "use auto (on when nodes bind off loopback), on or off",
+        )
         require(
             self.bind == "ipc://" or self.bind.startswith("tcp://"),
             "transport.bind",

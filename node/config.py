@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from transport import Action, LinkSpec
+from transport.security import CurveKeys
 
 if TYPE_CHECKING:  # the algorithms import `require` from here
     from node.algorithms.base import AlgorithmConfig
@@ -98,4 +99,6 @@ class NodeSpec:
     start_at: float = 0.0
     endpoint: str | None = None
     checkpoint: bool = False
+    # The run's CURVE key pair (None: plain sockets); never written to the run's folder
+    curve: CurveKeys | None = None
     extra: dict = field(default_factory=dict)

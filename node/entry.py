@@ -113,6 +113,7 @@ def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
                 max_message_bytes=spec.max_message_bytes,
                 max_connections=spec.max_connections,
                 reach=reach,
+                curve=spec.curve,
             )
 
         # The run's transport follows the scenario; calibration trials run without one.

@@ -79,6 +79,30 @@ def test_ci_smoke_four_nodes(tmp_path, shared_data):
     assert "run directory" in out and str(run) in out
 
 
+def test_four_nodes_with_curve_calibrate_and_train_and_write_no_secret(tmp_path, shared_data):
+    # Calibration trials bind transports of their own: they must speak CURVE too, or no
+    # message would cross and the trial would judge an idle run.
+    proc = launch(
+        tmp_path,
+        "transport.curve=on",
+        "duration=4",
+        "eval.interval=2",
+        "compute.calibration_margin=4",
+        data_root=shared_data,
+    )
+    out = finish(proc, timeout=300)
+    assert proc.returncode == 0, out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert json.loads((run / "config.json").read_text())["curve"] is True
+    assert summary["status"] == "ok" and summary["totals"]["bytes_delivered"] > 0
+    assert summary["totals"]["handshakes_refused"] == 0
+    assert all(t["late_delivery_share"] <= 0.01 for t in summary["calibration"]["trials"])
+    assert all(t["delivered"] > 0 for t in summary["calibration"]["trials"])
+    written = [f for f in run.rglob("*") if f.is_file() and f.suffix in (".json", ".log")]
+    assert written and not any("secret" in f.read_text() for f in written)
+
+
 def _bytes_sent_so_far(nodes: Path) -> int:
     return sum(
         max((r.get("bytes_sent", 0) for r in read_jsonl(path)), default=0)

@@ -26,6 +26,7 @@ class LinkStats:
     dropped_messages: int = 0
     delivered_messages: int = 0
     malformed_messages: int = 0
+    refused_handshakes: int = 0  # peers without the run's CURVE key that tried to connect
     inbox_overflow_messages: int = 0
     late_deliveries: int = 0  # released after their emulated delivery time (host overloaded)
     # Received but cut in the downlink queue by the sender's flush (its sender counted them sent).
@@ -92,6 +93,7 @@ class LinkStats:
             "messages_dropped": self.dropped_messages,
             "messages_delivered": self.delivered_messages,
             "messages_malformed": self.malformed_messages,
+            "handshakes_refused": self.refused_handshakes,
             "messages_inbox_overflow": self.inbox_overflow_messages,
             "late_deliveries": self.late_deliveries,
             "bytes_flushed_downlink": self.total_flushed,

@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from transport.clock import EmulatedClock
 from transport.connections import Connections
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
+from transport.security import MONITORED, REFUSED, CurveKeys, secure_client, secure_server
 from transport.stats import LinkStats
 from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
 
@@ -48,9 +50,10 @@ class SenderThread(threading.Thread):
         outbox: queue.Queue,
         stop: threading.Event,
         max_connections: int,
+        curve: CurveKeys | None = None,
     ):
         super().__init__(name=f"sender-{node_id}", daemon=True)
-        self.ctx, self.node_id, self.peers = ctx, node_id, peers
+        self.ctx, self.node_id, self.peers, self.curve = ctx, node_id, peers, curve
         self.max_connections = max_connections
         self.connections: Connections | None = None
         self.uplink, self.outbox, self.stop = uplink, outbox, stop
@@ -71,6 +74,8 @@ class SenderThread(threading.Thread):
         # Opened long before t0, a socket queues only to a live connection; opened on first
         # use, the message must not wait for the connection's handshake.
         sock.setsockopt(zmq.IMMEDIATE, 1 if eager else 0)
+        if self.curve is not None:
+            secure_client(sock, self.curve)
         sock.connect(endpoint)
         return sock
 
@@ -163,9 +168,10 @@ class ReceiverThread(threading.Thread):
         stop: threading.Event,
         stats: LinkStats,
         max_message_bytes: int,
+        curve: CurveKeys | None = None,
     ):
         super().__init__(name=f"receiver-{node_id}", daemon=True)
-        self.ctx, self.node_id, self.bind_address = ctx, node_id, bind
+        self.ctx, self.node_id, self.bind_address, self.curve = ctx, node_id, bind, curve
         self.downlink, self.kinds, self.inbox = downlink, kinds, inbox
         self.stop, self.stats, self.max_message_bytes = stop, stats, max_message_bytes
         self.clock: EmulatedClock | None = None
@@ -183,11 +189,14 @@ class ReceiverThread(threading.Thread):
         self.started_clock.set()
 
     def run(self) -> None:
-        sock = self.ctx.socket(zmq.PULL)
+        sock, monitor = self.ctx.socket(zmq.PULL), None
         try:
             sock.setsockopt(zmq.RCVHWM, RECV_HWM)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 64 * 1024)
+            if self.curve is not None:
+                secure_server(sock, self.curve)
+                monitor = sock.get_monitor_socket(MONITORED)  # refused handshakes, counted
             if self.bind_address.endswith(":0"):
                 port = sock.bind_to_random_port(self.bind_address.rsplit(":", 1)[0])
                 self.endpoint = f"{self.bind_address.rsplit(':', 1)[0]}:{port}"
@@ -197,22 +206,30 @@ class ReceiverThread(threading.Thread):
             self.bound.set()
             while not self.stop.is_set() and not self.started_clock.wait(IDLE_S):
                 pass
-            self._loop(sock)
+            self._loop(sock, monitor)
         except BaseException as exc:
             self.error = exc
             self.stop.set()
         finally:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _loop(self, sock: zmq.Socket) -> None:
+    def _loop(self, sock: zmq.Socket, monitor: zmq.Socket | None) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         timed = self.on_deliver is not None
         while not self.stop.is_set():
             wait_ms = IDLE_S * 1000
             if timed:
                 wait_ms = min(wait_ms, self.clock.wall_until(self.downlink.next_due()) * 1000)
-            if poller.poll(max(0, int(wait_ms))):
+            ready = dict(poller.poll(max(0, int(wait_ms))))
+            if monitor is not None and monitor in ready:
+                self._count_refused(monitor)
+            if sock in ready:
                 with self.arrived:
                     for _ in range(RECV_BATCH):
                         try:
@@ -223,6 +240,17 @@ class ReceiverThread(threading.Thread):
                     self.arrived.notify_all()
             if timed:
                 self._release()
+
+    def _count_refused(self, monitor: zmq.Socket) -> None:
+        """A peer without the run's key tried to connect: its handshake failed, nothing of it
+        was delivered. A keyless peer retries, so this counts attempts, not peers."""
+        while True:
+            try:
+                event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] in REFUSED:
+                self.stats.refused_handshakes += 1
 
     def _release(self) -> None:
         with self.arrived:

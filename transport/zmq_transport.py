@@ -15,6 +15,7 @@ from transport.connections import DEFAULT_MAX_CONNECTIONS
 from transport.dynamics import Reachability
 from transport.link import INBOX_SIZE, MAX_PENDING_BYTES, OUTBOX_SIZE, LinkSpec, check_sendable
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
+from transport.security import CurveKeys, start_authenticator
 from transport.stats import LinkStats
 from transport.threads import IDLE_S, ReceiverThread, SenderThread
 from transport.wire import (
@@ -43,8 +44,11 @@ class ZmqTransport:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         reach: Reachability | None = None,
+        curve: CurveKeys | None = None,
     ):
         self.reach = reach or Reachability()  # a scenario's who-reaches-whom
+        self.curve = curve  # the run's key pair: every data socket speaks CURVE with it
+        self.authenticator = None
         self.node_id, self.link, self.stop = node_id, link, stop
         self.kinds = check_kinds(kinds)
         self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
@@ -64,6 +68,8 @@ class ZmqTransport:
 
     def bind(self) -> str:
         self.ctx = zmq.Context(io_threads=1)
+        if self.curve is not None:
+            self.authenticator = start_authenticator(self.ctx, self.curve)
         self.downlink = DownlinkQueue(
             self.link.downlink(self._now), self.stats, MAX_PENDING_BYTES, self.reach, self.node_id
         )
@@ -77,6 +83,7 @@ class ZmqTransport:
             self.stop,
             self.stats,
             self.max_message_bytes,
+            self.curve,
         )
         self.receiver.start()
         if not self.receiver.bound.wait(10.0) or self.receiver.endpoint is None:
@@ -90,7 +97,14 @@ class ZmqTransport:
         egress = self.link.egress(list(self.peers), self._now)
         uplink = Uplink(egress, self.stats, reach=self.reach, node_id=self.node_id)
         self.sender = SenderThread(
-            self.ctx, self.node_id, self.peers, uplink, self.outbox, self.stop, self.max_connections
+            self.ctx,
+            self.node_id,
+            self.peers,
+            uplink,
+            self.outbox,
+            self.stop,
+            self.max_connections,
+            self.curve,
         )
         self.sender.start()
         if not self.sender.connected.wait(30.0):
@@ -169,6 +183,8 @@ class ZmqTransport:
         threads = [t for t in (self.sender, self.receiver) if t is not None]
         for thread in threads:
             thread.join(timeout=5.0)
+        if self.authenticator is not None:
+            self.authenticator.stop()  # joins its thread, closing its socket
         # term() waits for every socket to close; a thread that never exited would hang it.
         if self.ctx is not None and not any(t.is_alive() for t in threads):
             self.ctx.term()

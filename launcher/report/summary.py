@@ -168,7 +168,9 @@ def render(summary: dict) -> str:
         f"traffic           sent {tot['bytes_sent'] / mb:.1f} MB, delivered "
         f"{tot['bytes_delivered'] / mb:.1f} MB, dropped {tot['bytes_dropped'] / mb:.1f} MB "
         f"+ {tot.get('bytes_flushed_downlink', 0) / mb:.1f} MB flushed from downlinks "
-        f"(malformed messages {tot['messages_malformed']})",
+        f"(malformed messages {tot['messages_malformed']}"
+        + (f", refused handshakes {n}" if (n := tot.get("handshakes_refused")) else "")
+        + ")",
         f"time dilation     tdf {summary['tdf'] or 0:.2f} ({summary['calibration']['mode']}); "
         f"wall {summary['wall_seconds']:.0f} s for {summary['duration_emulated_s']:g} s emulated",
         f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "

@@ -21,6 +21,7 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
         assert record["benchmark"] == name and record["machine"]["cores_available"] >= 1
         assert "--tiny" in record["command"] and record["elapsed_s"] > 0
     assert all(r["measured_mbps"] > 0 for r in results["shaper"]["rates"])
+    assert all(v > 0 for v in results["shaper"]["transport_cpu_s_per_mb"].values())
     assert results["memory"]["run_status"] == "ok" and results["memory"]["nodes"] == 4
     assert results["cifar_shard"]["shard_images"] > 0
     for name in ("efficiency", "efficiency_cifar"):
@@ -31,6 +32,7 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
         )
     divshare = results["fidelity"]["algorithms"]["divshare"]["runs"]
     assert divshare["2a"]["tdf"] == pytest.approx(2 * divshare["a"]["tdf"])
+    assert divshare["step"]["tdf"] == pytest.approx(2 * divshare["a"]["tdf"])
     assert set(results["fidelity"]["algorithms"]) == {"divshare", "swift", "adpsgd_atomic"}
     assert results["scale"]["run_status"] == "ok" and results["scale"]["nodes"] == 6
     assert results["scale"]["connections_opened"] > 0 and results["scale"]["tdf"] >= 1.0

@@ -52,6 +52,32 @@ def test_small_runs_keep_one_straggler_and_overrides_apply():
     assert run.step_times == (0.00485, 0.00485, 0.01, 0.00485)
 
 
+@pytest.mark.parametrize(
+    "overrides, curve",
+    [
+        ((), False),  # the default binds loopback
+        (("transport.bind=ipc://",), False),
+        (("transport.bind=tcp://10.1.2.3",), True),
+        (("transport.bind=tcp://10.1.2.3", "transport.curve=off"), False),
+        (("transport.curve=on",), True),
+    ],
+)
+def test_curve_is_on_when_asked_or_when_nodes_bind_off_loopback(overrides, curve):
+    assert validate(composed(*overrides)).curve is curve
+
+
+def test_a_run_with_curve_gives_every_node_one_key_pair_and_writes_no_secret(tmp_path):
+    from launcher.plan import make_plan
+
+    small = ("num_nodes=3", "algorithm.degree=2", f"data_root={tmp_path}")
+    run = validate(composed(*small, "transport.curve=on"))
+    keys = {spec.curve for spec in make_plan(run, tmp_path).nodes}
+    assert len(keys) == 1 and None not in keys
+    assert keys.pop().secret not in str(dataclasses.asdict(run))  # what config.json holds
+    plain = make_plan(validate(composed(*small)), tmp_path)
+    assert all(spec.curve is None for spec in plain.nodes)
+
+
 def test_uniform_network_and_explicit_straggler_ids():
     assert validate(composed("network=uniform")).network.stragglers == ()
     run = validate(composed("network.straggler_fraction=null", "network.straggler_ids=[5,9]"))
@@ -88,6 +114,7 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["model.name=resnet"], "model.name", "cnn1d"),
         (["eval.interval=100"], "eval.interval", "lower eval.interval"),
         (["transport.bind=localhost"], "transport.bind", "tcp://127.0.0.1"),
+        (["transport.curve=yes"], "transport.curve", "auto (on when nodes bind off loopback)"),
         (["dataset.num_samples=200"], "dataset.num_samples", "raise dataset.num_samples"),
         (["compute.threads=abc"], "compute.threads", "of type int"),
         (["+compute.speed=2"], "compute.speed", "known keys of 'compute'"),

@@ -72,7 +72,7 @@ CASES = {
 # Keys added after the record (scenarios): compared only when a setting gives them a value,
 # which no recorded setting does; the rest must be as recorded. An algorithm's key added
 # since is left out only at its default.
-ADDED_EMPTY = {"scenario": []}
+ADDED_EMPTY = {"scenario": [], "curve": False}  # curve: every recorded setting binds loopback
 ADDED_ALGORITHM_DEFAULTS = {"on_absent": "reform"}  # LASGD's
 ADDED_EMPTY_LINK = {
     "up_changes": [],
