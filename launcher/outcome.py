@@ -35,6 +35,7 @@ class Outcome:
     crashed: dict[int, list[float]] = field(default_factory=dict)
     killed: set[int] = field(default_factory=set)
     rejoined: dict[int, list[float]] = field(default_factory=dict)
+    clocks: dict = field(default_factory=dict)  # node -> ClockEstimate, from the start-up
 
     @property
     def status(self) -> str:

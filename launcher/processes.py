@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 
 from launcher.plan import Plan
+from node import control
 from node.entry import run_node
 from node.evaluator import run_evaluator
 from node.files import write_json_atomic
@@ -111,3 +112,12 @@ class CrashSchedule:
 
     def next_at(self) -> float:
         return self.pending[0].t if self.pending else float("inf")
+
+
+def tell(conns: dict, message) -> None:
+    """`message` down every pipe still open (a dead process's is not an error)."""
+    for conn in list(conns.values()):
+        try:
+            control.send(conn, message)
+        except (OSError, ValueError):
+            pass

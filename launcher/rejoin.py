@@ -8,6 +8,8 @@ import dataclasses
 import logging
 import time
 
+from launcher.clocks import synchronise
+from launcher.outcome import StartupError
 from launcher.processes import start_node, write_pids
 from node import control
 from transport.dynamics import crash_rejoins
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 # Wall seconds before its join instant a node's new process starts: it loads its shard and
 # binds (about a second here) and must be past the handshake before it is due.
 RESTART_LEAD = 5.0
+PROBE_TIMEOUT = 5.0  # wall seconds for a new process to answer a clock probe
 
 
 class Rejoins:
@@ -43,6 +46,12 @@ class Rejoins:
                 control.send(conn, control.Peers(launch.peers, launch.gate_endpoint))
                 self.waiting[node] = control.Connected
             else:
+                try:  # its clock, as every node's at the start; the run goes on meanwhile
+                    launch.outcome.clocks.update(synchronise({node: conn}, PROBE_TIMEOUT))
+                except StartupError as err:  # never started: it times out and is reported
+                    log.error("node %d cannot join again: %s", node, err)
+                    del self.waiting[node]
+                    continue
                 control.send(conn, control.Start(t0, tdf))
                 for dead, t in launch.outcome.departed.items():  # deaths it was not told of
                     control.send(conn, control.Departed(dead, t))

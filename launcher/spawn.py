@@ -11,6 +11,7 @@ import time
 from multiprocessing.connection import Connection, wait
 
 from launcher.calibration import Calibrator
+from launcher.clocks import synchronise
 from launcher.outcome import Outcome, StartupError
 from launcher.plan import Plan
 from launcher.processes import (
@@ -20,6 +21,7 @@ from launcher.processes import (
     reap,
     start_evaluators,
     start_nodes,
+    tell,
     write_pids,
 )
 from launcher.progress import ProgressDisplay, status
@@ -67,6 +69,7 @@ class Launch:
             self.peers = peers = self._barrier(started)
             self._broadcast(control.Peers(peers, gate))
             self._collect(control.Connected, started)
+            self.outcome.clocks = synchronise(self.conns, run.start_timeout)
             if run.tdf is None:
                 self.outcome.tdf, self.outcome.calibration = Calibrator(self, self.cores)()
             else:
@@ -218,7 +221,7 @@ class Launch:
                     self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
                     died = max(0.0, (time.monotonic() - t0) / tdf)
                     self.outcome.departed[n] = min(run.duration, died)
-                    self._tell(self.conns, control.Departed(n, self.outcome.departed[n]))
+                    tell(self.conns, control.Departed(n, self.outcome.departed[n]))
                     log.error("node %d failed at t=%.1f s: %s", n, died, self._errors_text([n]))
             if len(finished) == len(self.nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - t0
@@ -244,20 +247,11 @@ class Launch:
                 self.outcome.crashed.setdefault(node, []).append((time.monotonic() - t0) / tdf)
         return max(0.0, min(wait, t0 + self.crashes.next_at() * tdf - time.monotonic()))
 
-    @staticmethod
-    def _tell(conns: dict, message) -> None:
-        """`message` down every pipe still open (a dead process's is not an error)."""
-        for conn in list(conns.values()):
-            try:
-                control.send(conn, message)
-            except (OSError, ValueError):
-                pass
-
     # ---- stop --------------------------------------------------------------------------------
     def _stop_nodes(self) -> None:
         """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
         grace = self.plan.run.stop_grace
-        self._tell(self.conns, control.Stop())
+        tell(self.conns, control.Stop())
         for p in filter(mp.Process.is_alive, self.nodes.values()):
             p.terminate()
         deadline = time.monotonic() + grace
@@ -280,7 +274,7 @@ class Launch:
     def _finish_evaluators(self) -> None:
         """After a normal run the evaluators test every snapshot left; on Ctrl-C they just stop."""
         finish = not self.outcome.interrupted
-        self._tell(self.eval_conns, control.Finish() if finish else control.Stop())
+        tell(self.eval_conns, control.Finish() if finish else control.Stop())
         deadline = time.monotonic() + (DRAIN_TIMEOUT if finish else self.plan.run.stop_grace)
 
         def pending() -> set[int]:

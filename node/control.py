@@ -1,7 +1,8 @@
 """The control protocol between the launcher and its node and evaluator processes: typed
 messages, msgpack on a pipe, in the order a run uses them.
 
-Start-up: node -> Ready(endpoint); launcher -> Peers; node -> Connected; then, for tdf=auto,
+Start-up: node -> Ready(endpoint); launcher -> Peers; node -> Connected; launcher -> ClockProbe /
+node -> ClockReply (its clock), a few times, then launcher -> ClockOffset; then, for tdf=auto,
 launcher -> Calibrate / node -> Calibrated (a burst of steps), and trials, as often as the
 launcher asks: launcher -> TrialPrepare / node -> TrialReady(endpoint of a fresh transport),
 launcher -> TrialStart / node -> TrialDone; then launcher -> Start.
@@ -37,6 +38,23 @@ class Peers:
 @dataclass(frozen=True)
 class Connected:
     node: int
+
+
+@dataclass(frozen=True)
+class ClockProbe:
+    seq: int
+
+
+@dataclass(frozen=True)
+class ClockReply:
+    node: int
+    seq: int
+    t: float  # the node's monotonic clock when it answered
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    offset: float  # the node's clock minus the launcher's: added to every t0 the node gets
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,9 @@ MESSAGES = {
         Ready,
         Peers,
         Connected,
+        ClockProbe,
+        ClockReply,
+        ClockOffset,
         Calibrate,
         Calibrated,
         TrialPrepare,

@@ -8,6 +8,7 @@ import itertools
 import os
 import signal
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -42,19 +43,25 @@ def _return_freed_memory() -> None:
 
 
 def calibrate(node, conn: Connection, make_transport, timeout: float) -> control.Start:
-    """Answer the launcher's calibration requests until it says Start; each trial runs on a
-    transport of its own, closed before the next one and before the run."""
+    """Answer the launcher's clock probes and calibration requests until it says Start; each
+    trial runs on a transport of its own, closed before the next one and before the run.
+    Every t0 is moved onto this node's clock by the offset the launcher measured."""
     from node import calibration
     from transport import EmulatedClock
 
     steps = (control.Calibrate, control.TrialPrepare, control.TrialStart, control.Start)
-    node_id, trial_transport = node.spec.node_id, None
+    clocks = (control.ClockProbe, control.ClockOffset)
+    node_id, trial_transport, offset = node.spec.node_id, None, 0.0
     try:
         while True:
-            message = control.expect(conn, steps, timeout, node_id)
-            if isinstance(message, control.Start):
-                return message
-            if isinstance(message, control.Calibrate):
+            message = control.expect(conn, steps + clocks, timeout, node_id)
+            if isinstance(message, control.Start):  # its t0 on this node's clock
+                return control.Start(message.t0 + offset, message.tdf)
+            if isinstance(message, control.ClockProbe):
+                control.send(conn, control.ClockReply(node_id, message.seq, time.monotonic()))
+            elif isinstance(message, control.ClockOffset):
+                offset = message.offset
+            elif isinstance(message, control.Calibrate):
                 cpu, wall = calibration.burst(node, message.steps)
                 control.send(conn, control.Calibrated(node_id, cpu, wall))
             elif isinstance(message, control.TrialPrepare):
@@ -64,7 +71,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
                 trial_transport = make_transport()
                 control.send(conn, control.TrialReady(node_id, trial_transport.bind()))
             else:
-                clock = EmulatedClock(message.t0, message.tdf)
+                clock = EmulatedClock(message.t0 + offset, message.tdf)
                 peers, rounds = message.peers, message.rounds
                 stats = calibration.trial(node, trial_transport, peers, clock, rounds)
                 control.send(conn, control.TrialDone(node_id, stats))

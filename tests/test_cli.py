@@ -74,6 +74,9 @@ def test_ci_smoke_four_nodes(tmp_path, shared_data):
     assert not summary["lag"]["lagged"], summary["lag"]
     assert summary["totals"]["bytes_sent"] > 0 and summary["totals"]["bytes_delivered"] > 0
     assert summary["totals"]["messages_malformed"] == 0
+    clock = summary["clock"]  # one host: one clock, found so within a few milliseconds
+    assert clock["probes"] == 8 and not clock["flagged"] and clock["max_offset_ms"] < 5.0
+    assert 0 < clock["max_uncertainty_ms"] < 50.0 and "clocks            offset" in out
     assert summary["curve"][-1]["t"] == pytest.approx(30.0)
     assert_reaped(summary["pids"])
     assert "run directory" in out and str(run) in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from launcher.clocks import clock_record
 from launcher.report.curves import accuracy_curve, consensus_curve, load_evals
 from launcher.report.metric import METRICS, metric_of_summary, time_to_targets
 from launcher.report.plots import plot_run
@@ -98,6 +99,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
             "training_pss_mib_max": max(pss_run, default=None),  # sampled once, mid-run
             "training_pss_mib_total": sum(pss_run) if pss_run else None,
         },
+        # each node's clock against the launcher's (NTP-style), flagged like lag
+        "clock": clock_record(outcome.clocks, outcome.tdf, run.lag_tolerance),
         "pids": outcome.pids,
         "curve": curve,
         "consensus": consensus_curve(plan.run_dir, run.num_nodes),
@@ -181,6 +184,13 @@ def render(summary: dict) -> str:
             else "no node lagged"
         ),
     ]
+    clock = summary.get("clock") or {}
+    if clock.get("max_uncertainty_emulated_ms") is not None:
+        lines.append(
+            f"clocks            offset at most {clock['max_offset_ms']:.3f} ms, known to "
+            f"{clock['max_uncertainty_emulated_ms']:.3f} emulated ms"
+            + (" — more than the lag tolerance: NOT faithful" if clock["flagged"] else "")
+        )
     scenario_line = _scenario(summary)
     if scenario_line:
         lines.insert(1, f"scenario          {scenario_line}")
