@@ -179,7 +179,7 @@ def bench_fidelity(sizes: Sizes, results: Path) -> None:
 
 def bench_nolag(sizes: Sizes, results: Path) -> None:
     """Every shipped experiment with divshare, swift and adpsgd at tdf=auto, a short run:
-    the factor chosen and the largest lag. Not in the default set: about 45 minutes here."""
+    the factor chosen and the largest lag. Not in the default set: about 60 minutes here."""
     from bench.data_files import write_ratings
 
     seconds = sizes.nolag_seconds

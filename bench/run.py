@@ -3,9 +3,9 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
 
     python -m bench.run [--tiny] [--results DIR] [NAME ...]     (default: the default set)
 
-The default set (`make bench`; its parts' latest times here add up to 35 minutes, 6 of them
+The default set (`make bench`; its parts' latest times here add up to 36 minutes, 6 of them
 scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity,
-scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 75 minutes),
+scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 60 minutes),
 reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials).
 `--tiny` runs any of them at a size that only proves it still works (the tests do), not its
 figures.
