@@ -4,6 +4,8 @@ handshake is refused, and counted by the receiving node)."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import zmq
@@ -14,7 +16,7 @@ DOMAIN = "dlemu"
 # What a refused peer shows on the inbound socket's monitor: a wrong mechanism or server key
 # (protocol), or a client key the authenticator refused (auth).
 REFUSED = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH}
-MONITORED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+MONITORED = functools.reduce(operator.or_, REFUSED)  # the monitor's event mask: those alone
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 
 
