@@ -1,11 +1,10 @@
 """The OS processes of a run: a torch-preloaded forkserver, one process per node and per
-evaluator, each with its pipe to the launcher, and their memory."""
+evaluator, each with its control channel to the launcher, and their memory."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psutil
@@ -15,6 +14,7 @@ from node import control
 from node.entry import run_node
 from node.evaluator import run_evaluator
 from node.files import write_json_atomic
+from transport.control_channel import Channel, ControlServer
 
 
 def forkserver_context(threads: int) -> mp.context.BaseContext:
@@ -37,11 +37,13 @@ def measure_pss(processes: dict[int, mp.Process]) -> dict[int, float]:
     return pss
 
 
-def start_evaluators(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
+def start_evaluators(
+    ctx, plan: Plan, control: ControlServer
+) -> dict[int, tuple[mp.Process, Channel]]:
     """The evaluator processes (niced), each testing its share of the nodes' snapshots."""
     run, started = plan.run, {}
     for w in range(run.eval_workers):
-        parent, child = ctx.Pipe(duplex=True)
+        channel = control.channel(f"e{w}")
         proc = ctx.Process(
             target=run_evaluator,
             name=f"evaluator-{w}",
@@ -54,28 +56,28 @@ def start_evaluators(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]
                 run.dataset,
                 run.num_nodes,
                 1,
-                child,
+                control.address(f"e{w}"),
                 run.keep_snapshots,
             ),
         )
         proc.start()
-        child.close()
-        started[w] = (proc, parent)
+        started[w] = (proc, channel)
     return started
 
 
-def start_nodes(ctx, plan: Plan) -> dict[int, tuple[mp.Process, Connection]]:
-    """One process per node, each with its end of a pipe to the launcher."""
-    return {spec.node_id: start_node(ctx, spec) for spec in plan.nodes}
+def start_nodes(ctx, plan: Plan, control: ControlServer) -> dict[int, tuple[mp.Process, Channel]]:
+    """One process per node, each with its control channel to the launcher."""
+    return {spec.node_id: start_node(ctx, spec, control) for spec in plan.nodes}
 
 
-def start_node(ctx, spec) -> tuple[mp.Process, Connection]:
-    """One node's process and the launcher's end of its pipe."""
-    parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=run_node, args=(spec, child), name=f"node-{spec.node_id}")
+def start_node(ctx, spec, control: ControlServer) -> tuple[mp.Process, Channel]:
+    """One node's process and the launcher's view of it (what an earlier process of the same
+    node sent, and the launcher did not read, is dropped)."""
+    name = f"n{spec.node_id}"
+    channel = control.channel(name)
+    proc = ctx.Process(target=run_node, args=(spec, control.address(name)), name=f"node-{name}")
     proc.start()
-    child.close()
-    return proc, parent
+    return proc, channel
 
 
 def write_pids(run_dir: Path, nodes: dict, evaluators: dict) -> dict:
@@ -115,7 +117,7 @@ class CrashSchedule:
 
 
 def tell(conns: dict, message) -> None:
-    """`message` down every pipe still open (a dead process's is not an error)."""
+    """`message` to every process still connected (a dead process's channel is not an error)."""
     for conn in list(conns.values()):
         try:
             control.send(conn, message)

@@ -10,7 +10,7 @@ import time
 
 from launcher.clocks import synchronise
 from launcher.outcome import StartupError
-from launcher.processes import start_node, write_pids
+from launcher.processes import write_pids
 from node import control
 from transport.dynamics import crash_rejoins
 
@@ -43,7 +43,7 @@ class Rejoins:
                 continue
             conn = launch.conns[node]
             if isinstance(message, control.Ready):
-                control.send(conn, control.Peers(launch.peers, launch.gate_endpoint))
+                control.send(conn, control.Peers(launch.peers, launch.gates[node]))
                 self.waiting[node] = control.Connected
             else:
                 try:  # its clock, as every node's at the start; the run goes on meanwhile
@@ -61,7 +61,7 @@ class Rejoins:
         launch = self.launch
         launch.nodes[node].join(timeout=1.0)
         spec = dataclasses.replace(launch.plan.nodes[node], start_at=t, endpoint=launch.peers[node])
-        launch.nodes[node], launch.conns[node] = start_node(launch.ctx, spec)
+        launch.nodes[node], launch.conns[node] = launch.backend.start_node(spec, launch.control)
         launch.outcome.exit_codes.pop(node, None)  # its new process is watched as any other
         launch.outcome.killed.discard(node)
         launch.outcome.rejoined.setdefault(node, []).append(t)

@@ -10,12 +10,19 @@ from pathlib import Path
 from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
 from launcher.scenario import plan_scenario
-from launcher.sections import SECTIONS, TopLevel, typed
+from launcher.sections import PLACEMENTS, SECTIONS, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
 from transport import Action
 from transport.security import binds_off_loopback
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str  # local: a Ray instance for the run; auto: the cluster this host is in; HOST:PORT
+    strategy: str  # the placement group's: SPREAD or PACK
+    cpus_per_node: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +47,9 @@ class RunConfig:
     max_message_bytes: int
     max_connections: int
     curve: bool  # every data socket speaks CURVE with a key pair made for the run
+    backend: str  # local: OS processes on this host; ray: one Ray actor per node
+    host: str  # where the launcher's control socket binds (node-ip: the one Ray gives this host)
+    ray: RaySettings | None  # with backend ray
     start_timeout: float
     stop_grace: float
     progress_interval: float
@@ -111,6 +121,28 @@ def _targets(targets, metric: Metric, dataset: str) -> tuple[float, ...]:
     return tuple(float(t) for t in targets)
 
 
+def _ray(launch, section, bind: str) -> RaySettings | None:
+    """With launch.backend=ray: Ray importable, and an address other hosts can reach."""
+    if launch.backend != "ray":
+        return None
+    try:
+        import ray as _  # noqa: F401
+    except ImportError:
+        require(
+            False,
+            "launch.backend",
+            "ray is not installed in this environment",
+            "pip install -e '.[ray]' (make setup installs it with the dev extras)",
+        )
+    require(
+        bind.startswith("tcp://"),
+        "transport.bind",
+        f"{bind!r} cannot be reached from another host",
+        "use tcp://node-ip (each node on its host's address) or tcp://127.0.0.1 (one host)",
+    )
+    return RaySettings(section.address, PLACEMENTS[section.placement], section.cpus_per_node)
+
+
 def _mapping(cfg: dict, key: str) -> dict:
     value = cfg.get(key)
     require(isinstance(value, dict), key, "missing or not a mapping", f"add a '{key}:' section")
@@ -129,9 +161,10 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"remove it; known top-level keys are {sorted(top)}",
     )
     run = typed(TopLevel, {k: v for k, v in cfg.items() if k in scalars}, "")
-    compute, ev, tr, launch, model_section = (
+    compute, ev, tr, launch, model_section, ray = (
         typed(cls, _mapping(cfg, k), k) for k, cls in SECTIONS.items()
     )
+    ray_settings = _ray(launch, ray, tr.bind)
     model = model_section.name
     num_nodes = run.num_nodes
     require(
@@ -174,6 +207,9 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         max_message_bytes=tr.max_message_bytes,
         max_connections=tr.max_connections,
         curve=tr.curve == "on" or (tr.curve == "auto" and binds_off_loopback(tr.bind)),
+        backend=launch.backend,
+        host=launch.host,
+        ray=ray_settings,
         start_timeout=launch.start_timeout,
         stop_grace=launch.stop_grace,
         progress_interval=launch.progress_interval,

@@ -165,16 +165,63 @@ class Transport:
         at_least(self.max_connections, 1, "transport.max_connections")
 
 
+BACKENDS = ("local", "ray")
+PLACEMENTS = {"spread": "SPREAD", "pack": "PACK"}  # ours -> Ray's placement group strategy
+
+
 @dataclass
 class Launch:
     start_timeout: float = MISSING
     stop_grace: float = MISSING
     progress_interval: float = MISSING
+    backend: str = hinted("local or ray, e.g. launch.backend=ray", "local")
+    host: str = hinted("an address of this host, e.g. launch.host=10.0.0.5", "127.0.0.1")
 
     def __post_init__(self):
         at_least(self.start_timeout, 1.0, "launch.start_timeout")
         at_least(self.stop_grace, 0.1, "launch.stop_grace")
         at_least(self.progress_interval, 0.1, "launch.progress_interval")
+        require(
+            self.backend in BACKENDS,
+            "launch.backend",
+            f"unknown backend {self.backend!r}",
+            "use local (processes on this host) or ray (actors on a Ray cluster)",
+        )
+        require(
+            bool(self.host) and "/" not in self.host and " " not in self.host,
+            "launch.host",
+            f"{self.host!r} is not a host address",
+            "an address of this host the nodes can reach (127.0.0.1 on one host), or node-ip "
+            "for the address Ray gives this host",
+        )
+
+
+@dataclass
+class Ray:
+    address: str = hinted("local, auto or HOST:PORT, e.g. ray.address=auto", "local")
+    placement: str = hinted("spread or pack, e.g. ray.placement=pack", "spread")
+    cpus_per_node: float = hinted("CPUs each node's actor reserves, e.g. ray.cpus_per_node=1", 1.0)
+
+    def __post_init__(self):
+        require(
+            self.placement in PLACEMENTS,
+            "ray.placement",
+            f"unknown placement {self.placement!r}",
+            "use spread (over as many machines as there are) or pack (on as few as fit)",
+        )
+        require(
+            self.cpus_per_node > 0,
+            "ray.cpus_per_node",
+            f"{self.cpus_per_node} is not a CPU share",
+            "use a number above 0, e.g. 1 or 0.5",
+        )
+        require(
+            bool(self.address) and " " not in self.address,
+            "ray.address",
+            f"{self.address!r} is not a Ray address",
+            "use local (a Ray instance for this run), auto (the cluster this host joined) or "
+            "HOST:PORT of the head",
+        )
 
 
 @dataclass
@@ -198,4 +245,5 @@ SECTIONS = {
     "transport": Transport,
     "launch": Launch,
     "model": Model,
+    "ray": Ray,
 }

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import time
-from multiprocessing.connection import Connection, wait
 
+from launcher.backends import make_backend
 from launcher.calibration import Calibrator
 from launcher.clocks import synchronise
 from launcher.outcome import Outcome, StartupError
 from launcher.plan import Plan
-from launcher.processes import (
-    CrashSchedule,
-    forkserver_context,
-    measure_pss,
-    reap,
-    start_evaluators,
-    start_nodes,
-    tell,
-    write_pids,
-)
+from launcher.processes import CrashSchedule, measure_pss, reap, tell, write_pids
 from launcher.progress import ProgressDisplay, status
 from launcher.rejoin import Rejoins
 from node import control
 from node.files import write_json_atomic
-from transport import GateServer, Reachability
+from transport import Reachability
+from transport.control_channel import Channel, ControlServer
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +34,37 @@ class Launch:
         self.plan = plan
         self.outcome = Outcome()
         self.nodes: dict[int, mp.Process] = {}
-        self.conns: dict[int, Connection] = {}
+        self.control: ControlServer | None = None
+        self.conns: dict[int, Channel] = {}
         self.evaluators: dict[int, mp.Process] = {}
-        self.eval_conns: dict[int, Connection] = {}
+        self.eval_conns: dict[int, Channel] = {}
         self.eval_done: set[int] = set()
-        self.gate: GateServer | None = None
+        self.backend = None  # where processes start and how they stop: local or ray
         self.crashes = CrashSchedule()  # the scenario's: the launcher kills them
-        self.ctx, self.peers, self.gate_endpoint = None, {}, None
+        self.peers: dict[int, str] = {}
+        self.gates: dict[int, str | None] = {}  # each node's compute gate (its host's)
 
     def run(self) -> Outcome:
         run, started = self.plan.run, time.monotonic()
         for sub in ("snapshots", "nodes", "eval"):
             (self.plan.run_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.ctx = ctx = forkserver_context(run.threads)
         previous = signal.getsignal(signal.SIGINT)
         # `kill` stops as cleanly as Ctrl-C (default_int_handler raises KeyboardInterrupt)
         previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            for w, (proc, conn) in start_evaluators(ctx, self.plan).items():
+            self.backend = backend = make_backend(self.plan)
+            # Nodes carry the run's keys (if CURVE is on): the control channel speaks CURVE too.
+            curve = self.plan.nodes[0].curve if self.plan.nodes else None
+            self.control = ControlServer(backend.control_host(), curve)
+            for w, (proc, conn) in backend.start_evaluators(self.control).items():
                 self.evaluators[w], self.eval_conns[w] = proc, conn
-            self.gate_endpoint = gate = self._start_gate()
-            for n, (proc, conn) in start_nodes(ctx, self.plan).items():
+            for n, (proc, conn) in backend.start_nodes(self.control).items():
                 self.nodes[n], self.conns[n] = proc, conn
             self.outcome.pids = write_pids(self.plan.run_dir, self.nodes, self.evaluators)
+            self.gates = backend.start_gates()
             self.peers = peers = self._barrier(started)
-            self._broadcast(control.Peers(peers, gate))
+            for node, conn in list(self.conns.items()):  # each its own machine's gate
+                self._broadcast(control.Peers(peers, self.gates[node]), {node: conn})
             self._collect(control.Connected, started)
             self.outcome.clocks = synchronise(self.conns, run.start_timeout)
             if run.tdf is None:
@@ -91,9 +88,11 @@ class Launch:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
                 self._stop_nodes()
-                if self.gate is not None:
-                    self.gate.close()
                 self._finish_evaluators()
+                if self.backend is not None:
+                    self.backend.close()
+                if self.control is not None:
+                    self.control.close()
                 if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
                     shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
             finally:
@@ -105,18 +104,12 @@ class Launch:
     # ---- start -------------------------------------------------------------------------------
     @property
     def cores(self) -> int:
-        return len(os.sched_getaffinity(0))
+        return self.backend.cores
 
-    def _start_gate(self) -> str | None:
-        """The host's compute gate: `compute.gate_slots` nodes compute at once (0: no gate)."""
-        if self.plan.run.gate_slots == 0:
-            return None
-        self.gate = GateServer(self.plan.run.gate_slots)
-        return self.gate.start_and_bind()
-
-    def _broadcast(self, message) -> None:
-        """Start-up messages to every node; a node whose pipe is gone fails the start cleanly."""
-        for node, conn in list(self.conns.items()):
+    def _broadcast(self, message, conns: dict | None = None) -> None:
+        """Start-up messages to every node (or those of `conns`); a node whose channel is gone
+        fails the start cleanly."""
+        for node, conn in list((self.conns if conns is None else conns).items()):
             try:
                 control.send(conn, message)
             except (OSError, ValueError) as err:  # killed between two start-up steps
@@ -163,7 +156,7 @@ class Launch:
         by_conn = {conn: ("node", n) for n, conn in self.conns.items()}
         by_conn.update({conn: ("eval", w) for w, conn in self.eval_conns.items()})
         messages = []
-        for conn in wait(list(by_conn), timeout=timeout):
+        for conn in self.control.wait(list(by_conn), timeout):
             role, ident = by_conn[conn]
             try:
                 message = control.receive(conn, 0)
@@ -211,14 +204,15 @@ class Launch:
             finished = {n for n, p in self.nodes.items() if p.exitcode is not None}
             for n in finished - set(self.outcome.exit_codes):
                 self.outcome.exit_codes[n] = self.nodes[n].exitcode
-                if self.gate is not None:
-                    self.gate.forget(n)  # a node dead while holding it must not block the rest
+                self.backend.forget(n)  # a node dead while holding its gate must not block it
                 if n in self.outcome.killed:
                     log.info(
                         "node %d crashed at t=%.2f s, as scheduled", n, self.outcome.crashed[n][-1]
                     )
                 elif self.nodes[n].exitcode != 0:
-                    self.outcome.errors.setdefault(n, f"exited with code {self.nodes[n].exitcode}")
+                    reason = getattr(self.nodes[n], "exit_reason", None)  # a Ray actor's
+                    code = self.nodes[n].exitcode
+                    self.outcome.errors.setdefault(n, reason or f"exited with code {code}")
                     died = max(0.0, (time.monotonic() - t0) / tdf)
                     self.outcome.departed[n] = min(run.duration, died)
                     tell(self.conns, control.Departed(n, self.outcome.departed[n]))
@@ -242,7 +236,7 @@ class Launch:
         tdf = self.outcome.tdf
         for node in self.crashes.due((time.monotonic() - t0) / tdf):
             if self.nodes[node].exitcode is None:
-                os.kill(self.nodes[node].pid, signal.SIGKILL)
+                self.nodes[node].kill()  # SIGKILL, or the actor killed
                 self.outcome.killed.add(node)
                 self.outcome.crashed.setdefault(node, []).append((time.monotonic() - t0) / tdf)
         return max(0.0, min(wait, t0 + self.crashes.next_at() * tdf - time.monotonic()))
@@ -252,7 +246,7 @@ class Launch:
         """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
         grace = self.plan.run.stop_grace
         tell(self.conns, control.Stop())
-        for p in filter(mp.Process.is_alive, self.nodes.values()):
+        for p in [p for p in self.nodes.values() if p.is_alive()]:
             p.terminate()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(p.is_alive() for p in self.nodes.values()):

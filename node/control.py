@@ -1,5 +1,6 @@
 """The control protocol between the launcher and its node and evaluator processes: typed
-messages, msgpack on a pipe, in the order a run uses them.
+messages, msgpack on a channel (transport.control_channel: ZeroMQ, across hosts; a pipe does
+too), in the order a run uses them.
 
 Start-up: node -> Ready(endpoint); launcher -> Peers; node -> Connected; launcher -> ClockProbe /
 node -> ClockReply (its clock), a few times, then launcher -> ClockOffset; then, for tdf=auto,
@@ -14,9 +15,19 @@ Evaluators: -> Evaluated per snapshot tested; launcher -> Finish (test what is l
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from multiprocessing.connection import Connection
+from typing import Protocol
 
 import msgpack
+
+
+class Connection(Protocol):
+    """What the protocol needs of its channel: a multiprocessing Connection's three calls."""
+
+    def send_bytes(self, data: bytes) -> None: ...
+
+    def poll(self, timeout: float) -> bool: ...
+
+    def recv_bytes(self) -> bytes: ...
 
 
 class ControlError(RuntimeError):

@@ -10,15 +10,16 @@ import signal
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
 
 from node import control
+from node.control import Connection
+from transport.control_channel import ControlAddress, ControlClient
 
 CONTROL_POLL = 1.0  # a message wakes the watcher at once; this only bounds noticing the end
 
 
 def _watch_control(conn: Connection, stop: threading.Event, membership) -> None:
-    """The launcher's Stop (or a closed pipe) stops the node; a death it announces leaves
+    """The launcher's Stop (or its loss) stops the node; a death it announces leaves
     this node's views."""
     while not stop.is_set():
         try:
@@ -81,8 +82,16 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
             _return_freed_memory()
 
 
-def run_node(spec, conn: Connection, start_timeout: float = 300.0) -> None:
+def run_node(spec, address: ControlAddress, start_timeout: float = 300.0) -> None:
     """Target of every node process. Ctrl-C goes to the launcher, which stops nodes in order."""
+    conn = ControlClient(address)
+    try:
+        _run_node(spec, conn, start_timeout)
+    finally:
+        conn.close()  # after Done or Failed has left
+
+
+def _run_node(spec, conn: Connection, start_timeout: float) -> None:
     os.environ["OMP_NUM_THREADS"] = str(spec.threads)
     # torch is already loaded by the forkserver: these imports are cheap
     from node.algorithms import load_algorithm

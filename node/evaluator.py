@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from node.data import task as data_task
 from node.files import JsonlWriter
 from node.models import build_model, flatten_parameters
 from node.torch_setup import configure_torch
+from transport.control_channel import ControlAddress, ControlClient
 
 SNAPSHOT = re.compile(r"n(\d{3})_t(\d{9})\.npy$")
 IDLE_POLL = 0.2
@@ -41,7 +41,7 @@ def run_evaluator(
     data: DataSpec,
     num_nodes: int,
     threads: int,
-    conn: Connection,
+    address: ControlAddress,
     keep: bool = False,
 ) -> None:
     """Evaluate snapshots as they appear; after Finish, drain what is left and exit.
@@ -62,7 +62,7 @@ def run_evaluator(
     if keep:
         (folder / "kept").mkdir(exist_ok=True)
     out = JsonlWriter(Path(run_dir) / "eval" / f"worker{worker}.jsonl")
-    finishing = False
+    finishing, conn = False, ControlClient(address)
     try:
         while True:
             batch = pending_snapshots(folder, worker, num_workers)
@@ -89,4 +89,5 @@ def run_evaluator(
                     path.unlink(missing_ok=True)
                 control.send(conn, evaluated)
     finally:
+        conn.close()
         out.close()

@@ -72,7 +72,14 @@ CASES = {
 # Keys added after the record (scenarios): compared only when a setting gives them a value,
 # which no recorded setting does; the rest must be as recorded. An algorithm's key added
 # since is left out only at its default.
-ADDED_EMPTY = {"scenario": [], "curve": False}  # curve: every recorded setting binds loopback
+# curve: every recorded setting binds loopback; backend, host and ray: the local default
+ADDED_EMPTY = {
+    "scenario": [],
+    "curve": False,
+    "backend": "local",
+    "host": "127.0.0.1",
+    "ray": None,
+}
 ADDED_ALGORITHM_DEFAULTS = {"on_absent": "reform"}  # LASGD's
 ADDED_EMPTY_LINK = {
     "up_changes": [],

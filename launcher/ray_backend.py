@@ -1,0 +1,194 @@
+"""The Ray backend: one long-lived Ray actor per node, each its own OS process, placed by a
+placement group over the cluster's machines (spread or pack); a compute gate per machine; the
+launcher drives the actors through the same control channel as local processes. Evaluators
+stay on the launcher's host."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from launcher.backends import LocalBackend
+from launcher.outcome import StartupError
+from launcher.plan import Plan
+from launcher.ray_actors import NODE_IP, GateActor, NodeActor
+from node.files import write_json_atomic
+from transport.control_channel import ControlServer
+
+log = logging.getLogger(__name__)
+KILLED = -9  # an actor killed, or lost with its machine: as a process killed by SIGKILL
+
+
+class ActorProcess:
+    """A node's actor as the launch sees a local process: `exitcode` (None while it runs),
+    `kill`, `join`; `exit_reason` says how it ended when that was not its own doing."""
+
+    def __init__(self, actor, run, where: dict):
+        self.actor, self.run = actor, run
+        self.pid, self.ray_node, self.ip = where["pid"], where["ray_node"], where["ip"]
+        self.code: int | None = None
+        self.exit_reason: str | None = None
+
+    @property
+    def exitcode(self) -> int | None:
+        if self.code is None and ray.wait([self.run], timeout=0)[0]:
+            self._finish()
+        return self.code
+
+    def _finish(self) -> None:
+        try:
+            self.code = ray.get(self.run)
+        except ray.exceptions.RayActorError as err:
+            self.code = KILLED
+            alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+            if not alive.get(self.ray_node, False):
+                self.exit_reason = (
+                    f"its machine was lost (Ray node {self.ray_node[:12]}, {self.ip})"
+                )
+            else:
+                self.exit_reason = f"its Ray actor died: {type(err).__name__}"
+        except ray.exceptions.RayTaskError as err:
+            self.code, self.exit_reason = 1, str(err).strip().splitlines()[-1]
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        """Nothing: a node is stopped by the launcher's Stop on its control channel."""
+
+    def kill(self) -> None:
+        ray.kill(self.actor, no_restart=True)
+
+    def join(self, timeout: float | None = None) -> None:
+        ray.wait([self.run], timeout=timeout)
+
+    def close(self) -> None:
+        """Nothing to free here: the actor is gone with its process."""
+
+
+class RayBackend:
+    """Connects to (or starts) a Ray cluster, reserves one bundle of `ray.cpus_per_node` CPUs
+    per node in a placement group, and starts each node's actor in its bundle."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.settings = plan, plan.run.ray
+        self.local = LocalBackend(plan)  # evaluators, on the launcher's host
+        self.pg = None
+        self.actors: dict[int, ActorProcess] = {}
+        self.gates: dict[str, object] = {}  # Ray node id -> its GateActor
+        self.bundle_nodes: list[str] = []
+        self._connect()
+
+    def _connect(self) -> None:
+        address, n = self.settings.address, len(self.plan.nodes)
+        # A Ray instance of the run's own declares enough CPUs for every node's bundle: nodes
+        # share this host's cores as local processes do.
+        local = {"num_cpus": max(1, int(n * self.settings.cpus_per_node + 0.999))}
+        try:
+            ray.init(
+                address=None if address == "local" else address,
+                include_dashboard=False,
+                configure_logging=False,
+                **(local if address == "local" else {}),
+            )
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise StartupError(
+                f"cannot reach the Ray cluster at ray.address={address}: {err} (start one with "
+                "'ray start --head', or use ray.address=local)"
+            ) from err
+        log.info("Ray cluster: %s", ray.cluster_resources())
+
+    @property
+    def cores(self) -> int:
+        """The CPUs of the machines that hold nodes (the calibration's compute limit)."""
+        cpus = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
+        return max(1, int(sum(cpus.get(node, 0) for node in set(self.bundle_nodes))))
+
+    def control_host(self) -> str:
+        host = self.plan.run.host
+        return ray.util.get_node_ip_address() if host == NODE_IP else host
+
+    def start_evaluators(self, control: ControlServer) -> dict:
+        return self.local.start_evaluators(control)
+
+    def start_nodes(self, control: ControlServer) -> dict:
+        n, cpus = len(self.plan.nodes), self.settings.cpus_per_node
+        self.pg = placement_group([{"CPU": cpus}] * n, strategy=self.settings.strategy)
+        ready, _ = ray.wait([self.pg.ready()], timeout=self.plan.run.start_timeout)
+        if not ready:
+            raise StartupError(
+                f"the Ray cluster cannot place {n} nodes of {cpus} CPU each (it has "
+                f"{ray.cluster_resources().get('CPU', 0)} CPUs): lower ray.cpus_per_node, "
+                "or add machines"
+            )
+        table = placement_group_table(self.pg)["bundles_to_node_id"]
+        self.bundle_nodes = [table[i] for i in range(n)]
+        actors = [self._actor(i) for i in range(n)]
+        wheres = ray.get([a.where.remote() for a in actors])  # every worker starts at once
+        # For operators and tests: which machine (Ray node) and process holds each node
+        placement = {str(spec.node_id): w for spec, w in zip(self.plan.nodes, wheres, strict=True)}
+        write_json_atomic(self.plan.run_dir / "placement.json", placement)
+        return {
+            spec.node_id: self._run(actor, where, spec, control)
+            for spec, actor, where in zip(self.plan.nodes, actors, wheres, strict=True)
+        }
+
+    def _actor(self, bundle: int):
+        strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle)
+        return NodeActor.options(
+            num_cpus=self.settings.cpus_per_node, scheduling_strategy=strategy
+        ).remote()
+
+    def _run(self, actor, where: dict, spec, control: ControlServer):
+        name = f"n{spec.node_id}"
+        channel = control.channel(name)
+        process = ActorProcess(actor, actor.run.remote(spec, control.address(name)), where)
+        self.actors[spec.node_id] = process
+        return process, channel
+
+    def start_node(self, spec, control: ControlServer):
+        """A node's new actor (one joining again after a crash), in the bundle its old one had."""
+        actor = self._actor(spec.node_id)
+        return self._run(actor, ray.get(actor.where.remote()), spec, control)
+
+    def start_gates(self) -> dict[int, str | None]:
+        """A compute gate on each machine that holds nodes; each node uses its machine's."""
+        slots = self.plan.run.gate_slots
+        if slots == 0:
+            return {spec.node_id: None for spec in self.plan.nodes}
+        for node in set(self.bundle_nodes):
+            affinity = NodeAffinitySchedulingStrategy(node, soft=False)
+            self.gates[node] = GateActor.options(num_cpus=0, scheduling_strategy=affinity).remote()
+        started = ray.get([gate.start.remote(slots) for gate in self.gates.values()])
+        endpoints = dict(zip(self.gates, started, strict=True))
+        return {
+            spec.node_id: endpoints[machine]
+            for spec, machine in zip(self.plan.nodes, self.bundle_nodes, strict=True)
+        }
+
+    def forget(self, node: int) -> None:
+        gate = self.gates.get(self.actors[node].ray_node) if node in self.actors else None
+        if gate is not None:
+            gate.forget.remote(node)
+
+    def close(self) -> None:
+        """Every actor killed (the launch has stopped them already), the reservation freed."""
+        for process in self.actors.values():
+            if process.code is None:
+                ray.kill(process.actor, no_restart=True)
+        for gate in self.gates.values():
+            ray.kill(gate, no_restart=True)
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+        self.local.close()
+        started = time.monotonic()
+        ray.shutdown()
+        log.debug("Ray shut down in %.1f s (pid %d)", time.monotonic() - started, os.getpid())

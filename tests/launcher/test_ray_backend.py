@@ -1,0 +1,126 @@
+"""The Ray backend through the real CLI, on a Ray cluster of three Ray nodes on this machine
+(`ray.cluster_utils.Cluster`: a head and two workers): nodes spread over the machines, the same
+models as the local backend, CURVE on, a machine lost mid-run. About 4 minutes in all here."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import finish, start
+from tests.test_cli import assert_reaped
+from tests.test_golden import models_digest
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
+pytestmark = [pytest.mark.process, pytest.mark.ray]
+
+SIX = ["num_nodes=6", "algorithm.degree=2", "launch.progress_interval=1"]
+# Un-paced steps at a large fixed factor (as the golden runs): the models depend on the seed
+# alone, so a backend that changes nothing of the data plane computes the very same bits.
+UNPACED = [
+    "algorithm=dpsgd",
+    "algorithm.topology=ring",
+    "duration=2",
+    "eval.interval=1",
+    "eval.keep_snapshots=true",
+    "eval.workers=1",
+    "compute.pace=false",
+    "tdf=100",
+    "network=uniform",
+    "network.rate_mbps=1000",
+    "dataset.num_samples=3000",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and two worker Ray nodes, 2 CPUs each: 6 one-CPU bundles spread 2 per machine."""
+    cluster = ray_cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    cluster.wait_for_nodes()
+    cluster.workers = workers
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def run_cli(run: Path, data: Path, *overrides: str, timeout: float = 300):
+    proc = start("launcher", *SIX, f"data_root={data}", f"hydra.run.dir={run}", *overrides)
+    return proc, finish(proc, timeout)
+
+
+def ray_args(cluster) -> list[str]:
+    return [
+        "launch.backend=ray",
+        f"ray.address={cluster.address}",
+        "transport.bind=tcp://127.0.0.1",
+    ]
+
+
+def test_divshare_on_three_ray_nodes_with_curve_trains_and_reaches_the_launcher(
+    tmp_path, cluster, shared_data
+):
+    args = ["duration=3", "eval.interval=1", "tdf=12", "transport.curve=on"]
+    proc, out = run_cli(tmp_path / "run", shared_data, *ray_args(cluster), *args)
+    assert proc.returncode == 0, out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    placement = json.loads((run / "placement.json").read_text())
+    machines = {where["ray_node"] for where in placement.values()}
+    assert len(placement) == 6 and len(machines) == 3, placement  # spread: 2 per Ray node
+    assert summary["status"] == "ok" and summary["evaluation_complete"], out
+    assert summary["final_mean_accuracy"] > summary["initial_mean_accuracy"], summary
+    totals = summary["totals"]
+    assert totals["bytes_delivered"] > 0 and totals["messages_malformed"] == 0
+    assert totals.get("handshakes_refused", 0) == 0  # every node holds the run's keys
+    assert len(list((run / "nodes").glob("*.jsonl"))) == 6
+    assert summary["clock"]["probes"] == 8 and not summary["clock"]["flagged"]
+    assert_reaped({"nodes": {n: w["pid"] for n, w in placement.items()}})
+    assert "secret" not in (run / "config.json").read_text()
+
+
+def test_unpaced_runs_compute_the_same_models_on_ray_as_on_local(tmp_path, cluster, shared_data):
+    local, out = run_cli(tmp_path / "local", shared_data, *UNPACED)
+    assert local.returncode == 0, out
+    on_ray, out = run_cli(tmp_path / "ray", shared_data, *UNPACED, *ray_args(cluster))
+    assert on_ray.returncode == 0, out
+    placement = json.loads((tmp_path / "ray" / "placement.json").read_text())
+    assert len({where["ray_node"] for where in placement.values()}) == 3
+    digests = [models_digest(tmp_path / run / "snapshots" / "kept") for run in ("local", "ray")]
+    kept = list((tmp_path / "ray" / "snapshots" / "kept").glob("*.npy"))
+    assert len(kept) == 6 * 3 and digests[0] == digests[1]  # t = 0, 1, 2 for each node
+
+
+def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
+    tmp_path, cluster, shared_data
+):
+    run = tmp_path / "run"
+    args = ["duration=6", "eval.interval=2", "tdf=10", *ray_args(cluster)]
+    proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
+    log, deadline = run / "main.log", time.monotonic() + 240
+    while not (log.exists() and "emulated | 6/6 alive" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
+        time.sleep(0.5)
+    placement = json.loads((run / "placement.json").read_text())
+    lost = cluster.workers[-1]
+    on_lost = sorted(int(n) for n, w in placement.items() if w["ray_node"] == lost.node_id)
+    assert len(on_lost) == 2, placement
+    cluster.remove_node(lost)  # the machine and every process on it gone at once
+    out = finish(proc, 300)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "degraded", out
+    failed = {int(n): error for n, error in summary["failed_nodes"].items()}
+    assert sorted(failed) == on_lost, failed
+    assert all("machine was lost" in error for error in failed.values()), failed
+    assert sorted(int(n) for n in summary["departed"]) == on_lost  # the others were told
+    assert summary["curve"][-1]["t"] == pytest.approx(6.0)
+    assert summary["curve"][-1]["nodes"] == 4  # the survivors, evaluated to the end
