@@ -1,13 +1,16 @@
 """The Ray backend: one long-lived Ray actor per node, each its own OS process, placed by a
-placement group over the cluster's machines (spread or pack); a compute gate per machine; the
-launcher drives the actors through the same control channel as local processes. Evaluators
-stay on the launcher's host."""
+placement group over the cluster's machines (spread or pack); an evaluator and a compute gate
+per machine; the launcher drives the actors through the same control channel as local
+processes. No filesystem is shared: what the run folder needs comes back from the actors."""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+import uuid
+from pathlib import Path
 
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
@@ -16,23 +19,23 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from launcher.backends import LocalBackend
 from launcher.outcome import StartupError
 from launcher.plan import Plan
-from launcher.ray_actors import NODE_IP, GateActor, NodeActor
-from node.files import write_json_atomic
+from launcher.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
+from node.files import write_atomic, write_json_atomic
 from transport.control_channel import ControlServer
 
 log = logging.getLogger(__name__)
 KILLED = -9  # an actor killed, or lost with its machine: as a process killed by SIGKILL
+PROBE_TIMEOUT = 5.0  # wall seconds for the cluster's head to accept a connection
 
 
 class ActorProcess:
     """A node's actor as the launch sees a local process: `exitcode` (None while it runs),
     `kill`, `join`; `exit_reason` says how it ended when that was not its own doing."""
 
-    def __init__(self, actor, run, where: dict):
-        self.actor, self.run = actor, run
+    def __init__(self, actor, run, where: dict, run_dir: Path):
+        self.actor, self.run, self.run_dir = actor, run, run_dir
         self.pid, self.ray_node, self.ip = where["pid"], where["ray_node"], where["ip"]
         self.code: int | None = None
         self.exit_reason: str | None = None
@@ -45,7 +48,9 @@ class ActorProcess:
 
     def _finish(self) -> None:
         try:
-            self.code = ray.get(self.run)
+            result = ray.get(self.run)
+            self.code = result["code"]
+            self._write(result["files"])
         except ray.exceptions.RayActorError as err:
             self.code = KILLED
             alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
@@ -57,6 +62,15 @@ class ActorProcess:
                 self.exit_reason = f"its Ray actor died: {type(err).__name__}"
         except ray.exceptions.RayTaskError as err:
             self.code, self.exit_reason = 1, str(err).strip().splitlines()[-1]
+
+    def _write(self, files: dict[str, bytes]) -> None:
+        """What the actor returned of its machine's folder, into the run folder."""
+        root = self.run_dir.resolve()
+        for name, content in files.items():
+            path = (root / name).resolve()
+            if root not in path.parents:  # only ever a name made by ray_actors.read_files
+                raise ValueError(f"{name!r} is not inside the run folder")
+            write_atomic(path, lambda f, content=content: f.write(content))
 
     def is_alive(self) -> bool:
         return self.exitcode is None
@@ -74,14 +88,26 @@ class ActorProcess:
         """Nothing to free here: the actor is gone with its process."""
 
 
+def reachable(address: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """A head at HOST:PORT answers a TCP connection (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise StartupError(
+            f"no Ray cluster answers at ray.address={address} ({err}): start its head with "
+            "'ray start --head', check the address, or use ray.address=local"
+        ) from err
+
+
 class RayBackend:
     """Connects to (or starts) a Ray cluster, reserves one bundle of `ray.cpus_per_node` CPUs
     per node in a placement group, and starts each node's actor in its bundle."""
 
     def __init__(self, plan: Plan):
         self.plan, self.settings = plan, plan.run.ray
-        self.local = LocalBackend(plan)  # evaluators, on the launcher's host
         self.pg = None
+        self.run_id = uuid.uuid4().hex[:12]  # names each machine's scratch folder
         self.actors: dict[int, ActorProcess] = {}
         self.gates: dict[str, object] = {}  # Ray node id -> its GateActor
         self.bundle_nodes: list[str] = []
@@ -92,6 +118,8 @@ class RayBackend:
         # A Ray instance of the run's own declares enough CPUs for every node's bundle: nodes
         # share this host's cores as local processes do.
         local = {"num_cpus": max(1, int(n * self.settings.cpus_per_node + 0.999))}
+        if address not in ("local", "auto"):
+            reachable(address)
         try:
             ray.init(
                 address=None if address == "local" else address,
@@ -116,10 +144,8 @@ class RayBackend:
         host = self.plan.run.host
         return ray.util.get_node_ip_address() if host == NODE_IP else host
 
-    def start_evaluators(self, control: ControlServer) -> dict:
-        return self.local.start_evaluators(control)
-
-    def start_nodes(self, control: ControlServer) -> dict:
+    def _place(self) -> None:
+        """One bundle of `ray.cpus_per_node` CPUs per node, placed by the strategy."""
         n, cpus = len(self.plan.nodes), self.settings.cpus_per_node
         self.pg = placement_group([{"CPU": cpus}] * n, strategy=self.settings.strategy)
         ready, _ = ray.wait([self.pg.ready()], timeout=self.plan.run.start_timeout)
@@ -131,7 +157,30 @@ class RayBackend:
             )
         table = placement_group_table(self.pg)["bundles_to_node_id"]
         self.bundle_nodes = [table[i] for i in range(n)]
-        actors = [self._actor(i) for i in range(n)]
+
+    def _on(self, machine: str):
+        return NodeAffinitySchedulingStrategy(machine, soft=False)
+
+    def start_evaluators(self, control: ControlServer) -> dict:
+        """An evaluator on each machine that holds nodes, the data set prepared there first."""
+        self._place()
+        run, plan = self.plan.run, self.plan
+        machines = sorted(set(self.bundle_nodes))
+        actors = [
+            EvaluatorActor.options(num_cpus=0, scheduling_strategy=self._on(m)).remote()
+            for m in machines
+        ]
+        ray.get([a.prepare.remote(run.dataset) for a in actors])
+        wheres = ray.get([a.where.remote() for a in actors])
+        started, args = {}, (run.model, plan.model_dims, run.dataset, run.num_nodes, 1)
+        for w, (actor, where) in enumerate(zip(actors, wheres, strict=True)):
+            channel, address = control.channel(f"e{w}"), control.address(f"e{w}")
+            ref = actor.run.remote(w, self.run_id, args, address, run.keep_snapshots)
+            started[w] = (ActorProcess(actor, ref, where, plan.run_dir), channel)
+        return started
+
+    def start_nodes(self, control: ControlServer) -> dict:
+        actors = [self._actor(i) for i in range(len(self.plan.nodes))]
         wheres = ray.get([a.where.remote() for a in actors])  # every worker starts at once
         # For operators and tests: which machine (Ray node) and process holds each node
         placement = {str(spec.node_id): w for spec, w in zip(self.plan.nodes, wheres, strict=True)}
@@ -150,7 +199,8 @@ class RayBackend:
     def _run(self, actor, where: dict, spec, control: ControlServer):
         name = f"n{spec.node_id}"
         channel = control.channel(name)
-        process = ActorProcess(actor, actor.run.remote(spec, control.address(name)), where)
+        run = actor.run.remote(spec, control.address(name), self.run_id)
+        process = ActorProcess(actor, run, where, self.plan.run_dir)
         self.actors[spec.node_id] = process
         return process, channel
 
@@ -164,9 +214,9 @@ class RayBackend:
         slots = self.plan.run.gate_slots
         if slots == 0:
             return {spec.node_id: None for spec in self.plan.nodes}
-        for node in set(self.bundle_nodes):
-            affinity = NodeAffinitySchedulingStrategy(node, soft=False)
-            self.gates[node] = GateActor.options(num_cpus=0, scheduling_strategy=affinity).remote()
+        for machine in set(self.bundle_nodes):
+            on = self._on(machine)
+            self.gates[machine] = GateActor.options(num_cpus=0, scheduling_strategy=on).remote()
         started = ray.get([gate.start.remote(slots) for gate in self.gates.values()])
         endpoints = dict(zip(self.gates, started, strict=True))
         return {
@@ -188,7 +238,6 @@ class RayBackend:
             ray.kill(gate, no_restart=True)
         if self.pg is not None:
             remove_placement_group(self.pg)
-        self.local.close()
         started = time.monotonic()
         ray.shutdown()
         log.debug("Ray shut down in %.1f s (pid %d)", time.monotonic() - started, os.getpid())

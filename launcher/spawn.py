@@ -153,6 +153,8 @@ class Launch:
     # ---- run ---------------------------------------------------------------------------------
     def _poll(self, timeout: float) -> list[tuple[int, object]]:
         """Messages from nodes and evaluators; evaluation results are recorded here."""
+        if self.control is None:  # the start failed before the channel was open
+            return []
         by_conn = {conn: ("node", n) for n, conn in self.conns.items()}
         by_conn.update({conn: ("eval", w) for w, conn in self.eval_conns.items()})
         messages = []

@@ -5,12 +5,14 @@ models as the local backend, CURVE on, a machine lost mid-run. About 4 minutes i
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli import finish, start
+from tests.cli import finish, kill, start
 from tests.test_cli import assert_reaped
 from tests.test_golden import models_digest
 
@@ -79,6 +81,9 @@ def test_divshare_on_three_ray_nodes_with_curve_trains_and_reaches_the_launcher(
     assert len(placement) == 6 and len(machines) == 3, placement  # spread: 2 per Ray node
     assert summary["status"] == "ok" and summary["evaluation_complete"], out
     assert summary["final_mean_accuracy"] > summary["initial_mean_accuracy"], summary
+    # every machine's evaluator tested its own nodes' snapshots and its results came back
+    assert summary["curve"][-1]["nodes"] == 6 and summary["curve"][-1]["t"] == pytest.approx(3)
+    assert all((run / "eval" / f"worker{w}.jsonl").stat().st_size > 0 for w in range(3))
     totals = summary["totals"]
     assert totals["bytes_delivered"] > 0 and totals["messages_malformed"] == 0
     assert totals.get("handshakes_refused", 0) == 0  # every node holds the run's keys
@@ -100,16 +105,39 @@ def test_unpaced_runs_compute_the_same_models_on_ray_as_on_local(tmp_path, clust
     assert len(kept) == 6 * 3 and digests[0] == digests[1]  # t = 0, 1, 2 for each node
 
 
+def wait_until_training(proc, run: Path) -> None:
+    log, deadline = run / "main.log", time.monotonic() + 240
+    while not (log.exists() and "emulated | 6/6 alive" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
+        time.sleep(0.5)
+
+
+def test_ctrl_c_stops_every_actor_within_seconds(tmp_path, cluster, shared_data):
+    run = tmp_path / "run"
+    args = ["duration=600", "tdf=10", *ray_args(cluster)]
+    proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
+    try:
+        wait_until_training(proc, run)
+        os.killpg(proc.pid, signal.SIGINT)  # the launcher's group: the actors are Ray's
+        sent = time.monotonic()
+        out = finish(proc, timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        kill(proc)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] and summary["status"] == "failed", out
+    assert elapsed < 20, f"stopping took {elapsed:.1f}s"
+    placement = json.loads((run / "placement.json").read_text())
+    assert_reaped({"nodes": {n: w["pid"] for n, w in placement.items()}})
+
+
 def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     tmp_path, cluster, shared_data
 ):
     run = tmp_path / "run"
     args = ["duration=6", "eval.interval=2", "tdf=10", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
-    log, deadline = run / "main.log", time.monotonic() + 240
-    while not (log.exists() and "emulated | 6/6 alive" in log.read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
-        time.sleep(0.5)
+    wait_until_training(proc, run)
     placement = json.loads((run / "placement.json").read_text())
     lost = cluster.workers[-1]
     on_lost = sorted(int(n) for n, w in placement.items() if w["ray_node"] == lost.node_id)
@@ -124,3 +152,15 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     assert sorted(int(n) for n in summary["departed"]) == on_lost  # the others were told
     assert summary["curve"][-1]["t"] == pytest.approx(6.0)
     assert summary["curve"][-1]["nodes"] == 4  # the survivors, evaluated to the end
+
+
+def test_a_cluster_nobody_answers_at_fails_before_any_node_starts(tmp_path, shared_data):
+    run = tmp_path / "run"
+    args = ["launch.backend=ray", "ray.address=127.0.0.1:1"]
+    proc, out = run_cli(run, shared_data, *args, timeout=120)
+    assert proc.returncode != 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["wall_seconds"] < 60, summary
+    assert "no Ray cluster answers at ray.address=127.0.0.1:1" in summary["startup_error"]
+    assert "ray start --head" in out
+    assert not (run / "pids.json").exists() and not (run / "placement.json").exists()

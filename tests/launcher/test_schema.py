@@ -363,3 +363,35 @@ def test_targets_are_values_of_the_tasks_metric():
         validate(composed(*movielens, "eval.targets=[1.0,-0.2]"))
     assert err.value.key == "eval.targets" and "RMSE values above 0" in str(err.value)
     assert "lower is better" in str(err.value) and "[1.2,1.0]" in err.value.fix
+
+
+def test_the_ray_backend_validates_to_its_settings():
+    run = validate(composed("launch.backend=ray", "ray.placement=pack", "ray.cpus_per_node=0.5"))
+    assert (run.backend, run.ray.address, run.ray.strategy, run.ray.cpus_per_node) == (
+        "ray",
+        "local",
+        "PACK",
+        0.5,
+    )
+    assert validate(composed()).ray is None  # local: no Ray settings, Ray never imported
+
+
+def test_the_ray_backend_without_ray_installed_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # `import ray` fails
+    with pytest.raises(ConfigError, match=r"launch\.backend.*pip install -e '\.\[ray\]'"):
+        validate(composed("launch.backend=ray"))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (("launch.backend=slurm",), "launch.backend"),
+        (("launch.host=tcp://10.0.0.1",), "launch.host"),
+        (("launch.backend=ray", "ray.placement=strict"), "ray.placement"),
+        (("launch.backend=ray", "ray.cpus_per_node=0"), "ray.cpus_per_node"),
+        (("launch.backend=ray", "transport.bind=ipc://"), "transport.bind"),
+    ],
+)
+def test_bad_launch_and_ray_settings_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(composed(*overrides))
