@@ -59,6 +59,8 @@ class Sizes:
     ctrl_c_nodes: int = 8
     ctrl_c_seconds: float = 6.0  # emulated, tdf=auto: start-up, calibration and training
     ctrl_c_window: float = 30.0  # wall seconds after the start within which Ctrl-C comes
+    cluster_nodes: int = 12  # the Ray backend on three Ray nodes against local processes
+    cluster_seconds: float = 6.0  # emulated
     extra: tuple[str, ...] = ()  # overrides every launched run gets
     # DivShare's and Swift's 6 peers per message need 7 nodes; tiny runs send to fewer
     small_degree: int | None = None
@@ -91,6 +93,8 @@ TINY = Sizes(
     ctrl_c_nodes=4,
     ctrl_c_seconds=2.0,
     ctrl_c_window=8.0,
+    cluster_nodes=4,
+    cluster_seconds=1.3,
     extra=(
         "dataset.num_samples=3000",
         "compute.calibration_margin=4",

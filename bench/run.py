@@ -6,7 +6,8 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
 The default set (`make bench`; its parts' latest times here add up to 36 minutes, 6 of them
 scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity,
 scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 60 minutes),
-reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials).
+reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials), cluster (the
+Ray backend on three Ray nodes of this machine against local processes, 12 nodes).
 `--tiny` runs any of them at a size that only proves it still works (the tests do), not its
 figures.
 """
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cluster import bench_cluster
 from bench.common import FULL, RESULTS, TINY
 from bench.emulation import bench_efficiency, bench_efficiency_cifar, bench_fidelity, bench_nolag
 from bench.links import bench_shaper
@@ -36,8 +38,9 @@ BENCHES = {
     "scale": bench_scale,
     "nolag": bench_nolag,
     "reliability": bench_reliability,
+    "cluster": bench_cluster,
 }
-DEFAULT_SET = [name for name in BENCHES if name not in ("nolag", "reliability")]
+DEFAULT_SET = [name for name in BENCHES if name not in ("nolag", "reliability", "cluster")]
 
 
 def write_summary(results: Path) -> None:

@@ -42,5 +42,8 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
     assert reliability["fuzz"]["malformed_counted"] == reliability["fuzz"]["frames"] == 2000
     assert all(count > 0 for count in reliability["fuzz"]["by_kind"].values())
     assert reliability["ctrl_c"]["trials_ok"] == "2 of 2"
+    cluster = results["cluster"]["runs"]
+    assert all(run["status"] == "ok" for run in cluster.values()), cluster
+    assert cluster["ray_at_a"]["tdf"] == pytest.approx(cluster["local"]["tdf"])
     summary = (tmp_path / "SUMMARY.md").read_text()
     assert all(f"## {name}" in summary for name in BENCHES)

@@ -1,0 +1,75 @@
+"""The Ray backend against the local one on this machine: a three-Ray-node cluster
+(`ray.cluster_utils.Cluster`, a head and two workers) running the same run as local processes;
+start-up time, memory per node, the factor chosen, and how far the curves are apart."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench.common import Sizes, launcher, save
+from bench.emulation import _gap, _run_facts
+
+
+def _facts(summary: dict) -> dict:
+    memory = summary["memory"]
+    return {
+        **_run_facts(summary),
+        "ready_seconds": summary["ready_seconds"],
+        "ready_pss_mib_mean": memory["ready_pss_mib_mean"],
+        "training_pss_mib_mean": memory["training_pss_mib_mean"],
+        "calibration_trials": len((summary.get("calibration") or {}).get("trials", [])),
+    }
+
+
+def bench_cluster(sizes: Sizes, results: Path) -> None:
+    """Local at tdf=auto (factor a) and again at a (the run-to-run spread of one backend); the
+    Ray backend on three Ray nodes at tdf=auto and at a (the spread across backends)."""
+    from ray.cluster_utils import Cluster
+
+    nodes, seconds = sizes.cluster_nodes, sizes.cluster_seconds
+    common = (
+        f"num_nodes={nodes}",
+        f"duration={seconds}",
+        f"eval.interval={seconds / 6}",
+        f"eval.targets={sizes.fidelity_targets}",
+    )
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        ray = (
+            "launch.backend=ray",
+            f"ray.address={cluster.address}",
+            f"ray.cpus_per_node={6 / nodes}",  # 12 nodes share the cluster's 6 CPUs
+            "transport.bind=tcp://127.0.0.1",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+
+            def run(tag: str, *extra: str) -> dict:
+                return _facts(launcher(Path(tmp) / tag, sizes, *common, *extra))
+
+            runs = {"local": run("local", "tdf=auto")}
+            a = runs["local"]["tdf"]
+            runs["local_at_a"] = run("local_at_a", f"tdf={a}")
+            runs["ray"] = run("ray", "tdf=auto", *ray)
+            runs["ray_at_a"] = run("ray_at_a", f"tdf={a}", *ray)
+    finally:
+        cluster.shutdown()
+    save(
+        results,
+        "cluster",
+        {
+            "nodes": nodes,
+            "ray_nodes": 3,
+            "duration_emulated_s": seconds,
+            "runs": runs,
+            # the same backend twice at one factor, and the two backends at that factor
+            "local_vs_local_at_a": _gap(runs["local"], runs["local_at_a"]),
+            "ray_vs_local_at_a": _gap(runs["local_at_a"], runs["ray_at_a"]),
+            "meets_target": all(r["status"] == "ok" and not r["lagged"] for r in runs.values()),
+        },
+    )
