@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from launcher.calibration import Hosts
 from launcher.plan import Plan
 from launcher.processes import forkserver_context, start_evaluators, start_node, start_nodes
 from transport import GateServer
@@ -22,9 +23,9 @@ class LocalBackend:
         self.ctx = forkserver_context(plan.run.threads)
         self.gate: GateServer | None = None
 
-    @property
-    def cores(self) -> int:
-        return len(os.sched_getaffinity(0))
+    def hosts(self) -> Hosts:
+        """Every node on this one machine, with the cores this process may use."""
+        return Hosts.one([spec.node_id for spec in self.plan.nodes], len(os.sched_getaffinity(0)))
 
     def control_host(self) -> str:
         return self.plan.run.host

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -48,6 +49,32 @@ class Trial:
     demand_max: float  # the most any one node needed
     wall_s: float
     delivered: int = 0  # messages the trial's exchange delivered, over every node
+    # the busiest machine's nodes' demand per core of that machine (None: demand / cores)
+    host_load: float | None = None
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Which machine holds each node, and each machine's cores: the compute limit and a
+    trial's load are those of the busiest machine (one machine on the local backend)."""
+
+    machine_of: dict[int, str]
+    cores: dict[str, int]
+
+    @classmethod
+    def one(cls, nodes, cores: int) -> Hosts:
+        return cls({n: "local" for n in nodes}, {"local": cores})
+
+    def split(self, per_node: dict[int, float]) -> dict[str, dict[int, float]]:
+        """`per_node` by machine."""
+        machines: dict[str, dict[int, float]] = defaultdict(dict)
+        for node, value in per_node.items():
+            machines[self.machine_of[node]][node] = value
+        return dict(machines)
+
+    def busiest(self, per_node: dict[int, float]) -> float:
+        """The largest, over machines, of the sum of `per_node` over its nodes per core."""
+        return max(sum(v.values()) / self.cores[m] for m, v in self.split(per_node).items())
 
 
 def compute_limit(step_times: tuple[float, ...], cpu_per_step: dict[int, float], cores: int):
@@ -62,7 +89,8 @@ def needed(trial: Trial, cores: int) -> float:
     on the factor, the round's span grows with it), and never less than the cores' full load
     or one core for the busiest node (its training thread cannot use two)."""
     at_min_slack = trial.tdf * (1.0 - trial.slack_min) / (1.0 - MIN_SLACK)
-    return max(1.0, at_min_slack, trial.demand / cores, trial.demand_max)
+    load = trial.demand / cores if trial.host_load is None else trial.host_load
+    return max(1.0, at_min_slack, load, trial.demand_max)
 
 
 def next_factor(trials: list[Trial], cores: int) -> float | None:
@@ -92,14 +120,20 @@ def chosen_factor(trials: list[Trial]) -> float:
 
 
 class Calibrator:
-    """Drives the nodes through the calibration; `launch` owns the pipes and the gate."""
+    """Drives the nodes through the calibration; `launch` owns the channels and the gates.
+    Every machine's nodes run each trial at once, on their own machine: the factor chosen is
+    the smallest the busiest machine keeps up at (the largest any machine needs)."""
 
-    def __init__(self, launch, cores: int):
-        self.launch, self.run, self.cores = launch, launch.plan.run, cores
+    def __init__(self, launch, hosts: Hosts):
+        self.launch, self.run, self.hosts = launch, launch.plan.run, hosts
+        self.cores = sum(hosts.cores.values())
 
     def __call__(self) -> tuple[float, dict]:
         bursts = self._burst()
-        limit = compute_limit(self.run.step_times, bursts, self.cores)
+        limit = max(  # the busiest machine's
+            compute_limit(self.run.step_times, share, self.hosts.cores[machine])
+            for machine, share in self.hosts.split(bursts).items()
+        )
         trials: list[Trial] = []
         tdf = max(1.0, 1.5 * limit)
         while tdf is not None:
@@ -117,6 +151,7 @@ class Calibrator:
         record = {
             "mode": "auto",
             "cores": self.cores,
+            "machines": len(self.hosts.cores),
             "burst_steps": BURST_STEPS,
             "cpu_per_step_median_s": float(np.median(list(bursts.values()))),
             "cpu_per_step_max_s": max(bursts.values()),
@@ -144,7 +179,8 @@ class Calibrator:
         rounds = self.run.calibration_rounds
         self.launch._broadcast(control.TrialStart(peers, t0, tdf, rounds))
         span = rounds * max(self.run.step_times) * self.run.algorithm.local_steps * tdf
-        done = [r.stats for r in self.launch._collect(control.TrialDone, t0 + span).values()]
+        reports = self.launch._collect(control.TrialDone, t0 + span)
+        done = [r.stats for r in reports.values()]
         behind = max(r["behind_max"] for r in done)
         slack = min(r["slack_min"] for r in done)
         delivered = sum(r["delivered"] for r in done)
@@ -160,4 +196,7 @@ class Calibrator:
             demand_max=max(demands),
             wall_s=time.monotonic() - started,
             delivered=delivered,
+            host_load=self.hosts.busiest(
+                {n: r.stats["cpu_per_emulated_s"] for n, r in reports.items()}
+            ),
         )

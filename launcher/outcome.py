@@ -36,6 +36,7 @@ class Outcome:
     killed: set[int] = field(default_factory=set)
     rejoined: dict[int, list[float]] = field(default_factory=dict)
     clocks: dict = field(default_factory=dict)  # node -> ClockEstimate, from the start-up
+    control: dict = field(default_factory=dict)  # what the control socket turned away
 
     @property
     def status(self) -> str:

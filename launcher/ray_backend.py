@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+from launcher.calibration import Hosts
 from launcher.outcome import StartupError
 from launcher.plan import Plan
 from launcher.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
@@ -134,11 +135,14 @@ class RayBackend:
             ) from err
         log.info("Ray cluster: %s", ray.cluster_resources())
 
-    @property
-    def cores(self) -> int:
-        """The CPUs of the machines that hold nodes (the calibration's compute limit)."""
+    def hosts(self) -> Hosts:
+        """Which machine (Ray node) holds each node, and each machine's CPUs as Ray counts
+        them: the calibration judges the busiest machine."""
         cpus = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
-        return max(1, int(sum(cpus.get(node, 0) for node in set(self.bundle_nodes))))
+        machine_of = {
+            spec.node_id: m for spec, m in zip(self.plan.nodes, self.bundle_nodes, strict=True)
+        }
+        return Hosts(machine_of, {m: max(1, int(cpus.get(m, 1))) for m in set(self.bundle_nodes)})
 
     def control_host(self) -> str:
         host = self.plan.run.host
@@ -157,6 +161,8 @@ class RayBackend:
             )
         table = placement_group_table(self.pg)["bundles_to_node_id"]
         self.bundle_nodes = [table[i] for i in range(n)]
+        machines = len(set(self.bundle_nodes))
+        log.info("%d nodes placed on %d Ray nodes (%s)", n, machines, self.settings.strategy)
 
     def _on(self, machine: str):
         return NodeAffinitySchedulingStrategy(machine, soft=False)
@@ -210,14 +216,17 @@ class RayBackend:
         return self._run(actor, ray.get(actor.where.remote()), spec, control)
 
     def start_gates(self) -> dict[int, str | None]:
-        """A compute gate on each machine that holds nodes; each node uses its machine's."""
-        slots = self.plan.run.gate_slots
-        if slots == 0:
+        """A compute gate on each machine that holds nodes (as many slots as it has CPUs when
+        compute.gate_slots is auto); each node uses its machine's."""
+        run = self.plan.run
+        if run.gate_slots == 0:
             return {spec.node_id: None for spec in self.plan.nodes}
+        cores = self.hosts().cores
         for machine in set(self.bundle_nodes):
             on = self._on(machine)
             self.gates[machine] = GateActor.options(num_cpus=0, scheduling_strategy=on).remote()
-        started = ray.get([gate.start.remote(slots) for gate in self.gates.values()])
+        slots = {m: cores[m] if run.gate_slots_auto else run.gate_slots for m in self.gates}
+        started = ray.get([gate.start.remote(slots[m]) for m, gate in self.gates.items()])
         endpoints = dict(zip(self.gates, started, strict=True))
         return {
             spec.node_id: endpoints[machine]

@@ -37,6 +37,7 @@ class RunConfig:
     pace: bool
     pacing: str  # "burst": a round computed at once when the algorithm allows it; "step"
     gate_slots: int  # nodes computing at once (the host's cores by default); 0: no gate
+    gate_slots_auto: bool  # given as auto: on a cluster, each machine's gate has its own cores
     calibration_margin: float
     calibration_rounds: int
     eval_interval: float
@@ -197,6 +198,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         pace=compute.pace,
         pacing=compute.pacing,
         gate_slots=compute.gate_slots,
+        gate_slots_auto=_mapping(cfg, "compute").get("gate_slots", "auto") == "auto",
         calibration_margin=compute.calibration_margin,
         calibration_rounds=compute.calibration_rounds,
         eval_interval=ev.interval,

@@ -68,7 +68,9 @@ class Launch:
             self._collect(control.Connected, started)
             self.outcome.clocks = synchronise(self.conns, run.start_timeout)
             if run.tdf is None:
-                self.outcome.tdf, self.outcome.calibration = Calibrator(self, self.cores)()
+                self.outcome.tdf, self.outcome.calibration = Calibrator(
+                    self, self.backend.hosts()
+                )()
             else:
                 self.outcome.tdf = run.tdf
             tdf = self.outcome.tdf
@@ -92,6 +94,7 @@ class Launch:
                 if self.backend is not None:
                     self.backend.close()
                 if self.control is not None:
+                    self.outcome.control = self.control.counts()
                     self.control.close()
                 if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
                     shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
@@ -102,10 +105,6 @@ class Launch:
         return self.outcome
 
     # ---- start -------------------------------------------------------------------------------
-    @property
-    def cores(self) -> int:
-        return self.backend.cores
-
     def _broadcast(self, message, conns: dict | None = None) -> None:
         """Start-up messages to every node (or those of `conns`); a node whose channel is gone
         fails the start cleanly."""

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.utils.monitor
 
-from transport.security import CurveKeys, secure_client, secure_server, start_authenticator
+from transport.security import (
+    MONITORED,
+    REFUSED,
+    CurveKeys,
+    secure_client,
+    secure_server,
+    start_authenticator,
+)
 
 QUEUE_SIZE = 1000  # messages either way per process: a run sends a few per second at most
 SEND_TIMEOUT = 10.0  # wall seconds a full outbox may hold a sender before it is an error
@@ -37,7 +44,8 @@ class ControlAddress:
 class ControlServer:
     """The launcher's end, owned by the launcher's main thread: `channel(name)` is the view of
     one process, `wait(channels, timeout)` those with a message. A frame from an identity no
-    channel was opened for is dropped and counted (`unknown`)."""
+    channel was opened for is dropped and counted (`unknown`); with CURVE, a peer without the
+    run's keys never gets a frame in, and its handshake is counted (`refused`)."""
 
     def __init__(self, host: str = "127.0.0.1", curve: CurveKeys | None = None):
         self.ctx = zmq.Context(io_threads=1)
@@ -48,13 +56,15 @@ class ControlServer:
         # started again under the same identity (a node joining after a crash) takes it over.
         self.sock.router_mandatory = 1
         self.sock.router_handover = 1
+        self.monitor = None
         if curve is not None:
             secure_server(self.sock, curve)
+            self.monitor = self.sock.get_monitor_socket(MONITORED)
         port = self.sock.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{port}"
         self.curve = curve
         self.inboxes: dict[bytes, deque[bytes]] = {}
-        self.unknown = 0
+        self.unknown = self.refused = 0
 
     def address(self, name: str) -> ControlAddress:
         return ControlAddress(self.endpoint, name, self.curve)
@@ -68,6 +78,7 @@ class ControlServer:
 
     def pump(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for frames, then read every frame waiting."""
+        self._count_refused()
         if not self.sock.poll(max(0, int(timeout * 1000))):
             return
         while True:
@@ -91,6 +102,19 @@ class ControlServer:
                 return ready
             self.pump(remaining)
 
+    def _count_refused(self) -> None:
+        while self.monitor is not None:
+            try:
+                event = zmq.utils.monitor.recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.refused += event["event"] in REFUSED
+
+    def counts(self) -> dict:
+        """For the summary: what the control socket turned away."""
+        self._count_refused()
+        return {"handshakes_refused": self.refused, "frames_from_strangers": self.unknown}
+
     def send(self, identity: bytes, data: bytes) -> None:
         try:
             self.sock.send_multipart([identity, data], zmq.NOBLOCK)
@@ -98,6 +122,9 @@ class ControlServer:
             raise BrokenPipeError(f"{identity.decode()}: {err}") from err
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
         self.sock.close(linger=0)
         if self.authenticator is not None:
             self.authenticator.stop()

@@ -101,6 +101,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         },
         # each node's clock against the launcher's (NTP-style), flagged like lag
         "clock": clock_record(outcome.clocks, outcome.tdf, run.lag_tolerance),
+        "backend": run.backend,
+        "control": outcome.control,  # handshakes refused, frames from unknown processes
         "pids": outcome.pids,
         "curve": curve,
         "consensus": consensus_curve(plan.run_dir, run.num_nodes),

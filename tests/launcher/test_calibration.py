@@ -1,12 +1,15 @@
 """Choosing the dilation factor: the compute limit, what a measured demand needs, and the
 search over trial factors that keeps the smallest one at which no node fell behind."""
 
+import dataclasses
+
 import pytest
 
 from launcher.calibration import (
     MAX_RAISE,
     MAX_TRIALS,
     MIN_SLACK,
+    Hosts,
     Trial,
     chosen_factor,
     compute_limit,
@@ -79,3 +82,15 @@ def test_when_no_trial_keeps_up_the_search_stops_and_adds_half_again():
     trials = [trial(2.0 * 1.5**k, passed=False, slack=-0.1, demand=1.0) for k in range(MAX_TRIALS)]
     assert next_factor(trials, cores=2) is None
     assert chosen_factor(trials) == pytest.approx(1.5 * 2.0 * 1.5 ** (MAX_TRIALS - 1))
+
+
+def test_on_several_machines_the_busiest_one_sets_the_limit_and_the_load():
+    hosts = Hosts({0: "a", 1: "a", 2: "b"}, {"a": 2, "b": 4})
+    assert hosts.split({0: 1.0, 1: 2.0, 2: 8.0}) == {"a": {0: 1.0, 1: 2.0}, "b": {2: 8.0}}
+    assert hosts.busiest({0: 1.0, 1: 2.0, 2: 8.0}) == pytest.approx(2.0)  # b: 8 / 4 cores
+    assert hosts.busiest({0: 3.0, 1: 3.0, 2: 8.0}) == pytest.approx(3.0)  # a: 6 / 2 cores
+    one = Hosts.one(range(3), cores=2)  # the local backend: the whole demand over its cores
+    assert one.busiest({0: 1.0, 1: 2.0, 2: 8.0}) == pytest.approx(11.0 / 2)
+    # a trial's measured load on the busiest machine is what `needed` weighs, not the total
+    busy = dataclasses.replace(trial(10.0, True, slack=0.9, demand=17.0), host_load=12.0)
+    assert needed(busy, cores=64) == pytest.approx(12.0)

@@ -79,6 +79,7 @@ ADDED_EMPTY = {
     "backend": "local",
     "host": "127.0.0.1",
     "ray": None,
+    "gate_slots_auto": False,  # every recorded setting fixes compute.gate_slots=2
 }
 ADDED_ALGORITHM_DEFAULTS = {"on_absent": "reform"}  # LASGD's
 ADDED_EMPTY_LINK = {
