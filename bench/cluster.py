@@ -44,7 +44,8 @@ def bench_cluster(sizes: Sizes, results: Path) -> None:
         ray = (
             "launch.backend=ray",
             f"ray.address={cluster.address}",
-            f"ray.cpus_per_node={6 / nodes}",  # 12 nodes share the cluster's 6 CPUs
+            # every node's bundle must fit: 12 nodes share the cluster's 6 CPUs, 4 take one each
+            f"ray.cpus_per_node={min(1.0, 6 / nodes)}",
             "transport.bind=tcp://127.0.0.1",
         )
         with tempfile.TemporaryDirectory() as tmp:

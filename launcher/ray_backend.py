@@ -25,6 +25,7 @@ from launcher.plan import Plan
 from launcher.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
 from node.files import write_atomic, write_json_atomic
 from transport.control_channel import ControlServer
+from transport.security import LOOPBACK_HOSTS
 
 log = logging.getLogger(__name__)
 KILLED = -9  # an actor killed, or lost with its machine: as a process killed by SIGKILL
@@ -101,6 +102,22 @@ def reachable(address: str, timeout: float = PROBE_TIMEOUT) -> None:
         ) from err
 
 
+def check_reachable(host: str, bind: str, here: str, ips: set[str]) -> None:
+    """Nodes on other machines (`ips`) than the launcher's (`here`) cannot reach a loopback
+    address: the launcher's control socket (`launch.host`) or each other (`transport.bind`)."""
+    if ips <= {here}:
+        return
+    for key, value, fix in (
+        ("launch.host", host, "node-ip"),
+        ("transport.bind", bind, "tcp://node-ip"),
+    ):
+        if value.removeprefix("tcp://").startswith(LOOPBACK_HOSTS):
+            elsewhere = ", ".join(sorted(ips - {here}))
+            raise StartupError(
+                f"{key}={value} cannot be reached from the machines at {elsewhere}: use {key}={fix}"
+            )
+
+
 class RayBackend:
     """Connects to (or starts) a Ray cluster, reserves one bundle of `ray.cpus_per_node` CPUs
     per node in a placement group, and starts each node's actor in its bundle."""
@@ -151,14 +168,18 @@ class RayBackend:
     def _place(self) -> None:
         """One bundle of `ray.cpus_per_node` CPUs per node, placed by the strategy."""
         n, cpus = len(self.plan.nodes), self.settings.cpus_per_node
+        machines = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        cannot = StartupError(
+            f"the Ray cluster cannot place {n} nodes of {cpus} CPU each (its machines have "
+            f"{', '.join(f'{c:g}' for c in machines)} CPUs): lower ray.cpus_per_node, or add "
+            "machines"
+        )
+        if sum(int(c // cpus) for c in machines) < n:  # no bundle is split across machines
+            raise cannot
         self.pg = placement_group([{"CPU": cpus}] * n, strategy=self.settings.strategy)
         ready, _ = ray.wait([self.pg.ready()], timeout=self.plan.run.start_timeout)
-        if not ready:
-            raise StartupError(
-                f"the Ray cluster cannot place {n} nodes of {cpus} CPU each (it has "
-                f"{ray.cluster_resources().get('CPU', 0)} CPUs): lower ray.cpus_per_node, "
-                "or add machines"
-            )
+        if not ready:  # CPUs others hold, or machines gone meanwhile
+            raise cannot
         table = placement_group_table(self.pg)["bundles_to_node_id"]
         self.bundle_nodes = [table[i] for i in range(n)]
         machines = len(set(self.bundle_nodes))
@@ -188,6 +209,9 @@ class RayBackend:
     def start_nodes(self, control: ControlServer) -> dict:
         actors = [self._actor(i) for i in range(len(self.plan.nodes))]
         wheres = ray.get([a.where.remote() for a in actors])  # every worker starts at once
+        run = self.plan.run
+        ips = {w["ip"] for w in wheres}
+        check_reachable(run.host, run.bind, ray.util.get_node_ip_address(), ips)
         # For operators and tests: which machine (Ray node) and process holds each node
         placement = {str(spec.node_id): w for spec, w in zip(self.plan.nodes, wheres, strict=True)}
         write_json_atomic(self.plan.run_dir / "placement.json", placement)

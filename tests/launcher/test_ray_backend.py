@@ -6,41 +6,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
 
 import pytest
+from ray.cluster_utils import Cluster
 
 from tests.cli import finish, kill, start
 from tests.test_cli import assert_reaped
-from tests.test_golden import models_digest
+from tests.test_golden import ALGORITHM_ARGS, GOLDEN_ARGS, models_digest
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils")
 pytestmark = [pytest.mark.process, pytest.mark.ray]
 
 SIX = ["num_nodes=6", "algorithm.degree=2", "launch.progress_interval=1"]
-# Un-paced steps at a large fixed factor (as the golden runs): the models depend on the seed
-# alone, so a backend that changes nothing of the data plane computes the very same bits.
+# The golden runs' un-paced steps at a large fixed factor: the models depend on the seed alone,
+# so a backend that changes nothing of the data plane computes the very same bits.
 UNPACED = [
-    "algorithm=dpsgd",
-    "algorithm.topology=ring",
-    "duration=2",
-    "eval.interval=1",
-    "eval.keep_snapshots=true",
-    "eval.workers=1",
-    "compute.pace=false",
-    "tdf=100",
-    "network=uniform",
-    "network.rate_mbps=1000",
-    "dataset.num_samples=3000",
+    *(arg for arg in GOLDEN_ARGS if not arg.startswith("num_nodes=")),
+    *ALGORITHM_ARGS["dpsgd"],
 ]
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head and two worker Ray nodes, 2 CPUs each: 6 one-CPU bundles spread 2 per machine."""
-    cluster = ray_cluster_utils.Cluster(
+    cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
     )
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
@@ -164,3 +156,15 @@ def test_a_cluster_nobody_answers_at_fails_before_any_node_starts(tmp_path, shar
     assert "no Ray cluster answers at ray.address=127.0.0.1:1" in summary["startup_error"]
     assert "ray start --head" in out
     assert not (run / "pids.json").exists() and not (run / "placement.json").exists()
+
+
+def test_nodes_the_cluster_cannot_hold_fail_the_start_at_once(tmp_path, cluster, shared_data):
+    run = tmp_path / "run"
+    proc, out = run_cli(run, shared_data, *ray_args(cluster), "ray.cpus_per_node=3", timeout=120)
+    assert proc.returncode != 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    error = summary["startup_error"]
+    # 2 CPUs per machine (one worker machine is gone by now if the removal test ran first)
+    expected = r"cannot place 6 nodes of 3\.0 CPU each \(its machines have 2(, 2)+ CPUs\)"
+    assert re.search(expected, error), error
+    assert summary["wall_seconds"] < 60 and not (run / "placement.json").exists()
