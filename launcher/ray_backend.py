@@ -64,6 +64,8 @@ class ActorProcess:
                 self.exit_reason = f"its Ray actor died: {type(err).__name__}"
         except ray.exceptions.RayTaskError as err:
             self.code, self.exit_reason = 1, str(err).strip().splitlines()[-1]
+        except ray.exceptions.RayError as err:  # its result lost with its owner, or the like
+            self.code, self.exit_reason = 1, f"{type(err).__name__}: {err}"
 
     def _write(self, files: dict[str, bytes]) -> None:
         """What the actor returned of its machine's folder, into the run folder."""
@@ -116,6 +118,14 @@ def check_reachable(host: str, bind: str, here: str, ips: set[str]) -> None:
             raise StartupError(
                 f"{key}={value} cannot be reached from the machines at {elsewhere}: use {key}={fix}"
             )
+
+
+def start_up(refs: list, timeout: float, what: str) -> list:
+    """The results of start-up calls to actors, or a StartupError saying `what` failed."""
+    try:
+        return ray.get(refs, timeout=timeout)
+    except (ray.exceptions.RayError, TimeoutError) as err:
+        raise StartupError(f"{what}: {type(err).__name__}: {err}") from err
 
 
 class RayBackend:
@@ -197,8 +207,9 @@ class RayBackend:
             EvaluatorActor.options(num_cpus=0, scheduling_strategy=self._on(m)).remote()
             for m in machines
         ]
-        ray.get([a.prepare.remote(run.dataset) for a in actors])
-        wheres = ray.get([a.where.remote() for a in actors])
+        wait = run.start_timeout
+        start_up([a.prepare.remote(run.dataset) for a in actors], wait, "preparing the data set")
+        wheres = start_up([a.where.remote() for a in actors], wait, "starting the evaluators")
         started, args = {}, (run.model, plan.model_dims, run.dataset, run.num_nodes, 1)
         for w, (actor, where) in enumerate(zip(actors, wheres, strict=True)):
             channel, address = control.channel(f"e{w}"), control.address(f"e{w}")
@@ -208,8 +219,8 @@ class RayBackend:
 
     def start_nodes(self, control: ControlServer) -> dict:
         actors = [self._actor(i) for i in range(len(self.plan.nodes))]
-        wheres = ray.get([a.where.remote() for a in actors])  # every worker starts at once
-        run = self.plan.run
+        run = self.plan.run  # every worker starts at once:
+        wheres = start_up([a.where.remote() for a in actors], run.start_timeout, "starting nodes")
         ips = {w["ip"] for w in wheres}
         check_reachable(run.host, run.bind, ray.util.get_node_ip_address(), ips)
         # For operators and tests: which machine (Ray node) and process holds each node
@@ -250,7 +261,8 @@ class RayBackend:
             on = self._on(machine)
             self.gates[machine] = GateActor.options(num_cpus=0, scheduling_strategy=on).remote()
         slots = {m: cores[m] if run.gate_slots_auto else run.gate_slots for m in self.gates}
-        started = ray.get([gate.start.remote(slots[m]) for m, gate in self.gates.items()])
+        starts = [gate.start.remote(slots[m]) for m, gate in self.gates.items()]
+        started = start_up(starts, run.start_timeout, "starting the compute gates")
         endpoints = dict(zip(self.gates, started, strict=True))
         return {
             spec.node_id: endpoints[machine]
