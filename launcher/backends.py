@@ -48,6 +48,9 @@ class LocalBackend:
             endpoint = self.gate.start_and_bind()
         return {spec.node_id: endpoint for spec in self.plan.nodes}
 
+    def record_evaluation(self, worker: int, record: dict) -> None:
+        """Nothing: local evaluators write their results into the run folder themselves."""
+
     def forget(self, node: int) -> None:
         """`node` is dead: a gate slot it held must not block the rest."""
         if self.gate is not None:

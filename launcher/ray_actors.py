@@ -1,9 +1,9 @@
 """The Ray actors of a run: a node (its own worker process, running the same node entry as a
 local process), a machine's evaluator and its compute gate. No filesystem is shared: each
-machine's nodes and evaluator work in a scratch folder of that machine, and what the run folder
-needs of it (metrics, evaluation results, kept snapshots) is returned to the launcher at the
-end. Kept apart from the backend so that a worker loads only what its actor needs (the gate's
-worker never imports torch)."""
+machine's nodes and evaluator work in a scratch folder of that machine; the node metrics and
+kept snapshots return to the launcher at the end, evaluation results one by one. Kept apart
+from the backend so that a worker loads only what its actor needs (the gate's worker never
+imports torch)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ class NodeActor:
 @ray.remote
 class EvaluatorActor:
     """A machine's evaluator: tests the snapshots its machine's nodes write, sends each result
-    to the launcher, and at the end returns its results file (and the kept snapshots)."""
+    to the launcher (which writes it into the run folder), and at the end returns the kept
+    snapshots."""
 
     def where(self) -> dict:
         return where()
@@ -91,9 +92,7 @@ class EvaluatorActor:
             code = 1
         kept = folder / "snapshots" / "kept"
         names = [f"snapshots/kept/{p.name}" for p in kept.glob("*.npy")] if keep else []
-        files = read_files(folder, names)
-        results = folder / "eval" / "worker0.jsonl"  # the run folder has one per machine
-        files[f"eval/worker{worker}.jsonl"] = results.read_bytes() if results.is_file() else b""
+        files = read_files(folder, names)  # its results reached the launcher one by one
         shutil.rmtree(folder, ignore_errors=True)  # the nodes of this machine are done
         return {"code": code, "files": files}
 

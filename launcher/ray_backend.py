@@ -23,7 +23,7 @@ from launcher.calibration import Hosts
 from launcher.outcome import StartupError
 from launcher.plan import Plan
 from launcher.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
-from node.files import write_atomic, write_json_atomic
+from node.files import JsonlWriter, write_atomic, write_json_atomic
 from transport.control_channel import ControlServer
 from transport.security import LOOPBACK_HOSTS
 
@@ -139,6 +139,7 @@ class RayBackend:
         self.actors: dict[int, ActorProcess] = {}
         self.gates: dict[str, object] = {}  # Ray node id -> its GateActor
         self.bundle_nodes: list[str] = []
+        self.results: dict[int, JsonlWriter] = {}  # evaluator -> its results in the run folder
         self._connect()
 
     def _connect(self) -> None:
@@ -269,6 +270,12 @@ class RayBackend:
             for spec, machine in zip(self.plan.nodes, self.bundle_nodes, strict=True)
         }
 
+    def record_evaluation(self, worker: int, record: dict) -> None:
+        """Each result into the run folder as it arrives: a machine lost later loses none."""
+        if worker not in self.results:
+            self.results[worker] = JsonlWriter(self.plan.run_dir / "eval" / f"worker{worker}.jsonl")
+        self.results[worker].write(record)
+
     def forget(self, node: int) -> None:
         gate = self.gates.get(self.actors[node].ray_node) if node in self.actors else None
         if gate is not None:
@@ -283,6 +290,8 @@ class RayBackend:
             ray.kill(gate, no_restart=True)
         if self.pg is not None:
             remove_placement_group(self.pg)
+        for results in self.results.values():
+            results.close()
         started = time.monotonic()
         ray.shutdown()
         log.debug("Ray shut down in %.1f s (pid %d)", time.monotonic() - started, os.getpid())

@@ -169,6 +169,7 @@ class Launch:
             if role == "eval":
                 if isinstance(message, control.Evaluated):
                     self.outcome.evals.append(message.record())
+                    self.backend.record_evaluation(ident, message.record())
                 elif isinstance(message, control.EvaluatorDone):
                     self.eval_done.add(ident)
                 messages.append((-1 - ident, message))

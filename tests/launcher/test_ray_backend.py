@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from ray.cluster_utils import Cluster
 
+from node.files import read_jsonl
 from tests.cli import finish, kill, start
 from tests.test_cli import assert_reaped
 from tests.test_golden import ALGORITHM_ARGS, GOLDEN_ARGS, models_digest
@@ -123,17 +124,26 @@ def test_ctrl_c_stops_every_actor_within_seconds(tmp_path, cluster, shared_data)
     assert_reaped({"nodes": {n: w["pid"] for n, w in placement.items()}})
 
 
+def evaluated(run: Path) -> list[dict]:
+    """The evaluation results in the run folder so far (the launcher writes them on Ray)."""
+    return [r for path in (run / "eval").glob("worker*.jsonl") for r in read_jsonl(path)]
+
+
 def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     tmp_path, cluster, shared_data
 ):
     run = tmp_path / "run"
-    args = ["duration=6", "eval.interval=2", "tdf=10", *ray_args(cluster)]
+    args = ["duration=8", "eval.interval=2", "tdf=10", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
     wait_until_training(proc, run)
     placement = json.loads((run / "placement.json").read_text())
     lost = cluster.workers[-1]
     on_lost = sorted(int(n) for n, w in placement.items() if w["ray_node"] == lost.node_id)
     assert len(on_lost) == 2, placement
+    deadline = time.monotonic() + 120  # once the lost machine's results for t=2 are in
+    while not {r["node"] for r in evaluated(run) if r["t"] == 2.0} >= set(on_lost):
+        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
+        time.sleep(0.5)
     cluster.remove_node(lost)  # the machine and every process on it gone at once
     out = finish(proc, 300)
     summary = json.loads((run / "summary.json").read_text())
@@ -142,8 +152,10 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     assert sorted(failed) == on_lost, failed
     assert all("machine was lost" in error for error in failed.values()), failed
     assert sorted(int(n) for n in summary["departed"]) == on_lost  # the others were told
-    assert summary["curve"][-1]["t"] == pytest.approx(6.0)
+    assert summary["curve"][-1]["t"] == pytest.approx(8.0)
     assert summary["curve"][-1]["nodes"] == 4  # the survivors, evaluated to the end
+    at_2 = next(p for p in summary["curve"] if p["t"] == pytest.approx(2.0))
+    assert at_2["nodes"] == 6  # the lost machine's results from before its loss are kept
 
 
 def test_a_cluster_nobody_answers_at_fails_before_any_node_starts(tmp_path, shared_data):
