@@ -6,9 +6,7 @@ processes. No filesystem is shared: what the run folder needs comes back from th
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -55,8 +53,7 @@ class ActorProcess:
             self._write(result["files"])
         except ray.exceptions.RayActorError as err:
             self.code = KILLED
-            alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
-            if not alive.get(self.ray_node, False):
+            if self.ray_node not in machine_cpus():
                 self.exit_reason = (
                     f"its machine was lost (Ray node {self.ray_node[:12]}, {self.ip})"
                 )
@@ -90,6 +87,11 @@ class ActorProcess:
 
     def close(self) -> None:
         """Nothing to free here: the actor is gone with its process."""
+
+
+def machine_cpus() -> dict[str, float]:
+    """The CPUs of each machine (Ray node) of the cluster still alive, by Ray node id."""
+    return {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
 
 
 def reachable(address: str, timeout: float = PROBE_TIMEOUT) -> None:
@@ -166,7 +168,7 @@ class RayBackend:
     def hosts(self) -> Hosts:
         """Which machine (Ray node) holds each node, and each machine's CPUs as Ray counts
         them: the calibration judges the busiest machine."""
-        cpus = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
+        cpus = machine_cpus()
         machine_of = {
             spec.node_id: m for spec, m in zip(self.plan.nodes, self.bundle_nodes, strict=True)
         }
@@ -179,7 +181,7 @@ class RayBackend:
     def _place(self) -> None:
         """One bundle of `ray.cpus_per_node` CPUs per node, placed by the strategy."""
         n, cpus = len(self.plan.nodes), self.settings.cpus_per_node
-        machines = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        machines = list(machine_cpus().values())
         cannot = StartupError(
             f"the Ray cluster cannot place {n} nodes of {cpus} CPU each (its machines have "
             f"{', '.join(f'{c:g}' for c in machines)} CPUs): lower ray.cpus_per_node, or add "
@@ -292,6 +294,4 @@ class RayBackend:
             remove_placement_group(self.pg)
         for results in self.results.values():
             results.close()
-        started = time.monotonic()
         ray.shutdown()
-        log.debug("Ray shut down in %.1f s (pid %d)", time.monotonic() - started, os.getpid())

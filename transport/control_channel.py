@@ -17,8 +17,8 @@ import zmq.utils.monitor
 
 from transport.security import (
     MONITORED,
-    REFUSED,
     CurveKeys,
+    refusals,
     secure_client,
     secure_server,
     start_authenticator,
@@ -103,12 +103,8 @@ class ControlServer:
             self.pump(remaining)
 
     def _count_refused(self) -> None:
-        while self.monitor is not None:
-            try:
-                event = zmq.utils.monitor.recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.refused += event["event"] in REFUSED
+        if self.monitor is not None:
+            self.refused += refusals(self.monitor)
 
     def counts(self) -> dict:
         """For the summary: what the control socket turned away."""

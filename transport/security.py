@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import zmq
 import zmq.auth.thread
+from zmq.utils.monitor import recv_monitor_message
 
 # The ZAP domain of every node's inbound socket: the authenticator answers for it alone.
 DOMAIN = "dlemu"
@@ -40,6 +41,18 @@ def binds_off_loopback(bind: str) -> bool:
     if not bind.startswith("tcp://"):
         return False
     return not bind[len("tcp://") :].startswith(LOOPBACK_HOSTS)
+
+
+def refusals(monitor: zmq.Socket) -> int:
+    """The refused handshakes among the events waiting on an inbound socket's monitor (read
+    without blocking). A keyless peer retries, so this counts attempts, not peers."""
+    refused = 0
+    while True:
+        try:
+            event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return refused
+        refused += event["event"] in REFUSED
 
 
 def secure_server(sock: zmq.Socket, keys: CurveKeys) -> None:

@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from transport.clock import EmulatedClock
 from transport.connections import Connections
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
-from transport.security import MONITORED, REFUSED, CurveKeys, secure_client, secure_server
+from transport.security import MONITORED, CurveKeys, refusals, secure_client, secure_server
 from transport.stats import LinkStats
 from transport.wire import FLUSH, Message, WireError, decode, pack, stamp
 
@@ -243,14 +242,8 @@ class ReceiverThread(threading.Thread):
 
     def _count_refused(self, monitor: zmq.Socket) -> None:
         """A peer without the run's key tried to connect: its handshake failed, nothing of it
-        was delivered. A keyless peer retries, so this counts attempts, not peers."""
-        while True:
-            try:
-                event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] in REFUSED:
-                self.stats.refused_handshakes += 1
+        was delivered."""
+        self.stats.refused_handshakes += refusals(monitor)
 
     def _release(self) -> None:
         with self.arrived:
