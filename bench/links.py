@@ -40,13 +40,13 @@ def _link(up_mbps: float, down_mbps: float):
 def send_shaped(link, endpoint: str, t0: float, count: int, size: int, timeout=120.0) -> int:
     """Run in a process of its own: node 0's transport pushes `count` messages of `size`
     bytes to node 1 at `endpoint` through `link`'s uplink; how many were sent in time."""
-    from transport import EmulatedClock, Message, ZmqTransport
+    from transport import DilatedClock, Message, ZmqTransport
 
     tx = ZmqTransport(0, link, frozenset({"model"}), threading.Event())
     try:
         tx.bind()
         tx.connect({1: endpoint})
-        tx.start(EmulatedClock(t0, 1.0))
+        tx.start(DilatedClock(t0, 1.0))
         payload = np.ones(size // 4, dtype=np.float32)
         tx.send([Message("model", 0, 1, i, 0, (payload,)) for i in range(count)])
         deadline = time.monotonic() + timeout
@@ -58,10 +58,10 @@ def send_shaped(link, endpoint: str, t0: float, count: int, size: int, timeout=1
 
 
 def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> dict:
-    from transport import EmulatedClock, ZmqTransport
+    from transport import DilatedClock, ZmqTransport
 
     count = max(20, int(seconds * rate_mbps * 1e6 / (size * 8)))
-    clock = EmulatedClock(time.monotonic() + 0.5, 1.0)
+    clock = DilatedClock(time.monotonic() + 0.5, 1.0)
     # The downlink is 10x faster: the sender's uplink alone sets the pace.
     rx = ZmqTransport(1, _link(rate_mbps, rate_mbps * 10), frozenset({"model"}), threading.Event())
     proc = None
@@ -98,7 +98,7 @@ def shaper_rate(rate_mbps: float, seconds: float = 4.0, size: int = 32_000) -> d
 def transport_cpu_per_mb(curve: bool, megabytes: float, size: int = 250_000) -> float:
     """CPU seconds of this process (both ends: node 0 sending to node 1 over loopback, a fast
     link) per MB delivered, with CURVE on every data socket or without."""
-    from transport import EmulatedClock, Message, ZmqTransport
+    from transport import DilatedClock, Message, ZmqTransport
     from transport.security import CurveKeys
 
     keys = CurveKeys.generate() if curve else None
@@ -110,7 +110,7 @@ def transport_cpu_per_mb(curve: bool, megabytes: float, size: int = 250_000) -> 
         tx.bind()
         tx.connect({1: endpoint})
         rx.connect({0: "tcp://127.0.0.1:1"})
-        clock = EmulatedClock(time.monotonic(), 1.0)
+        clock = DilatedClock(time.monotonic(), 1.0)
         for transport in (rx, tx):
             transport.start(clock)
         payload = np.ones(size // 4, dtype=np.float32)

@@ -36,6 +36,10 @@ class Outcome:
     killed: set[int] = field(default_factory=set)
     rejoined: dict[int, list[float]] = field(default_factory=dict)
     clocks: dict = field(default_factory=dict)  # node -> ClockEstimate, from the start-up
+    # Virtual time: node 0's bare step (CPU and wall seconds) and what the keeper did
+    bare_step: dict | None = None
+    keeper: dict = field(default_factory=dict)
+    cores: int | None = None  # of the busiest machine's share: what the compute limit divides
     control: dict = field(default_factory=dict)  # what the control socket turned away
 
     @property

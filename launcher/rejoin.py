@@ -1,12 +1,12 @@
 """Crashed nodes that a scenario brings back: a new process started shortly before its join
-instant (once the old one is dead), listening where the old one did, let in on the run's
-clock without calibration; it joins with the run's initial model or its last checkpoint."""
+instant (once the old one is dead; in virtual time at once, the keeper holding the join instant
+until it reports), listening where the old one did, let in on the run's clock without
+calibration; it joins with the run's initial model or its last checkpoint."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
 from launcher.clocks import synchronise
 from launcher.outcome import StartupError
@@ -22,22 +22,26 @@ PROBE_TIMEOUT = 5.0  # wall seconds for a new process to answer a clock probe
 
 
 class Rejoins:
-    """Carries a run's crash-and-join schedule out, one step per monitor tick: `step(t0,
-    messages)` starts what is due and moves each new process through Ready -> Peers ->
-    Connected -> Start (the run's own t0 and factor)."""
+    """Carries a run's crash-and-join schedule out, one step per monitor tick: `step(messages)`
+    starts what is due and moves each new process through Ready -> Peers -> Connected ->
+    Start (the run's own clock: its t0 and factor, or the time keeper)."""
 
     def __init__(self, launch, scenario=()):
         self.launch = launch
         self.pending = [(a.t, a.node) for a in crash_rejoins(scenario)]
         self.waiting: dict[int, type] = {}  # node -> the message its new process owes
 
-    def step(self, t0: float, messages) -> None:
-        launch, tdf = self.launch, self.launch.outcome.tdf
+    def step(self, messages) -> None:
+        launch, clock = self.launch, self.launch.clock
         for t, node in list(self.pending):
-            due = time.monotonic() >= t0 + t * tdf - RESTART_LEAD
+            due = clock.wall_until(t) <= RESTART_LEAD
             if due and launch.nodes[node].exitcode is not None:  # the old one is gone
                 self.pending.remove((t, node))
-                self._start(node, t)
+                try:
+                    self._start(node, t)
+                except Exception as err:  # noqa: BLE001 (it is reported, the run goes on)
+                    log.error("node %d cannot join again: %s", node, err)
+                    self._give_up(node)
         for node, message in messages:
             if not isinstance(message, self.waiting.get(node, ())):
                 continue
@@ -46,16 +50,34 @@ class Rejoins:
                 control.send(conn, control.Peers(launch.peers, launch.gates[node]))
                 self.waiting[node] = control.Connected
             else:
-                try:  # its clock, as every node's at the start; the run goes on meanwhile
-                    launch.outcome.clocks.update(synchronise({node: conn}, PROBE_TIMEOUT))
+                try:
+                    start = self._start_message(node, conn)
                 except StartupError as err:  # never started: it times out and is reported
                     log.error("node %d cannot join again: %s", node, err)
                     del self.waiting[node]
+                    self._give_up(node)
                     continue
-                control.send(conn, control.Start(t0, tdf))
+                control.send(conn, start)
                 for dead, t in launch.outcome.departed.items():  # deaths it was not told of
                     control.send(conn, control.Departed(dead, t))
                 del self.waiting[node]
+
+    def _start_message(self, node: int, conn) -> control.Start:
+        """The run's clock for a new process: the time keeper (its next incarnation), or the
+        shared t0 and factor after probing its clock, as every node's at the start."""
+        launch = self.launch
+        keeper = launch.keeper
+        if keeper is not None:
+            incarnation = len(launch.outcome.rejoined[node])
+            endpoint = keeper.address.endpoint
+            t, gen = keeper.keeper.t, keeper.keeper.gen
+            return control.Start(0.0, 1.0, endpoint, incarnation, t, gen)
+        launch.outcome.clocks.update(synchronise({node: conn}, PROBE_TIMEOUT))
+        return control.Start(launch.clock.t0, launch.clock.tdf)
+
+    def _give_up(self, node: int) -> None:
+        if self.launch.keeper is not None:
+            self.launch.keeper.cancel_join(node)
 
     def _start(self, node: int, t: float) -> None:
         launch = self.launch

@@ -30,7 +30,8 @@ class RunConfig:
     num_nodes: int
     duration: float
     seed: int
-    tdf: float | None  # None = calibrate on this host
+    clock: str  # virtual: emulated time kept by the launcher; wall: dilated wall time
+    tdf: float | None  # clock=wall: None = calibrate on this host
     lag_tolerance: float
     step_times: tuple[float, ...]  # per node, emulated seconds per local step
     threads: int
@@ -52,6 +53,7 @@ class RunConfig:
     host: str  # where the launcher's control socket binds (node-ip: the one Ray gives this host)
     ray: RaySettings | None  # with backend ray
     start_timeout: float
+    stall_timeout: float  # virtual time: wall seconds with nothing moving before it is named
     stop_grace: float
     progress_interval: float
     algorithm: AlgorithmConfig
@@ -166,6 +168,13 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         typed(cls, _mapping(cfg, k), k) for k, cls in SECTIONS.items()
     )
     ray_settings = _ray(launch, ray, tr.bind)
+    require(
+        run.clock == "wall" or compute.pace,
+        "compute.pace",
+        "false runs steps flat out on the wall clock; in virtual time every step already "
+        "costs its emulated time and no more",
+        "drop compute.pace=false, or use clock=wall",
+    )
     model = model_section.name
     num_nodes = run.num_nodes
     require(
@@ -191,6 +200,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         num_nodes=num_nodes,
         duration=run.duration,
         seed=run.seed,
+        clock=run.clock,
         tdf=None if run.tdf == "auto" else float(run.tdf),
         lag_tolerance=run.lag_tolerance,
         step_times=compute.step_times(num_nodes),
@@ -213,6 +223,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         host=launch.host,
         ray=ray_settings,
         start_timeout=launch.start_timeout,
+        stall_timeout=launch.stall_timeout,
         stop_grace=launch.stop_grace,
         progress_interval=launch.progress_interval,
         algorithm=algorithm,

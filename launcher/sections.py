@@ -48,6 +48,9 @@ def typed(config_class: type, values: dict, section: str):
         require(False, prefix + err.full_key, problem, hint or type_fix)
 
 
+CLOCKS = ("virtual", "wall")
+
+
 @dataclass
 class TopLevel:
     """The run's top-level scalars (the sections are checked on their own)."""
@@ -55,6 +58,7 @@ class TopLevel:
     num_nodes: int = hinted("num_nodes>=2 (N=4 in make)")
     duration: float = hinted("emulated seconds, e.g. duration=60")
     seed: int = hinted("a seed >= 0, e.g. seed=1")
+    clock: str = hinted("virtual or wall, e.g. clock=wall", "wall")
     tdf: Any = hinted("tdf=auto, or a factor >= 1", "auto")
     lag_tolerance: float = hinted("emulated seconds, e.g. lag_tolerance=0.06")
     data_root: str = "data"
@@ -64,6 +68,20 @@ class TopLevel:
         ok = math.isfinite(self.duration) and self.duration >= 1e-3
         require(ok, "duration", f"{self.duration} is not a duration", "e.g. duration=60")
         at_least(self.seed, 0, "seed")
+        require(
+            self.clock in CLOCKS,
+            "clock",
+            f"{self.clock!r} is not a clock",
+            "virtual (time kept by the launcher: no factor, no lag) or wall (dilated wall "
+            "time: tdf=auto calibrates a factor)",
+        )
+        require(
+            self.clock == "wall" or self.tdf == "auto",
+            "tdf",
+            f"tdf={self.tdf} sets the factor of dilated wall time; with clock=virtual there is "
+            "none (emulated time moves when every node is done)",
+            f"drop tdf, or use clock=wall tdf={self.tdf}",
+        )
         if self.tdf != "auto":
             number = isinstance(self.tdf, int | float) and not isinstance(self.tdf, bool)
             require(
@@ -176,9 +194,11 @@ class Launch:
     progress_interval: float = MISSING
     backend: str = hinted("local or ray, e.g. launch.backend=ray", "local")
     host: str = hinted("an address of this host, e.g. launch.host=10.0.0.5", "127.0.0.1")
+    stall_timeout: float = hinted("wall seconds, e.g. launch.stall_timeout=300", 120.0)
 
     def __post_init__(self):
         at_least(self.start_timeout, 1.0, "launch.start_timeout")
+        at_least(self.stall_timeout, 1.0, "launch.stall_timeout")
         at_least(self.stop_grace, 0.1, "launch.stop_grace")
         at_least(self.progress_interval, 0.1, "launch.progress_interval")
         require(

@@ -6,7 +6,9 @@ Start-up: node -> Ready(endpoint); launcher -> Peers; node -> Connected; launche
 node -> ClockReply (its clock), a few times, then launcher -> ClockOffset; then, for tdf=auto,
 launcher -> Calibrate / node -> Calibrated (a burst of steps), and trials, as often as the
 launcher asks: launcher -> TrialPrepare / node -> TrialReady(endpoint of a fresh transport),
-launcher -> TrialStart / node -> TrialDone; then launcher -> Start.
+launcher -> TrialStart / node -> TrialDone; then launcher -> Start. In virtual time there are no
+clock probes and no trials: node 0 alone may be asked for a Calibrate burst (the bare step the
+run's efficiency is judged against), then Start names the launcher's time keeper.
 Run: node -> Progress (every few seconds), then Done or Failed; launcher -> Stop at any time.
 Evaluators: -> Evaluated per snapshot tested; launcher -> Finish (test what is left) or Stop;
 -> EvaluatorDone.
@@ -107,8 +109,15 @@ class TrialDone:
 
 @dataclass(frozen=True)
 class Start:
+    """Dilated wall time: `t0` and `tdf`. Virtual time: the keeper's endpoint, this process's
+    incarnation (a node started again after a crash is the next one) and the keeper's time."""
+
     t0: float  # the shared wall instant (monotonic) of emulated time 0
     tdf: float
+    keeper: str | None = None
+    incarnation: int = 0
+    t: float = 0.0
+    gen: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import itertools
 import os
@@ -48,7 +49,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
     trial runs on a transport of its own, closed before the next one and before the run.
     Every t0 is moved onto this node's clock by the offset the launcher measured."""
     from node import calibration
-    from transport import EmulatedClock
+    from transport import DilatedClock
 
     steps = (control.Calibrate, control.TrialPrepare, control.TrialStart, control.Start)
     clocks = (control.ClockProbe, control.ClockOffset)
@@ -57,7 +58,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
         while True:
             message = control.expect(conn, steps + clocks, timeout, node_id)
             if isinstance(message, control.Start):  # its t0 on this node's clock
-                return control.Start(message.t0 + offset, message.tdf)
+                return dataclasses.replace(message, t0=message.t0 + offset)
             if isinstance(message, control.ClockProbe):
                 control.send(conn, control.ClockReply(node_id, message.seq, time.monotonic()))
             elif isinstance(message, control.ClockOffset):
@@ -72,7 +73,7 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
                 trial_transport = make_transport()
                 control.send(conn, control.TrialReady(node_id, trial_transport.bind()))
             else:
-                clock = EmulatedClock(message.t0 + offset, message.tdf)
+                clock = DilatedClock(message.t0 + offset, message.tdf)
                 peers, rounds = message.peers, message.rounds
                 stats = calibration.trial(node, trial_transport, peers, clock, rounds)
                 control.send(conn, control.TrialDone(node_id, stats))
@@ -80,6 +81,19 @@ def calibrate(node, conn: Connection, make_transport, timeout: float) -> control
         if trial_transport is not None:
             trial_transport.close()
             _return_freed_memory()
+
+
+def run_clock(start: control.Start, spec):
+    """The run's clock as `start` describes it: the launcher's virtual clock (this thread owns
+    its end) or dilated wall time."""
+    from transport import DilatedClock, FollowerClock, KeeperAddress
+
+    if start.keeper is None:
+        return DilatedClock(start.t0, start.tdf)
+    address = KeeperAddress(start.keeper, spec.curve)
+    clock = FollowerClock(address, spec.node_id, start.incarnation, start.t, start.gen)
+    clock.open()
+    return clock
 
 
 def run_node(spec, address: ControlAddress, start_timeout: float = 300.0) -> None:
@@ -97,7 +111,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
     from node.algorithms import load_algorithm
     from node.runtime import Node
     from node.torch_setup import configure_torch
-    from transport import EmulatedClock, GateClient, Reachability, ZmqTransport
+    from transport import GateClient, Reachability, ZmqTransport
 
     configure_torch(spec.threads, spec.model)
 
@@ -145,10 +159,13 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
         node.connect(peers.peers)
         control.send(conn, control.Connected(spec.node_id))
         message = calibrate(node, conn, lambda: make_transport(threading.Event()), start_timeout)
-        node.start(EmulatedClock(message.t0, message.tdf))
+        clock = run_clock(message, spec)
+        node.start(clock)
         watch = (conn, stop, node.membership)
         threading.Thread(target=_watch_control, args=watch, daemon=True).start()
         node.run(report=lambda progress: control.send(conn, progress))
+        if clock.virtual:  # the keeper waits for this node no more
+            clock.leave()
         stop.set()
         report = control.Done(
             node=spec.node_id,

@@ -262,9 +262,12 @@ class Node(Pacing):
         return control.Progress(node=self.spec.node_id, t=deadline, round=round_, stats=stats)
 
     def close(self) -> None:
-        """Stop and close the transport (sockets in their owner threads), the gate, the log."""
+        """Stop and close the transport (sockets in their owner threads), the gate, the clock's
+        end of the keeper (this is its thread), the log."""
         self.stop.set()
         self.transport.close()
         self.gate.close()
+        if self.clock is not None:
+            self.clock.close()
         if self.metrics is not None:
             self.metrics.close()

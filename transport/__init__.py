@@ -1,13 +1,15 @@
 """Moves bytes between node processes and emulates their links; knows nothing of torch.
 
 A node uses one transport object: `ZmqTransport` between processes, or its in-memory twin
-`MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; both are a `Transport`."""
+`MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; both are a `Transport`.
+Emulated time (transport/clock/): a `DilatedClock`, or the launcher's virtual clock through a
+`FollowerClock`, or the twin's `VirtualClock`; all are a `Clock`."""
 
-from transport.clock import EmulatedClock
+from transport.clock import Clock, DilatedClock, FollowerClock, KeeperAddress, VirtualClock
 from transport.dynamics import Action, Reachability
 from transport.gate import Gate, GateClient, GateQueue, GateServer, NoGate
-from transport.link import Clock, LinkSpec, Transport
-from transport.memory import MemoryNetwork, MemoryTransport, VirtualClock
+from transport.link import LinkSpec, Transport
+from transport.memory import MemoryNetwork, MemoryTransport
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.shaper import Downlink, Egress, TokenBucket
 from transport.stats import LinkStats
@@ -37,7 +39,9 @@ __all__ = [
     "Downlink",
     "DownlinkQueue",
     "Egress",
-    "EmulatedClock",
+    "DilatedClock",
+    "FollowerClock",
+    "KeeperAddress",
     "LinkSpec",
     "LinkStats",
     "MemoryNetwork",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from transport.clock import Clock
 from transport.shaper import Downlink, Egress, TokenBucket
 from transport.stats import LinkStats
 from transport.wire import Message, WireError
@@ -14,6 +15,10 @@ from transport.wire import Message, WireError
 INBOX_SIZE = 4096  # delivered messages waiting for the training thread
 OUTBOX_SIZE = 256  # batches waiting for the sender thread
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # bytes waiting in a downlink for their delivery instant
+# The longest a transport thread sleeps with nothing due: how soon it notices `stop`. Every
+# wake-up of an idle thread costs its process CPU and the training thread the GIL, times 60
+# processes.
+IDLE_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,14 +71,6 @@ def check_sendable(msg: Message, node_id: int, kinds: frozenset[str], peers) -> 
     if msg.src != node_id or msg.dst not in peers:
         raise WireError(f"node {node_id} cannot send {msg.src} -> {msg.dst}")
     return msg
-
-
-class Clock(Protocol):
-    """Emulated time as a node sees it: real (`EmulatedClock`) or virtual (`VirtualClock`)."""
-
-    def now(self) -> float: ...
-
-    def sleep_until(self, t_emulated: float, stop) -> bool: ...
 
 
 class Transport(Protocol):

@@ -63,8 +63,10 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "num_nodes": run.num_nodes,
         "stragglers": list(run.network.stragglers),
         "duration_emulated_s": run.duration,
+        "clock_mode": run.clock,
         "tdf": outcome.tdf,
         "calibration": outcome.calibration,
+        "time": time_record(run, outcome, reports),
         "wall_seconds": round(outcome.wall_seconds, 2),
         "ready_seconds": outcome.ready_seconds,
         "training_wall_seconds": outcome.training_wall_seconds,
@@ -107,6 +109,46 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "curve": curve,
         "consensus": consensus_curve(plan.run_dir, run.num_nodes),
     }
+
+
+def time_record(run, outcome, reports: dict) -> dict:
+    """What emulated time cost in wall time: wall seconds per emulated second (training only,
+    start-up and evaluation aside), the compute limit (the wall seconds per emulated second at
+    which the cores would do nothing but local steps, from node 0's bare step alone, and from
+    the steps' CPU as measured in the run) and the efficiency, limit / measured; in virtual
+    time, what the keeper did."""
+    training = outcome.training_wall_seconds
+    per_s = training / run.duration if training and run.duration else None
+    record: dict = {"clock": run.clock, "wall_per_emulated_s": per_s}
+    steps = sum(r.get("steps", 0) for r in reports.values())
+    in_run = sum(r.get("cpu_compute_s", 0.0) for r in reports.values()) / steps if steps else None
+    demand = sum(1 / st for st in run.step_times)  # steps per emulated second, every node
+    cores = outcome.cores or 1
+    for name, step in (("bare", (outcome.bare_step or {}).get("cpu_s")), ("in_run", in_run)):
+        if step:
+            limit = demand * step / cores
+            record[f"{name}_step_ms"] = round(step * 1000, 4)
+            record[f"{name}_compute_limit"] = limit
+            record[f"{name}_efficiency"] = limit / per_s if per_s else None
+    record["cores"] = outcome.cores
+    if outcome.keeper:
+        record["keeper"] = outcome.keeper
+    return record
+
+
+def _time_line(summary: dict) -> str:
+    time_ = summary.get("time") or {}
+    wall = f"wall {summary['wall_seconds']:.0f} s for {summary['duration_emulated_s']:g} s emulated"
+    if summary.get("clock_mode", "wall") == "wall":
+        mode = summary["calibration"]["mode"]
+        return f"time dilation     tdf {summary['tdf'] or 0:.2f} ({mode}); {wall}"
+    per_s = time_.get("wall_per_emulated_s")
+    eff = time_.get("bare_efficiency")
+    return (
+        f"virtual time      {wall}"
+        + (f" ({per_s:.2f} wall s per emulated s in training" if per_s else " (")
+        + (f", efficiency {eff:.2f} against the bare step)" if eff else ")")
+    )
 
 
 def _loss_line(summary: dict) -> str:
@@ -176,8 +218,7 @@ def render(summary: dict) -> str:
         f"(malformed messages {tot['messages_malformed']}"
         + (f", refused handshakes {n}" if (n := tot.get("handshakes_refused")) else "")
         + ")",
-        f"time dilation     tdf {summary['tdf'] or 0:.2f} ({summary['calibration']['mode']}); "
-        f"wall {summary['wall_seconds']:.0f} s for {summary['duration_emulated_s']:g} s emulated",
+        _time_line(summary),
         f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "
         f"{lag['tolerance_s'] * 1000:.0f} ms): "
         + (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,3 +192,14 @@ class TypedConfig(AlgorithmConfig):
 
 class Typed(Recorder):
     config_class = TypedConfig
+
+
+class Stubborn(Recorder):
+    """Node 1 never ends its third round: its training thread never waits again."""
+
+    merges_at = "round"
+
+    def aggregate(self, round, params):
+        while self.ctx.node_id == 1 and round == 2:
+            time.sleep(0.05)
+        return super().aggregate(round, params)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
-from transport import EmulatedClock, LinkSpec, Message, ZmqTransport
+from transport import DilatedClock, LinkSpec, Message, ZmqTransport
 from transport.security import CurveKeys, binds_off_loopback, secure_client
 from transport.wire import encode
 
@@ -57,7 +57,7 @@ def _intruder(ctx: zmq.Context, endpoint: str, keys: CurveKeys | None) -> zmq.So
 @pytest.mark.process
 def test_with_the_run_s_keys_messages_flow_and_without_them_nothing_is_delivered(zmq_context):
     keys = CurveKeys.generate()
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     stops = [threading.Event(), threading.Event()]
     rx = ZmqTransport(1, _link(), KINDS, stops[0], curve=keys)
     tx = ZmqTransport(0, _link(), KINDS, stops[1], curve=keys)
@@ -103,7 +103,7 @@ def test_with_the_run_s_keys_messages_flow_and_without_them_nothing_is_delivered
 @pytest.mark.process
 def test_a_node_without_curve_cannot_reach_a_node_with_it():
     keys = CurveKeys.generate()
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     stops = [threading.Event(), threading.Event()]
     rx = ZmqTransport(1, _link(), KINDS, stops[0], curve=keys)
     tx = ZmqTransport(0, _link(), KINDS, stops[1])  # a run's node started without the keys

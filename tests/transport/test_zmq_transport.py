@@ -12,8 +12,8 @@ import pytest
 import zmq
 
 from bench.links import send_shaped
-from transport import EmulatedClock, LinkSpec, Message, WireError, ZmqTransport, wire_size
-from transport.threads import HAND_OVER_TIMEOUT
+from transport import DilatedClock, LinkSpec, Message, WireError, ZmqTransport, wire_size
+from transport.sender import HAND_OVER_TIMEOUT
 from transport.wire import encode
 
 pytestmark = pytest.mark.process
@@ -69,7 +69,7 @@ def _send_process(link, endpoint, t0, count, size, done):
 @pytest.mark.parametrize("rate_mbps", [2.0, 20.0])
 def test_two_processes_deliver_within_two_percent_of_the_configured_rate(rate_mbps):
     count, size = 120, 20_000
-    clock = EmulatedClock(time.monotonic() + 0.5, 1.0)
+    clock = DilatedClock(time.monotonic() + 0.5, 1.0)
     stop = threading.Event()
     # The downlink is 10x faster, so the uplink alone sets the pace.
     rx = ZmqTransport(1, _link(down_mbps=rate_mbps * 10), KINDS, stop)
@@ -101,7 +101,7 @@ def test_two_processes_deliver_within_two_percent_of_the_configured_rate(rate_mb
 
 
 def test_replace_drops_everything_unsent_and_counts_it():
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     # 1 MB/s: each 50 kB message holds the wire for 50 ms
     pair = Pair(clock, _link(up_mbps=8.0), {1: _link()})
     payload = np.zeros(12_500, dtype=np.float32)
@@ -126,7 +126,7 @@ def test_replace_drops_everything_unsent_and_counts_it():
 
 
 def test_malformed_misaddressed_and_undeclared_messages_are_dropped_and_counted(zmq_context):
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     stop = threading.Event()
     rx = ZmqTransport(1, _link(), KINDS, stop)
     push = zmq_context.socket(zmq.PUSH)
@@ -152,7 +152,7 @@ def test_malformed_misaddressed_and_undeclared_messages_are_dropped_and_counted(
 
 
 def test_sending_an_undeclared_kind_or_to_a_stranger_raises_in_the_caller():
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     pair = Pair(clock, _link(), {1: _link()})
     try:
         with pytest.raises(WireError, match="not declared"):
@@ -165,7 +165,7 @@ def test_sending_an_undeclared_kind_or_to_a_stranger_raises_in_the_caller():
 
 
 def test_messages_to_a_slow_path_arrive_later_than_to_a_fast_one():
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     # A fast uplink (80 Mbit/s, ~1 ms per message) and paths of 0.8 and 8 Mbit/s:
     # ~10 kB takes ~100 ms on the slow path and ~10 ms on the fast one.
     pair = Pair(clock, _link(up_mbps=80.0, paths={1: 0.8, 2: 8.0}), {1: _link(), 2: _link()})
@@ -191,7 +191,7 @@ def test_messages_to_a_slow_path_arrive_later_than_to_a_fast_one():
 
 @pytest.mark.parametrize("where", ["path", "downlink"])
 def test_replace_drops_what_is_still_crossing_a_slow_path_or_queued_downstream(where):
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     # An unlimited uplink (the geo default) and 0.4 Mbit/s on the path or on the receiver's
     # downlink: ~10 kB takes ~200 ms. On the downlink the sender hands everything over at
     # once and the messages queue at the receiver, where TCP would have held them back.
@@ -229,7 +229,7 @@ def test_replace_drops_what_is_still_crossing_a_slow_path_or_queued_downstream(w
 
 
 def test_close_stops_both_threads_and_terminates_the_context():
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     pair = Pair(clock, _link(), {1: _link()})
     pair.close()
     for transport in (pair.sender, pair.receivers[1]):
@@ -240,7 +240,7 @@ def test_close_stops_both_threads_and_terminates_the_context():
 def test_with_more_peers_than_open_connections_every_message_still_arrives():
     """transport.max_connections=1 and three peers: every send to another peer closes the
     last connection (after it delivered) and opens one to the new peer."""
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     pair = Pair(clock, _link(), {node: _link() for node in (1, 2, 3)}, max_connections=1)
     payload = np.arange(100, dtype=np.float32)
     try:
@@ -257,7 +257,7 @@ def test_with_more_peers_than_open_connections_every_message_still_arrives():
 
 def test_unix_sockets_carry_messages_as_tcp_does(tmp_path):
     """transport.bind=ipc://: a socket file per node in the run's folder."""
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     stops = [threading.Event(), threading.Event()]
     rx = ZmqTransport(1, _link(), KINDS, stops[0], bind_address=f"ipc://{tmp_path}/1-0")
     tx = ZmqTransport(0, _link(), KINDS, stops[1], bind_address=f"ipc://{tmp_path}/0-0")
@@ -288,7 +288,7 @@ def test_a_peer_dead_without_notice_costs_a_bounded_wait_then_its_messages_are_l
     """Node 9's socket file exists nowhere (a process killed hard): the sender waits once for
     HAND_OVER_TIMEOUT, counts the message lost ("gone"), and the next one to 9 is lost at
     once; node 1 still gets everything sent to it."""
-    clock = EmulatedClock(time.monotonic(), 1.0)
+    clock = DilatedClock(time.monotonic(), 1.0)
     stops = [threading.Event(), threading.Event()]
     rx = ZmqTransport(1, _link(), KINDS, stops[0])
     tx = ZmqTransport(0, _link(), KINDS, stops[1])

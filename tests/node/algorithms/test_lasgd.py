@@ -17,7 +17,7 @@ from node.algorithms.base import Incoming, NodeContext, Rejected, View
 from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
 from node.config import ConfigError
 from node.messages import incoming
-from transport import EmulatedClock, LinkSpec, Message, ZmqTransport
+from transport import DilatedClock, LinkSpec, Message, ZmqTransport
 
 
 def config(chunks=1, timeout=10.0, sync_every=1, on_absent="reform"):
@@ -380,7 +380,7 @@ def _ring_node(node, n, values, t0, delay, conn):
     stop = threading.Event()
     link = LinkSpec(up_mbps=RATE / 1e6, down_mbps=RATE / 1e6, latency_ms=1.0)
     transport = ZmqTransport(node, link, LASGD.kinds, stop)
-    clock = EmulatedClock(t0, 1.0)
+    clock = DilatedClock(t0, 1.0)
     try:
         conn.send(transport.bind())
         if not conn.poll(20):

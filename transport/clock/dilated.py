@@ -1,4 +1,4 @@
-"""Emulated time: seconds since a shared start instant, slowed down by the time-dilation factor."""
+"""Dilated wall time: emulated seconds since a shared start instant, `tdf` times slower."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable
 
 
-class EmulatedClock:
+class DilatedClock:
     """`now()` = (monotonic() - t0) / tdf; every node of a run shares `t0` and `tdf`.
 
-    CLOCK_MONOTONIC is system-wide on Linux, so processes on one host agree on `t0`.
+    CLOCK_MONOTONIC is system-wide on Linux, so processes on one host agree on `t0` (on other
+    hosts the launcher shifts `t0` by each node's measured offset).
     """
+
+    virtual = False
 
     def __init__(self, t0: float, tdf: float, monotonic: Callable[[], float] = time.monotonic):
         if tdf < 1.0:
@@ -33,3 +36,6 @@ class EmulatedClock:
         if delay > 0:
             return not stop.wait(delay)
         return not stop.is_set()
+
+    def close(self) -> None:
+        pass

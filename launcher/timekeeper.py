@@ -1,0 +1,379 @@
+"""The launcher's virtual clock (`clock=virtual`): the run's emulated time, kept here and moved
+by the conservative rule. Time stands still while any node has work at the current instant; it
+moves to the next instant anything is due only when every live node waits and every message
+handed over has been admitted by its destination. A pure `TimeKeeper` decides; `KeeperThread`
+carries its decisions out over the keeper's socket (transport/clock/keeper_link.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import zmq
+
+from transport.clock.keeper_link import (
+    LEAVE,
+    KeeperSocket,
+    LinkError,
+    Report,
+    decode_report,
+    encode_advance,
+    encode_sync,
+)
+from transport.security import CurveKeys
+
+log = logging.getLogger(__name__)
+INF = math.inf
+POLL_MS = 100  # the keeper's wake-up with nothing received: its watchdog and its inputs
+
+
+@dataclass(frozen=True)
+class Advance:
+    node: int
+    incarnation: int
+    gen: int
+    t: float
+
+
+@dataclass(frozen=True)
+class Sync:
+    node: int
+    incarnation: int
+    admitted: int  # report again once this many messages are admitted
+
+
+@dataclass(frozen=True)
+class Crash:
+    node: int
+    t: float  # its scenario's instant; everything up to it is done
+
+
+@dataclass(frozen=True)
+class Stuck:
+    nodes: tuple[int, ...]  # every live node waits for ever: nothing can move time
+
+
+@dataclass
+class Follower:
+    """What the keeper knows of one node's current process."""
+
+    incarnation: int
+    state: str = "busy"  # busy (woken, or not reported yet), idle, syncing, left, dead
+    due: float = INF  # the instant it waits for
+    admitted: int = 0  # messages it admitted in all (this process)
+    woken: bool = False  # holds one of its machine's slots
+    machine: str = "local"
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("busy", "idle", "syncing")
+
+
+@dataclass
+class KeeperCounts:
+    """What the keeper did, for the summary: phases (ADVANCE rounds), messages to nodes."""
+
+    phases: int = 0
+    advances: int = 0  # ADVANCE frames sent
+    syncs: int = 0
+    reports: int = 0
+    crashes: int = 0
+
+
+class TimeKeeper:
+    """The rule, as pure state: feed it what nodes say (`report`, `leave`) and what the launcher
+    saw (`depart`, `cancel_join`); each call returns what to do, in order.
+
+    Compute gate: at most `slots[machine]` nodes of a machine are woken at once (None:
+    unlimited); the others due at the same instant wait for a slot in node order. A node due at
+    an instant acts on what arrived before it, never on what others send at it (those reach it
+    at its next ADVANCE, in stamp order), so the order in which they are woken changes nothing.
+
+    Scenario: a planned crash kills its node once everything up to its instant is done; a
+    crashed node that joins again holds time before its join instant until its new process
+    (the next incarnation) has reported."""
+
+    def __init__(
+        self,
+        nodes,
+        machine_of: dict[int, str] | None = None,
+        slots: dict[str, int] | None = None,
+        crashes=(),
+        joins=(),
+    ):
+        machine_of = machine_of or {}
+        self.followers = {n: Follower(0, machine=machine_of.get(n, "local")) for n in nodes}
+        self.slots = slots
+        self.t, self.gen = 0.0, 0
+        self.sent: Counter = Counter()  # per destination, to its current process
+        self.crashes = sorted((t, n) for t, n in crashes)
+        self.joins: dict[int, list[float]] = {}
+        for t, n in sorted(joins):
+            self.joins.setdefault(n, []).append(t)
+        self.queue: deque[int] = deque()  # due now, waiting for a slot
+        self.running: Counter = Counter()  # woken and not yet reported, per machine
+        self.counts = KeeperCounts()
+        self.done = False
+
+    # ---- what the nodes and the launcher say ---------------------------------------------------
+    def report(self, node: int, incarnation: int, report: Report) -> list:
+        f = self.followers.get(node)
+        if f is None or incarnation < f.incarnation:
+            return []
+        if incarnation > f.incarnation:  # a crashed node's new process: it starts afresh
+            f = self.followers[node] = Follower(incarnation, machine=f.machine)
+            self.sent[node] = 0
+            if self.joins.get(node):
+                self.joins[node].pop(0)
+        if not f.live:
+            return []
+        self.counts.reports += 1
+        self._release(node)
+        f.state, f.due, f.admitted = "idle", report.due, max(f.admitted, report.admitted)
+        for dst, count in report.sent.items():
+            self.sent[dst] += count
+        return self._decide()
+
+    def leave(self, node: int, incarnation: int) -> list:
+        f = self.followers.get(node)
+        if f is None or incarnation != f.incarnation or not f.live:
+            return []
+        self._release(node)
+        f.state = "left"
+        return self._decide()
+
+    def depart(self, node: int) -> list:
+        """`node`'s process died (seen by the launcher): it holds nothing any more. A process
+        started to join again that dies before it reported gives its join up."""
+        f = self.followers.get(node)
+        if f is not None and not f.live and self.joins.get(node):
+            return self.cancel_join(node)
+        if f is None or not f.live:
+            return []
+        self._release(node)
+        f.state = "dead"
+        return self._decide()
+
+    def cancel_join(self, node: int) -> list:
+        """The new process of `node` could not be started: time stops waiting for it."""
+        if self.joins.get(node):
+            self.joins[node].pop(0)
+        return self._decide()
+
+    # ---- what the keeper knows --------------------------------------------------------------
+    def live(self) -> dict[int, Follower]:
+        return {n: f for n, f in self.followers.items() if f.live}
+
+    def waiting_on(self) -> dict:
+        """Why time does not move now: nodes at work, nodes owing messages, joins awaited."""
+        live = self.live()
+        return {
+            "busy": sorted(n for n, f in live.items() if f.state == "busy"),
+            "in_flight": {
+                n: self.sent[n] - f.admitted for n, f in live.items() if self.sent[n] > f.admitted
+            },
+            "joins": sorted(n for n, ts in self.joins.items() if ts),
+        }
+
+    # ---- the rule -----------------------------------------------------------------------------
+    def _release(self, node: int) -> None:
+        """`node` is no longer at work: its slot is free, it waits for nothing in line."""
+        f = self.followers[node]
+        if f.woken:
+            f.woken = False
+            self.running[f.machine] -= 1
+        if f.state in ("busy", "syncing"):
+            f.state = "idle"
+        if node in self.queue:
+            self.queue.remove(node)
+
+    def _decide(self) -> list:
+        actions = self._wake()
+        live = self.live()
+        if self.queue or any(f.state != "idle" for f in live.values()):
+            return actions
+        owed = [(n, f) for n, f in live.items() if self.sent[n] > f.admitted]
+        if owed:  # messages handed over and not yet admitted: ask for a report once they are
+            for n, f in owed:
+                f.state = "syncing"
+                self.counts.syncs += 1
+                actions.append(Sync(n, f.incarnation, self.sent[n]))
+            return actions
+        due = min((f.due for f in live.values()), default=INF)
+        while self.crashes and (self.crashes[0][0] < due or due == INF):
+            t, n = self.crashes.pop(0)
+            self.counts.crashes += 1
+            actions.append(Crash(n, t))
+            if live.pop(n, None) is not None:
+                self._release(n)
+                self.followers[n].state = "dead"
+                due = min((f.due for f in live.values()), default=INF)
+        held = min((ts[0] for ts in self.joins.values() if ts), default=INF)
+        if held < INF and due >= held:
+            return actions  # a crashed node's new process must report first
+        if due == INF:
+            if live and not self.done:
+                actions.append(Stuck(tuple(sorted(live))))
+            self.done = self.done or not live
+            return actions
+        self.gen += 1
+        self.t = max(self.t, due)
+        self.counts.phases += 1
+        self.queue.extend(sorted(n for n, f in live.items() if f.due <= self.t))
+        return actions + self._wake()
+
+    def _wake(self) -> list:
+        """ADVANCE as many nodes due now as their machines have free slots, in node order."""
+        woken, waiting = [], deque()
+        for n in self.queue:
+            f = self.followers[n]
+            if self.slots is not None and self.running[f.machine] >= self.slots[f.machine]:
+                waiting.append(n)
+                continue
+            f.state, f.woken = "busy", True
+            self.running[f.machine] += 1
+            self.counts.advances += 1
+            woken.append(Advance(n, f.incarnation, self.gen, self.t))
+        self.queue = waiting
+        return woken
+
+
+@dataclass
+class KeeperEvents:
+    """What the keeper thread hands the launcher's main thread."""
+
+    crashes: queue.Queue = field(default_factory=queue.Queue)  # Crash: kill that process
+    stalls: queue.Queue = field(default_factory=queue.Queue)  # dict: what time waits on
+
+
+class KeeperThread(threading.Thread):
+    """Owns the keeper's socket and drives a `TimeKeeper`; the launcher's clock in virtual
+    time (`now`, `wall_until` = 0: its instants come when everyone is done). A wait longer
+    than `stall_timeout` wall seconds with nothing received is reported in `events.stalls`
+    with what time waits on, once per such wait."""
+
+    virtual = True
+
+    def __init__(
+        self,
+        keeper: TimeKeeper,
+        host: str = "127.0.0.1",
+        curve: CurveKeys | None = None,
+        stall_timeout: float = 120.0,
+    ):
+        super().__init__(name="time-keeper", daemon=True)
+        self.keeper, self.host, self.curve = keeper, host, curve
+        self.stall_timeout = stall_timeout
+        self.events = KeeperEvents()
+        self.address = None
+        self.bound, self.stop, self.finished = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self.error: BaseException | None = None
+        self.inputs: queue.Queue = queue.Queue()
+        self.wake_read, self.wake_write = os.pipe()
+        self.strangers = 0
+        self.cpu_s = 0.0  # this thread's CPU time
+
+    # ---- the launcher's clock ---------------------------------------------------------------
+    def now(self) -> float:
+        return self.keeper.t
+
+    def wall_until(self, t_emulated: float) -> float:
+        return 0.0
+
+    # ---- from the main thread ---------------------------------------------------------------
+    def start_and_bind(self, timeout: float = 10.0):
+        self.start()
+        if not self.bound.wait(timeout) or self.address is None:
+            raise RuntimeError(f"the time keeper did not bind: {self.error}")
+        return self.address
+
+    def depart(self, node: int) -> None:
+        self._input("depart", node)
+
+    def cancel_join(self, node: int) -> None:
+        self._input("cancel_join", node)
+
+    def _input(self, verb: str, node: int) -> None:
+        self.inputs.put((verb, node))
+        os.write(self.wake_write, b"!")
+
+    def close(self) -> None:
+        self.stop.set()
+        os.write(self.wake_write, b"!")
+        self.join(timeout=5.0)
+        if not self.is_alive():
+            os.close(self.wake_read)
+            os.close(self.wake_write)
+
+    # ---- the thread ---------------------------------------------------------------------------
+    def run(self) -> None:
+        sock = None
+        try:
+            sock = KeeperSocket(self.host, self.curve)
+            self.address = sock.address
+            self.bound.set()
+            self._serve(sock)
+        except BaseException as exc:  # reported by the launcher
+            self.error = exc
+            log.exception("the time keeper failed")
+        finally:
+            self.cpu_s = time.thread_time()
+            if sock is not None:
+                self.strangers = sock.strangers
+                sock.close()
+            self.bound.set()
+
+    def _serve(self, sock: KeeperSocket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock.sock, zmq.POLLIN)
+        poller.register(self.wake_read, zmq.POLLIN)
+        keeper, quiet_since, reported_stall = self.keeper, time.monotonic(), False
+        while not self.stop.is_set():
+            events = dict(poller.poll(POLL_MS))
+            actions = []
+            if self.wake_read in events:
+                os.read(self.wake_read, 4096)
+            while not self.inputs.empty():
+                verb, node = self.inputs.get_nowait()
+                actions += getattr(keeper, verb)(node)
+            for node, incarnation, kind, frame in sock.receive():
+                if kind == LEAVE:
+                    actions += keeper.leave(node, incarnation)
+                    continue
+                try:
+                    report = decode_report(frame)
+                except LinkError:
+                    sock.strangers += 1
+                    continue
+                actions += keeper.report(node, incarnation, report)
+            if actions or events:
+                quiet_since, reported_stall = time.monotonic(), False
+            self._carry_out(sock, actions)
+            if time.monotonic() - quiet_since > self.stall_timeout and not reported_stall:
+                waiting = keeper.waiting_on()
+                if waiting["busy"] or waiting["in_flight"] or waiting["joins"]:
+                    self.events.stalls.put(waiting)
+                    reported_stall = True
+
+    def _carry_out(self, sock: KeeperSocket, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, Advance):
+                sock.send(action.node, action.incarnation, encode_advance(action.gen, action.t))
+            elif isinstance(action, Sync):
+                sock.send(action.node, action.incarnation, encode_sync(action.admitted))
+            elif isinstance(action, Crash):
+                self.events.crashes.put(action)
+            elif isinstance(action, Stuck):
+                self.events.stalls.put({"waiting_for_ever": list(action.nodes)})
+        if self.keeper.done:
+            self.finished.set()
