@@ -52,6 +52,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             threads=run.threads,
             pace=run.pace,
             pacing=run.pacing,
+            clock=run.clock,
             bind=bind,
             max_message_bytes=run.max_message_bytes,
             max_connections=run.max_connections,

@@ -322,7 +322,17 @@ class Launch:
 
     def _stalled(self) -> None:
         """Virtual time stood still past the watchdog: name what it waits on and stop those
-        nodes (the others go on); every live node waiting for ever ends the run."""
+        nodes (the others go on); every live node waiting for ever ends the run. A keeper
+        that failed ends it at once."""
+        if self.keeper.error is not None and not self.keeper.stop.is_set():
+            self.keeper.stop.set()
+            log.error("the time keeper failed: %r; stopping every node", self.keeper.error)
+            for n, proc in self.nodes.items():
+                if proc.exitcode is None:
+                    self.outcome.errors.setdefault(
+                        n, f"the time keeper failed: {self.keeper.error!r}"
+                    )
+                    proc.kill()
         while not self.keeper.events.stalls.empty():
             waiting = self.keeper.events.stalls.get_nowait()
             if "waiting_for_ever" in waiting:

@@ -6,6 +6,7 @@ carries its decisions out over the keeper's socket (transport/clock/keeper_link.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from transport.clock.keeper_link import (
     Report,
     decode_report,
     encode_advance,
+    encode_end,
     encode_sync,
 )
 from transport.security import CurveKeys
@@ -39,6 +41,8 @@ class Advance:
     incarnation: int
     gen: int
     t: float
+    horizon: float = -INF  # nobody sends anything before: each node acts alone until then
+    slot: int = -1  # which of its machine's slots (cores) it computes in; -1: no gate
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class Crash:
 
 
 @dataclass(frozen=True)
+class End:
+    followers: tuple[tuple[int, int], ...]  # (node, incarnation) of every process that left
+
+
+@dataclass(frozen=True)
 class Stuck:
     nodes: tuple[int, ...]  # every live node waits for ever: nothing can move time
 
@@ -66,8 +75,10 @@ class Follower:
     incarnation: int
     state: str = "busy"  # busy (woken, or not reported yet), idle, syncing, left, dead
     due: float = INF  # the instant it waits for
+    quiet: float = -INF  # it sends nothing before (its next round end or delivery)
     admitted: int = 0  # messages it admitted in all (this process)
     woken: bool = False  # holds one of its machine's slots
+    slot: int = -1  # which one (kept for its next wake, when free: its caches are there)
     machine: str = "local"
 
     @property
@@ -111,6 +122,7 @@ class TimeKeeper:
         self.followers = {n: Follower(0, machine=machine_of.get(n, "local")) for n in nodes}
         self.slots = slots
         self.t, self.gen = 0.0, 0
+        self.horizon = -INF
         self.sent: Counter = Counter()  # per destination, to its current process
         self.crashes = sorted((t, n) for t, n in crashes)
         self.joins: dict[int, list[float]] = {}
@@ -118,6 +130,7 @@ class TimeKeeper:
             self.joins.setdefault(n, []).append(t)
         self.queue: deque[int] = deque()  # due now, waiting for a slot
         self.running: Counter = Counter()  # woken and not yet reported, per machine
+        self.free: dict[str, list[int]] = {}  # each machine's free slots, lowest first
         self.counts = KeeperCounts()
         self.done = False
 
@@ -135,7 +148,8 @@ class TimeKeeper:
             return []
         self.counts.reports += 1
         self._release(node)
-        f.state, f.due, f.admitted = "idle", report.due, max(f.admitted, report.admitted)
+        f.state, f.due, f.quiet = "idle", report.due, report.quiet
+        f.admitted = max(f.admitted, report.admitted)
         for dst, count in report.sent.items():
             self.sent[dst] += count
         return self._decide()
@@ -188,6 +202,8 @@ class TimeKeeper:
         if f.woken:
             f.woken = False
             self.running[f.machine] -= 1
+            if f.slot >= 0:
+                heapq.heappush(self.free[f.machine], f.slot)
         if f.state in ("busy", "syncing"):
             f.state = "idle"
         if node in self.queue:
@@ -220,10 +236,18 @@ class TimeKeeper:
         if due == INF:
             if live and not self.done:
                 actions.append(Stuck(tuple(sorted(live))))
-            self.done = self.done or not live
+            if not live and not self.done:
+                self.done = True
+                left = [(n, f.incarnation) for n, f in self.followers.items() if f.state == "left"]
+                actions.append(End(tuple(sorted(left))))
             return actions
         self.gen += 1
         self.t = max(self.t, due)
+        # Lookahead: a node sends only at its round ends and in answer to deliveries, so no
+        # message is made before the earliest instant any node may send; until then each
+        # node goes through its own instants alone (a crashed node's new process reports
+        # first: it may send from its join on).
+        self.horizon = min(min(f.quiet for f in live.values()), held)
         self.counts.phases += 1
         self.queue.extend(sorted(n for n, f in live.items() if f.due <= self.t))
         return actions + self._wake()
@@ -238,8 +262,15 @@ class TimeKeeper:
                 continue
             f.state, f.woken = "busy", True
             self.running[f.machine] += 1
+            if self.slots is not None:
+                free = self.free.setdefault(f.machine, list(range(self.slots[f.machine])))
+                if f.slot in free:
+                    free.remove(f.slot)
+                    heapq.heapify(free)
+                else:
+                    f.slot = heapq.heappop(free)
             self.counts.advances += 1
-            woken.append(Advance(n, f.incarnation, self.gen, self.t))
+            woken.append(Advance(n, f.incarnation, self.gen, self.t, self.horizon, f.slot))
         self.queue = waiting
         return woken
 
@@ -368,11 +399,15 @@ class KeeperThread(threading.Thread):
     def _carry_out(self, sock: KeeperSocket, actions: list) -> None:
         for action in actions:
             if isinstance(action, Advance):
-                sock.send(action.node, action.incarnation, encode_advance(action.gen, action.t))
+                frame = encode_advance(action.gen, action.t, action.horizon, action.slot)
+                sock.send(action.node, action.incarnation, frame)
             elif isinstance(action, Sync):
                 sock.send(action.node, action.incarnation, encode_sync(action.admitted))
             elif isinstance(action, Crash):
                 self.events.crashes.put(action)
+            elif isinstance(action, End):
+                for node, incarnation in action.followers:
+                    sock.send(node, incarnation, encode_end())
             elif isinstance(action, Stuck):
                 self.events.stalls.put({"waiting_for_ever": list(action.nodes)})
         if self.keeper.done:

@@ -91,6 +91,7 @@ class NodeSpec:
     max_connections: int = 64  # outbound sockets open at once; beyond, least recently used close
     pace: bool = True
     pacing: str = "burst"  # "step": every step paced on its own, whatever the algorithm
+    clock: str = "wall"  # "virtual": the launcher keeps the run's time (no transport threads)
     progress_every: float = 1.0
     # The run's scenario as every node needs it: who is up, which links flap, partitions
     scenario: tuple[Action, ...] = ()

@@ -111,7 +111,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
     from node.algorithms import load_algorithm
     from node.runtime import Node
     from node.torch_setup import configure_torch
-    from transport import GateClient, Reachability, ZmqTransport
+    from transport import GateClient, Reachability, VirtualZmqTransport, ZmqTransport
 
     configure_torch(spec.threads, spec.model)
 
@@ -123,7 +123,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
     try:
         kinds, made = load_algorithm(spec.algorithm_class).kinds, itertools.count()
 
-        def make_transport(stopped: threading.Event, reach=None) -> ZmqTransport:
+        def make_transport(stopped: threading.Event, reach=None, cls=ZmqTransport):
             # tcp: any free port; ipc: a socket file of its own in the run's folder; a node
             # joining again after a crash: where its peers still send (its old address)
             n = next(made)
@@ -134,7 +134,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
             )
             if n == 0 and spec.endpoint:
                 where = spec.endpoint
-            return ZmqTransport(
+            return cls(
                 spec.node_id,
                 spec.link,
                 kinds,
@@ -146,8 +146,10 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
                 curve=spec.curve,
             )
 
-        # The run's transport follows the scenario; calibration trials run without one.
-        transport = make_transport(stop, Reachability(spec.scenario))
+        # The run's transport follows the scenario; calibration trials run without one. In
+        # virtual time it has no threads: this one owns its sockets.
+        run_transport = VirtualZmqTransport if spec.clock == "virtual" else ZmqTransport
+        transport = make_transport(stop, Reachability(spec.scenario), run_transport)
         node = Node(spec, transport, stop)
         endpoint = node.setup()
         gc.collect()
@@ -164,8 +166,8 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
         watch = (conn, stop, node.membership)
         threading.Thread(target=_watch_control, args=watch, daemon=True).start()
         node.run(report=lambda progress: control.send(conn, progress))
-        if clock.virtual:  # the keeper waits for this node no more
-            clock.leave()
+        if clock.virtual:  # the keeper waits for this node no more; it tells when all are done
+            clock.leave(stop)
         stop.set()
         report = control.Done(
             node=spec.node_id,

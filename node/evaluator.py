@@ -15,7 +15,7 @@ from node.config import DataSpec
 from node.data import task as data_task
 from node.files import JsonlWriter
 from node.models import build_model, flatten_parameters
-from node.torch_setup import configure_torch
+from node.torch_setup import configure_torch_for_evaluation
 from transport.control_channel import ControlAddress, ControlClient
 
 SNAPSHOT = re.compile(r"n(\d{3})_t(\d{9})\.npy$")
@@ -54,7 +54,7 @@ def run_evaluator(
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
-    configure_torch(threads, model_name)
+    configure_torch_for_evaluation(threads)
     test = data_task(data.name).tester(data, num_nodes)
     model = build_model(model_name, 0, **model_dims)
     flat = flatten_parameters(model)

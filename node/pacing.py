@@ -18,6 +18,7 @@ class Pacing:
         spec, per_round = self.spec, self.spec.algorithm.local_steps
         losses, received = [], 0
         end, complete = self._round_end()
+        self.clock.quiet_until(end)  # this round sends nothing before its end
         if self.burst > 1 and not complete:
             # The run ends before this round does: its steps could change nothing anyone
             # sees (no exchange, no merge, the snapshots show the settled model). Skip them.

@@ -176,6 +176,7 @@ class Node(Pacing):
         """Back at emulated `t` after leaving (or at its first join, or in a new process after
         a crash), its algorithm started afresh: what it expected of its peers is void."""
         if self.spec.pace:
+            self.clock.quiet_until(t)  # away, it sends nothing
             self.clock.sleep_until(t, self.stop)
         while self.transport.receive() is not None:  # delivered before it left, never taken
             self.counters["stale_on_join"] += 1

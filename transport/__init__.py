@@ -1,7 +1,8 @@
 """Moves bytes between node processes and emulates their links; knows nothing of torch.
 
-A node uses one transport object: `ZmqTransport` between processes, or its in-memory twin
-`MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; both are a `Transport`.
+A node uses one transport object: `ZmqTransport` between processes on dilated wall time,
+`VirtualZmqTransport` between processes in virtual time, or their in-memory twin
+`MemoryNetwork(...).transport(...)` on a `VirtualClock` in tests; all are a `Transport`.
 Emulated time (transport/clock/): a `DilatedClock`, or the launcher's virtual clock through a
 `FollowerClock`, or the twin's `VirtualClock`; all are a `Clock`."""
 
@@ -25,6 +26,7 @@ from transport.wire import (
     wire_size,
 )
 from transport.zmq_transport import ZmqTransport
+from transport.zmq_virtual import VirtualZmqTransport
 
 __all__ = [
     "FLUSH",
@@ -52,6 +54,7 @@ __all__ = [
     "Transport",
     "Uplink",
     "VirtualClock",
+    "VirtualZmqTransport",
     "WireError",
     "ZmqTransport",
     "check_kinds",

@@ -62,6 +62,10 @@ class Connections(Generic[S]):
     def __len__(self) -> int:
         return len(self._open)
 
+    def opened(self) -> list[int]:
+        """The peers with a socket open now, least recently used first."""
+        return list(self._open)
+
     def close(self) -> None:
         """At the end of the run: nothing left to deliver."""
         for sock in self._open.values():

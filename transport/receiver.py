@@ -1,6 +1,6 @@
-"""A node's receiver thread, sole owner of its inbound socket: it admits what arrives into the
-downlink queue (in virtual time it stages it, stamped, until the keeper's next ADVANCE) and,
-on dilated wall time with answers due at delivery, releases it at its delivery instant."""
+"""A node's receiver thread on dilated wall time, sole owner of its inbound socket: it admits what
+arrives into the downlink queue and, with answers due at delivery, releases it at its delivery
+instant; and what every receiver does (in virtual time the training thread itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import Callable
 import zmq
 
 from transport.clock import Clock
-from transport.clock.keeper_link import ORDER
 from transport.link import IDLE_S
 from transport.schedule import DownlinkQueue
 from transport.security import MONITORED, CurveKeys, refusals, secure_server
@@ -22,6 +21,61 @@ RECV_HWM = 10_000
 RECV_BATCH = 256  # frames admitted per wake-up before the stop flag is looked at again
 # A delivery released this many emulated seconds after its time counts as late.
 LATE_AFTER = 0.005
+
+
+def inbound_socket(
+    ctx: zmq.Context, bind_address: str, max_message_bytes: int, curve: CurveKeys | None
+) -> tuple[zmq.Socket, zmq.Socket | None, str]:
+    """A node's PULL socket bound at `bind_address` (port 0: any free port), its monitor of
+    refused CURVE handshakes (None without CURVE), and its endpoint."""
+    sock, monitor = ctx.socket(zmq.PULL), None
+    try:
+        sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + 64 * 1024)
+        if curve is not None:
+            secure_server(sock, curve)
+            monitor = sock.get_monitor_socket(MONITORED)  # refused handshakes, counted
+        if bind_address.endswith(":0"):
+            host = bind_address.rsplit(":", 1)[0]
+            endpoint = f"{host}:{sock.bind_to_random_port(host)}"
+        else:
+            sock.bind(bind_address)
+            endpoint = bind_address
+    except BaseException:
+        close_inbound(sock, monitor)
+        raise
+    return sock, monitor, endpoint
+
+
+def close_inbound(sock: zmq.Socket | None, monitor: zmq.Socket | None) -> None:
+    if sock is None:
+        return
+    if monitor is not None:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+    sock.close(linger=0)
+
+
+def admissible(
+    frames: list,
+    kinds: frozenset[str],
+    max_message_bytes: int,
+    node_id: int,
+    known_sources: frozenset[int],
+    stats: LinkStats,
+) -> Message | None:
+    """The message in `frames` if it is well formed, of a declared kind, addressed to this node
+    and from a known source; else None, counted as malformed."""
+    try:
+        msg = decode(frames, kinds, max_message_bytes)
+    except WireError:
+        stats.malformed_messages += 1
+        return None
+    if msg.dst != node_id or msg.src not in known_sources:
+        stats.malformed_messages += 1
+        return None
+    return msg
 
 
 class ReceiverThread(threading.Thread):
@@ -55,11 +109,6 @@ class ReceiverThread(threading.Thread):
         self.downlink, self.kinds, self.inbox = downlink, kinds, inbox
         self.stop, self.stats, self.max_message_bytes = stop, stats, max_message_bytes
         self.clock: Clock | None = None
-        self.virtual = False
-        # In virtual time: (gen, src, seq, message, size) admitted, not yet handed to the
-        # downlink, and how many were admitted in all; both guarded by `arrived`.
-        self.staged: list[tuple[int, int, int, Message, int]] = []
-        self.admitted = 0
         self.known_sources: frozenset[int] = frozenset()
         self.on_deliver: Callable[[Message], None] | None = None  # runs before the inbox
         self.arrived = threading.Condition()
@@ -71,24 +120,14 @@ class ReceiverThread(threading.Thread):
 
     def start_clock(self, clock: Clock, known_sources: frozenset[int]) -> None:
         self.clock, self.known_sources = clock, known_sources
-        self.virtual = clock.virtual
         self.started_clock.set()
 
     def run(self) -> None:
-        sock, monitor = self.ctx.socket(zmq.PULL), None
+        sock, monitor = None, None
         try:
-            sock.setsockopt(zmq.RCVHWM, RECV_HWM)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + 64 * 1024)
-            if self.curve is not None:
-                secure_server(sock, self.curve)
-                monitor = sock.get_monitor_socket(MONITORED)  # refused handshakes, counted
-            if self.bind_address.endswith(":0"):
-                port = sock.bind_to_random_port(self.bind_address.rsplit(":", 1)[0])
-                self.endpoint = f"{self.bind_address.rsplit(':', 1)[0]}:{port}"
-            else:
-                sock.bind(self.bind_address)
-                self.endpoint = self.bind_address
+            sock, monitor, self.endpoint = inbound_socket(
+                self.ctx, self.bind_address, self.max_message_bytes, self.curve
+            )
             self.bound.set()
             while not self.stop.is_set() and not self.started_clock.wait(IDLE_S):
                 pass
@@ -97,10 +136,7 @@ class ReceiverThread(threading.Thread):
             self.error = exc
             self.stop.set()
         finally:
-            if monitor is not None:
-                sock.disable_monitor()
-                monitor.close(linger=0)
-            sock.close(linger=0)
+            close_inbound(sock, monitor)
 
     def _loop(self, sock: zmq.Socket, monitor: zmq.Socket | None) -> None:
         poller = zmq.Poller()
@@ -145,24 +181,15 @@ class ReceiverThread(threading.Thread):
             self.stats.count_delivered(msg.src, size)
 
     def _admit(self, frames: list, timed: bool) -> None:
-        order = None
-        if self.virtual:
-            if len(frames) < 2 or len(frames[0].buffer) != ORDER.size:
-                self.stats.malformed_messages += 1
-                return
-            order, frames = ORDER.unpack(frames[0].buffer), frames[1:]
-        try:
-            msg = decode(frames, self.kinds, self.max_message_bytes)
-        except WireError:
-            self.stats.malformed_messages += 1
-            return
-        if msg.dst != self.node_id or msg.src not in self.known_sources:
-            self.stats.malformed_messages += 1
-            return
-        if order is not None:  # handed to the downlink at the keeper's next ADVANCE
-            size = sum(len(f.buffer) for f in frames)
-            self.staged.append((order[0], msg.src, order[1], msg, size))
-            self.admitted += 1
+        msg = admissible(
+            frames,
+            self.kinds,
+            self.max_message_bytes,
+            self.node_id,
+            self.known_sources,
+            self.stats,
+        )
+        if msg is None:
             return
         if msg.kind == FLUSH:
             self.downlink.flush(msg.src, msg.t_start)

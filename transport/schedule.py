@@ -40,16 +40,6 @@ class Booked:
     t_end: float
 
 
-@dataclass(frozen=True, slots=True)
-class BookedBatch:
-    """A batch already booked on the uplink at instant `now` (in virtual time the caller books,
-    as the twin does): the peers to send a flush notice first, then the bookings, in order."""
-
-    notify: tuple[int, ...]
-    bookings: tuple[Booked, ...]
-    now: float
-
-
 class Uplink:
     """A node's uplink as a serial link with per-destination paths (timing in `Egress`).
 

@@ -1,21 +1,19 @@
-"""A node's sender thread, sole owner of its outbound sockets: it books each batch on the
-uplink schedule (in virtual time the caller has booked it) and hands its messages over; and
-`Handing`, what was queued for it and what it handed over, which virtual time accounts for."""
+"""A node's sender thread on dilated wall time, sole owner of its outbound sockets: it books each
+batch on the uplink schedule and hands its messages over, stamped with the emulated instants
+they leave; and what every sender does (in virtual time the training thread itself)."""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from collections import Counter
 
 import zmq
 
 from transport.clock import Clock
-from transport.clock.keeper_link import ORDER
 from transport.connections import Connections
 from transport.link import IDLE_S
-from transport.schedule import BookedBatch, PackedBatch, Uplink
+from transport.schedule import PackedBatch, Uplink
 from transport.security import CurveKeys, secure_client
 from transport.wire import FLUSH, Message, pack, stamp
 
@@ -28,40 +26,25 @@ HAND_OVER_TIMEOUT = 2.0
 GONE_RETRY = 10.0
 
 
-class Handing:
-    """Batches queued for the sender thread and not yet handed over, and the messages handed
-    over per destination: in virtual time a node waits only once its sender is done, and tells
-    the keeper what it handed over, so that time moves only when all of it has been received."""
+def outbound_socket(
+    ctx: zmq.Context, endpoint: str, eager: bool, curve: CurveKeys | None
+) -> zmq.Socket:
+    """A PUSH socket to one peer. Opened long before t0 (`eager`), it queues only to a live
+    connection; opened on first use, the message must not wait for the connection's
+    handshake."""
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IMMEDIATE, 1 if eager else 0)
+    if curve is not None:
+        secure_client(sock, curve)
+    sock.connect(endpoint)
+    return sock
 
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.queued = 0
-        self.handed: Counter = Counter()
-        self.seq = 0  # messages handed over in all: the sender's part of their order stamp
 
-    def queue(self) -> None:
-        with self.cond:
-            self.queued += 1
-
-    def done(self) -> None:
-        with self.cond:
-            self.queued -= 1
-            self.cond.notify_all()
-
-    def count(self, dst: int) -> None:
-        with self.cond:
-            self.handed[dst] += 1
-            self.seq += 1
-
-    def quiesce(self, stop: threading.Event) -> None:
-        with self.cond:
-            while self.queued > 0 and not stop.is_set():
-                self.cond.wait(IDLE_S)
-
-    def take(self) -> dict[int, int]:
-        with self.cond:
-            handed, self.handed = dict(self.handed), Counter()
-        return handed
+def flush_notice(node_id: int, dst: int, now: float) -> list:
+    """The frames telling `dst` that this node flushed at `now` (see DownlinkQueue.flush)."""
+    return stamp(pack(Message(FLUSH, node_id, dst, -1, 0, (), {}, now, now)), now, now)
 
 
 class SenderThread(threading.Thread):
@@ -80,14 +63,12 @@ class SenderThread(threading.Thread):
         stop: threading.Event,
         max_connections: int,
         curve: CurveKeys | None = None,
-        handing: Handing | None = None,
     ):
         super().__init__(name=f"sender-{node_id}", daemon=True)
         self.ctx, self.node_id, self.peers, self.curve = ctx, node_id, peers, curve
         self.max_connections = max_connections
         self.connections: Connections | None = None
         self.uplink, self.outbox, self.stop = uplink, outbox, stop
-        self.handing = handing or Handing()
         self.clock: Clock | None = None
         self.error: BaseException | None = None
         self.connected = threading.Event()
@@ -99,16 +80,7 @@ class SenderThread(threading.Thread):
         self.started_clock.set()
 
     def _open_socket(self, endpoint: str, eager: bool) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        # Opened long before t0, a socket queues only to a live connection; opened on first
-        # use, the message must not wait for the connection's handshake.
-        sock.setsockopt(zmq.IMMEDIATE, 1 if eager else 0)
-        if self.curve is not None:
-            secure_client(sock, self.curve)
-        sock.connect(endpoint)
-        return sock
+        return outbound_socket(self.ctx, endpoint, eager, self.curve)
 
     def run(self) -> None:
         sockets = None
@@ -137,28 +109,16 @@ class SenderThread(threading.Thread):
                 batch = None
             now = self.clock.now()
             if batch is None:
-                if not self.clock.virtual:  # in virtual time, settled at each instant
-                    self.uplink.settle(now)
+                self.uplink.settle(now)
                 continue
-            try:
-                self._send_batch(sockets, batch, now)
-            finally:
-                self.handing.done()
-
-    def _send_batch(self, sockets: Connections, batch, now: float) -> None:
-        if isinstance(batch, BookedBatch):  # virtual time: booked by the caller at its instant
-            notify, bookings, now = batch.notify, batch.bookings, batch.now
-        else:
             notify, bookings = self.uplink.take(batch.messages, batch.replace, now)
-        # The flush notices first: a receiver must not cut this batch with the old one.
-        for dst in notify:
-            notice = Message(FLUSH, self.node_id, dst, -1, 0, (), {}, now, now)
-            self._hand_over(sockets, dst, stamp(pack(notice), now, now))
-        for booked in bookings:
-            frames = stamp(booked.packed, booked.t_start, booked.t_end)
-            handed = self._hand_over(sockets, booked.packed.dst, frames)
-            if handed is not True:
-                with self.handing.cond:  # in virtual time the caller books under this lock
+            # The flush notices first: a receiver must not cut this batch with the old one.
+            for dst in notify:
+                self._hand_over(sockets, dst, flush_notice(self.node_id, dst, now))
+            for booked in bookings:
+                frames = stamp(booked.packed, booked.t_start, booked.t_end)
+                handed = self._hand_over(sockets, booked.packed.dst, frames)
+                if handed is not True:
                     self.uplink.lost(booked, handed)
 
     def _hand_over(self, sockets: Connections, dst: int, frames: list) -> bool | str:
@@ -174,13 +134,9 @@ class SenderThread(threading.Thread):
                 return "gone"
             del self.gone[dst]
         sock, give_up = sockets.get(dst), time.monotonic() + HAND_OVER_TIMEOUT
-        if self.clock.virtual:  # stamped with its phase and place, counted once handed over
-            frames = [ORDER.pack(self.clock.gen, self.handing.seq), *frames]
         while not self.stop.is_set():
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                if self.clock.virtual:
-                    self.handing.count(dst)
                 return True
             except zmq.Again:
                 if time.monotonic() > give_up:

@@ -1,7 +1,6 @@
-"""One node's ZeroMQ transport: the context, the sender and receiver threads, the shaped links,
-message packing and the byte counters behind one small object. On a dilated clock its threads
-time deliveries on the wall clock; on the launcher's virtual clock it is that clock's source:
-it says what it handed over and admitted, and acts on what is due at each ADVANCE."""
+"""One node's ZeroMQ transport on dilated wall time: the context, the sender and receiver threads,
+the shaped links, message packing and the byte counters behind one small object. (In virtual
+time a node uses `VirtualZmqTransport`, which needs no threads: zmq_virtual.py.)"""
 
 from __future__ import annotations
 
@@ -24,9 +23,9 @@ from transport.link import (
     check_sendable,
 )
 from transport.receiver import ReceiverThread
-from transport.schedule import BookedBatch, DownlinkQueue, PackedBatch, Uplink
+from transport.schedule import DownlinkQueue, PackedBatch, Uplink
 from transport.security import CurveKeys, start_authenticator
-from transport.sender import Handing, SenderThread
+from transport.sender import SenderThread
 from transport.stats import LinkStats
 from transport.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -65,16 +64,13 @@ class ZmqTransport:
         self.max_connections = max_connections
         self.stats = LinkStats()
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
-        self.outbox: queue.Queue[PackedBatch | BookedBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox: queue.Queue[PackedBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
         self.ctx: zmq.Context | None = None
         self.sender: SenderThread | None = None
         self.receiver: ReceiverThread | None = None
         self.clock: Clock | None = None
-        self.virtual = False
         self.peers: dict[int, str] = {}
         self.ready: deque[Message] = deque()  # released, not yet received (no `on_deliver`)
-        self.on_deliver: Callable[[Message], None] | None = None  # answers due at delivery
-        self.handing = Handing()
 
     def _now(self) -> float:
         return self.clock.now()
@@ -118,25 +114,19 @@ class ZmqTransport:
             self.stop,
             self.max_connections,
             self.curve,
-            self.handing,
         )
         self.sender.start()
         if not self.sender.connected.wait(30.0):
             raise RuntimeError(f"node {self.node_id}: could not connect: {self.sender.error}")
 
     def start(self, clock: Clock) -> None:
-        self.clock, self.virtual = clock, clock.virtual
-        if self.virtual:
-            clock.attach(self)
-        else:  # answers come from the receiver thread, at each delivery instant
-            self.receiver.on_deliver = self.on_deliver
+        self.clock = clock
         self.sender.start_clock(clock)
         self.receiver.start_clock(clock, frozenset(self.peers))
 
     def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None:
-        """Answers leave at the delivery instant, never held back by what the training thread
-        is computing: from the receiver thread on a dilated clock, at the keeper's ADVANCE
-        in virtual time."""
+        """Answers leave from the receiver thread at the delivery instant: never held back
+        by what the training thread is computing."""
 
         def on_deliver(msg: Message) -> None:
             replies = responder(msg)
@@ -144,32 +134,19 @@ class ZmqTransport:
                 for reply in replies:
                     self.stats.count_dropped(reply.dst, wire_size(reply))
 
-        self.on_deliver = on_deliver
+        self.receiver.on_deliver = on_deliver
 
     def send(self, messages: Sequence[Message], replace: bool = False, block: bool = True) -> bool:
         packed = tuple(
             pack(check_sendable(m, self.node_id, self.kinds, self.peers)) for m in messages
         )
-        batch = PackedBatch(packed, replace)
-        if self.virtual:  # booked now, at this instant, as the twin books: counters stay exact
-            with self.handing.cond:
-                notify, bookings = self.sender.uplink.take(packed, replace, self.clock.now())
-            batch = BookedBatch(tuple(notify), tuple(bookings), self.clock.now())
-        self.handing.queue()
         try:
-            self.outbox.put(batch, timeout=1.0 if block else 0)
+            self.outbox.put(PackedBatch(packed, replace), timeout=1.0 if block else 0)
         except queue.Full:
-            self.handing.done()
-            if isinstance(batch, BookedBatch):  # booked, never to leave: dropped
-                with self.handing.cond:
-                    for booked in batch.bookings:
-                        self.sender.uplink.lost(booked, "stopped")
             return False
         return True
 
     def receive(self, until: float | None = None) -> Message | None:
-        if self.virtual:
-            return self._receive_virtual(until)
         if self.receiver.on_deliver is None:
             return self._take_due(until)
         if until is None:
@@ -205,73 +182,6 @@ class ZmqTransport:
                     return None
                 due = self.clock.wall_until(self.downlink.next_due())
                 arrived.wait(max(0.0, min(left, due, IDLE_S)))
-
-    # ---- virtual time: the follower clock's source ---------------------------------------------
-    def _receive_virtual(self, until: float | None) -> Message | None:
-        """What is due by now; with `until`, waits (the clock moving) for a delivery until then."""
-        msg = self._take_ready()
-        if msg is not None or until is None:
-            return msg
-        self.clock.wait(until, ready=self._any_ready, stop=self.stop)
-        return self._take_ready()
-
-    def _any_ready(self) -> bool:
-        with self.receiver.arrived:
-            if not self.ready:
-                for msg, size in self.downlink.release(self.clock.now()):
-                    self.ready.append(msg)
-                    self.stats.count_delivered(msg.src, size)
-            return bool(self.ready)
-
-    def _take_ready(self) -> Message | None:
-        return self.ready.popleft() if self._any_ready() else None
-
-    def quiesce(self, stop: threading.Event) -> None:
-        self.handing.quiesce(stop)
-
-    def take_sent(self) -> dict[int, int]:
-        return self.handing.take()
-
-    def pending(self, caring: bool) -> tuple[int, float]:
-        with self.receiver.arrived:
-            admitted = self.receiver.admitted
-            if not caring and self.on_deliver is None:
-                return admitted, float("inf")
-            due = self.downlink.next_due()
-            latency = self.downlink.downlink.latency_at
-            for _, _, _, msg, _ in self.receiver.staged:
-                # a flush acts from its instant; a message is first seen on its arrival
-                due = min(due, msg.t_start + (0.0 if msg.kind == FLUSH else latency(msg.t_start)))
-            return admitted, due
-
-    def wait_admitted(self, count: int, stop: threading.Event) -> None:
-        arrived = self.receiver.arrived
-        with arrived:
-            while self.receiver.admitted < count and not stop.is_set():
-                arrived.wait(IDLE_S)
-
-    def advance(self, t: float, gen: int) -> None:
-        """Hand over, in stamp order, what was sent before phase `gen`, as the twin hands over
-        at each step; count as sent what has left by `t`; release and answer what is due when
-        answers are due at delivery."""
-        receiver = self.receiver
-        with receiver.arrived:
-            staged = receiver.staged
-            due = sorted((e for e in staged if e[0] < gen), key=lambda e: e[:3])
-            receiver.staged = [e for e in staged if e[0] >= gen]
-            for _, src, _, msg, size in due:
-                if msg.kind == FLUSH:
-                    self.downlink.flush(src, msg.t_start)
-                else:
-                    self.downlink.admit(msg, size)
-            released = self.downlink.release(t) if self.on_deliver is not None else []
-        if self.sender is not None:
-            with self.handing.cond:
-                self.sender.uplink.settle(t)
-        for msg, size in released:
-            self.on_deliver(msg)
-            self.ready.append(msg)
-            self.stats.count_delivered(msg.src, size)
 
     def errors(self) -> list[str]:
         return [str(t.error) for t in (self.sender, self.receiver) if t and t.error]

@@ -12,8 +12,10 @@ from transport.clock.keeper_link import Report
 INF = math.inf
 
 
-def report(due: float, admitted: int = 0, sent: dict | None = None, gen: int = 0) -> Report:
-    return Report(gen, due, admitted, sent or {})
+def report(
+    due: float, admitted: int = 0, sent: dict | None = None, quiet: float = -INF, gen: int = 0
+) -> Report:
+    return Report(gen, due, quiet, admitted, sent or {})
 
 
 def advanced(actions) -> dict[int, float]:
@@ -112,6 +114,34 @@ def test_every_live_node_waiting_for_ever_is_stuck_not_a_silent_hang():
     keeper = TimeKeeper(range(2))
     keeper.report(0, 0, report(INF))
     assert keeper.report(1, 0, report(INF)) == [Stuck((0, 1))]
+
+
+def test_each_node_goes_alone_until_the_earliest_instant_any_node_may_send():
+    keeper = TimeKeeper(range(3), joins=[(0.9, 2)], crashes=[(0.1, 2)])
+    keeper.report(0, 0, report(0.0))
+    keeper.report(1, 0, report(0.0))
+    actions = keeper.report(2, 0, report(0.0))
+    assert {a.horizon for a in actions} == {-INF}  # nothing promised yet
+    keeper.report(0, 0, report(0.01, quiet=0.64))  # its round ends at 0.64
+    keeper.report(2, 0, report(INF, quiet=INF))  # it waits to crash and come back
+    actions = keeper.report(1, 0, report(0.01, quiet=0.5))  # or a delivery at 0.5
+    assert [(a.node, a.t, a.horizon) for a in actions] == [(0, 0.01, 0.5), (1, 0.01, 0.5)]
+    keeper.report(0, 0, report(0.5, quiet=0.64))
+    actions = keeper.report(1, 0, report(1.5, quiet=1.5))
+    # node 2 crashed at 0.1: its new process may send from its join at 0.9 on
+    assert actions[0] == Crash(2, 0.1)
+    assert [(a.node, a.horizon) for a in actions[1:]] == [(0, 0.64)]
+
+
+def test_a_node_woken_again_computes_on_the_core_it_had_when_that_one_is_free():
+    keeper = TimeKeeper(range(3), slots={"local": 2})
+    for n in range(3):
+        actions = keeper.report(n, 0, report(0.0))
+    assert [(a.node, a.slot) for a in actions] == [(0, 0), (1, 1)]
+    assert [(a.node, a.slot) for a in keeper.report(0, 0, report(1.0))] == [(2, 0)]
+    keeper.report(2, 0, report(1.0))
+    actions = keeper.report(1, 0, report(1.0))
+    assert [(a.node, a.slot) for a in actions] == [(0, 0), (1, 1)]
 
 
 def test_why_time_waits_names_the_busy_nodes_and_the_messages_owed():

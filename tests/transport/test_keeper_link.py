@@ -24,18 +24,19 @@ from transport.clock.keeper_link import (
 
 
 def test_a_report_says_until_when_what_was_admitted_and_what_was_handed_over():
-    report = decode_report(encode_report(7, 1.25, 42, {3: 2, 59: 1}))
-    assert (report.gen, report.due, report.admitted, report.sent) == (7, 1.25, 42, {3: 2, 59: 1})
-    assert decode_report(encode_report(0, math.inf, 0, {})).due == math.inf
+    report = decode_report(encode_report(7, 1.25, 42, {3: 2, 59: 1}, quiet=1.5))
+    assert (report.gen, report.due, report.quiet) == (7, 1.25, 1.5)
+    assert (report.admitted, report.sent) == (42, {3: 2, 59: 1})
+    assert decode_report(encode_report(0, math.inf, 0, {})).quiet == -math.inf
 
 
 def test_the_keeper_says_advance_or_sync():
-    assert decode_keeper(encode_advance(12, 0.5)) == (ADVANCE, (12, 0.5))
+    assert decode_keeper(encode_advance(12, 0.5, 0.75, 1)) == (ADVANCE, (12, 0.5, 0.75, 1))
     assert decode_keeper(encode_sync(99)) == (SYNC, (99,))
 
 
 @pytest.mark.parametrize(
-    "frame", [b"", b"R", b"R" + bytes(25), encode_report(1, math.nan, 0, {}), b"X" + bytes(24)]
+    "frame", [b"", b"R", b"R" + bytes(33), encode_report(1, math.nan, 0, {}), b"X" + bytes(24)]
 )
 def test_anything_else_is_refused(frame):
     with pytest.raises(LinkError):
@@ -66,7 +67,10 @@ def test_the_keepers_socket_takes_reports_and_counts_strangers():
         assert [(node, inc, kind) for node, inc, kind, _ in got] == [(4, 1, b"R")]
         assert keeper.strangers == 1
         assert keeper.send(4, 1, encode_advance(1, 0.0))
-        assert follower.poll(5000) and decode_keeper(follower.recv()) == (ADVANCE, (1, 0.0))
+        assert follower.poll(5000) and decode_keeper(follower.recv()) == (
+            ADVANCE,
+            (1, 0.0, -math.inf, -1),
+        )
         assert not keeper.send(5, 0, encode_advance(1, 0.0))  # nobody of that name
     finally:
         ctx.destroy(linger=0)

@@ -32,6 +32,10 @@ class Clock(Protocol):
 
     def sleep_until(self, t_emulated: float, stop: threading.Event) -> bool: ...
 
+    def quiet_until(self, t_emulated: float) -> None:
+        """The node sends nothing before `t_emulated` unless to answer a delivery (a hint a
+        virtual clock looks ahead with; the others ignore it)."""
+
     def close(self) -> None: ...
 
 

@@ -37,5 +37,8 @@ class DilatedClock:
             return not stop.wait(delay)
         return not stop.is_set()
 
+    def quiet_until(self, t_emulated: float) -> None:
+        pass
+
     def close(self) -> None:
         pass

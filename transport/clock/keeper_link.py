@@ -4,12 +4,15 @@ thread and named `t<node>.<incarnation>` (a node started again after a crash is 
 incarnation). Frames are a kind byte and fixed-size big-endian fields: the keeper reads one
 report per node at every instant a node acts, so they cost a struct unpack, not a msgpack map.
 
-    node -> keeper   REPORT  gen, due, admitted, then (dst, count) pairs: "I wait until `due`
-                     (inf: for ever); I have admitted `admitted` messages in all; since my last
+    node -> keeper   REPORT  gen, due, quiet, admitted, then (dst, count) pairs: "I wait until
+                     `due` (inf: for ever); I send nothing before `quiet` (my next round end,
+                     or a delivery); I have admitted `admitted` messages in all; since my last
                      report I handed these over"
                      LEAVE   "my run is over"
     keeper -> node   ADVANCE gen, t: "emulated time is `t`; act on what is due" (gen counts them)
                      SYNC    n: "report again once you have admitted `n` messages in all"
+                     END     "every node has left: the run is over" (until then a node that
+                             left keeps reading its socket, as a finished twin node does)
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ import zmq
 
 from transport.security import CurveKeys, secure_client, secure_server, start_authenticator
 
-REPORT, LEAVE, ADVANCE, SYNC = b"R", b"L", b"V", b"S"
-_REPORT = struct.Struct(">QdQ")  # gen seen, due, admitted in all
+REPORT, LEAVE, ADVANCE, SYNC, END = b"R", b"L", b"V", b"S", b"E"
+_REPORT = struct.Struct(">QddQ")  # gen seen, due, quiet until, admitted in all
 _PAIR = struct.Struct(">II")  # destination, messages handed over to it since the last report
-_ADVANCE = struct.Struct(">Qd")  # gen, emulated t
+_ADVANCE = struct.Struct(">Qddh")  # gen, emulated t, horizon, the slot it computes in (-1: any)
 _SYNC = struct.Struct(">Q")
-# The order stamp every message carries in virtual time, as a frame ahead of its wire frames:
-# the phase (gen) it was handed over in and the sender's count. Messages reach a receiver in
-# the order of their stamps, whatever the sockets did, as the twin delivers them.
+# The order stamp every message carries in virtual time, after its header in the header frame:
+# the phase (gen) it was handed over in and the sender's count. Messages reach a receiver's
+# downlink in the order of their stamps, whatever the sockets did, as the twin delivers them.
 ORDER = struct.Struct(">QQ")
 
 
@@ -49,41 +52,50 @@ class KeeperAddress:
 class Report:
     gen: int
     due: float
+    quiet: float
     admitted: int
     sent: dict[int, int]
 
 
-def encode_report(gen: int, due: float, admitted: int, sent: dict[int, int]) -> bytes:
+def encode_report(
+    gen: int, due: float, admitted: int, sent: dict[int, int], quiet: float = -math.inf
+) -> bytes:
     pairs = b"".join(_PAIR.pack(dst, count) for dst, count in sent.items())
-    return REPORT + _REPORT.pack(gen, due, admitted) + pairs
+    return REPORT + _REPORT.pack(gen, due, quiet, admitted) + pairs
 
 
 def decode_report(frame: bytes) -> Report:
     body = memoryview(frame)[1:]
     if len(body) < _REPORT.size or (len(body) - _REPORT.size) % _PAIR.size:
         raise LinkError(f"a report of {len(frame)} bytes")
-    gen, due, admitted = _REPORT.unpack_from(body)
-    if math.isnan(due):
+    gen, due, quiet, admitted = _REPORT.unpack_from(body)
+    if math.isnan(due) or math.isnan(quiet):
         raise LinkError("a report with no instant")
     sent = {dst: count for dst, count in _PAIR.iter_unpack(body[_REPORT.size :])}
-    return Report(gen, due, admitted, sent)
+    return Report(gen, due, quiet, admitted, sent)
 
 
-def encode_advance(gen: int, t: float) -> bytes:
-    return ADVANCE + _ADVANCE.pack(gen, t)
+def encode_advance(gen: int, t: float, horizon: float = -math.inf, slot: int = -1) -> bytes:
+    return ADVANCE + _ADVANCE.pack(gen, t, horizon, slot)
 
 
 def encode_sync(admitted: int) -> bytes:
     return SYNC + _SYNC.pack(admitted)
 
 
+def encode_end() -> bytes:
+    return END
+
+
 def decode_keeper(frame: bytes) -> tuple[bytes, tuple]:
-    """(ADVANCE, (gen, t)) or (SYNC, (admitted,)) from the keeper."""
+    """(ADVANCE, (gen, t, horizon, slot)), (SYNC, (admitted,)) or (END, ()) from the keeper."""
     kind, body = frame[:1], frame[1:]
     if kind == ADVANCE and len(body) == _ADVANCE.size:
         return kind, _ADVANCE.unpack(body)
     if kind == SYNC and len(body) == _SYNC.size:
         return kind, _SYNC.unpack(body)
+    if kind == END and not body:
+        return kind, ()
     raise LinkError(f"not a keeper frame: {bytes(frame[:16])!r}")
 
 

@@ -44,6 +44,9 @@ class VirtualClock:
     def wall_until(self, t_emulated: float) -> float:
         return 0.0
 
+    def quiet_until(self, t_emulated: float) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
