@@ -29,6 +29,7 @@ def bench_cluster(sizes: Sizes, results: Path) -> None:
 
     nodes, seconds = sizes.cluster_nodes, sizes.cluster_seconds
     common = (
+        "clock=wall",  # the factor's calibration on each backend is what is compared
         f"num_nodes={nodes}",
         f"duration={seconds}",
         f"eval.interval={seconds / 6}",

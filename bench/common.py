@@ -32,6 +32,16 @@ class Sizes:
     cifar_per_batch: int = 10_000
     bare_step_seconds: float = 2.0  # each of three timings of a bare step
     efficiency_seconds: float = 6.0  # emulated, default experiment
+    virtual_step_seconds: float = 2.0  # emulated, per-step algorithms (LASGD, AD-PSGD atomic)
+    virtual_round_seconds: float = 2.0  # emulated, each algorithm's phases per round
+    virtual_cases: tuple[str, ...] = (
+        "default_60",
+        "lasgd_60",
+        "adpsgd_atomic_60",
+        "gn_lenet_60",
+        "default_500",
+    )
+    virtual_round_algorithms: tuple[str, ...] | None = None  # None: every built-in one
     cifar_nodes: int = 60
     cifar_seconds: float = 1.3  # emulated: two rounds of GN-LeNet
     fidelity_nodes: int = 16
@@ -76,6 +86,10 @@ TINY = Sizes(
     cifar_per_batch=100,
     bare_step_seconds=0.3,
     efficiency_seconds=1.3,  # two whole rounds: a partial last round is not computed
+    virtual_step_seconds=0.7,
+    virtual_round_seconds=0.7,
+    virtual_cases=("default_60", "lasgd_60"),
+    virtual_round_algorithms=("divshare", "adpsgd_atomic"),
     cifar_nodes=8,  # paper_cifar10 has 7 stragglers
     cifar_seconds=1.3,
     fidelity_nodes=4,

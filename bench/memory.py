@@ -13,17 +13,9 @@ from pathlib import Path
 from bench.common import ROOT, STEP_TIME, Sizes, bare_step_s, default_data, launcher, save
 
 
-def paced_tdf(nodes: int, bare_step: float, multiple: float = 3.0) -> float:
-    """A fixed factor `multiple` times the compute limit of a bare step: for the benchmarks
-    whose figures do not depend on the factor, so they spend no time in calibration trials."""
-    return max(1.0, multiple * nodes * bare_step / (len(os.sched_getaffinity(0)) * STEP_TIME))
-
-
 def bench_memory(sizes: Sizes, results: Path) -> None:
-    """The default experiment's nodes: memory at ready and while training, and start-up time.
-    At a fixed factor (the efficiency benchmark runs the calibration; it took 2 of this
-    benchmark's 2.7 minutes here)."""
-    bare = bare_step_s("cnn1d", default_data(sizes), sizes.nodes, sizes.bare_step_seconds)
+    """The default experiment's nodes: memory at ready and while training, and start-up time
+    (in virtual time, the default: no calibration)."""
     with tempfile.TemporaryDirectory() as tmp:
         s = launcher(
             Path(tmp) / "run",
@@ -31,7 +23,6 @@ def bench_memory(sizes: Sizes, results: Path) -> None:
             f"num_nodes={sizes.nodes}",
             f"duration={sizes.run_seconds}",
             f"eval.interval={sizes.run_seconds}",
-            f"tdf={paced_tdf(sizes.nodes, bare):.2f}",
         )
     mem = s["memory"]
     save(
@@ -44,8 +35,7 @@ def bench_memory(sizes: Sizes, results: Path) -> None:
             "pss_mib_per_node_training_mean": mem["training_pss_mib_mean"],
             "pss_mib_per_node_training_max": mem["training_pss_mib_max"],
             "pss_mib_total_training": mem["training_pss_mib_total"],
-            "tdf": s["tdf"],
-            "tdf_rule": "3 x the compute limit of the bare step",
+            "clock": s["clock_mode"],
             "targets": {"pss_mib_per_node": 100, "ready_seconds": 10},
             "meets_target": (mem["training_pss_mib_max"] or 1e9) <= 100 and s["ready_seconds"] < 10,
             "run_status": s["status"],
@@ -110,6 +100,12 @@ def bench_cifar_shard(sizes: Sizes, results: Path) -> None:
     )
 
 
+def _efficiency(nodes: int, bare: float, summary: dict) -> float | None:
+    """The compute limit of the bare step over the wall seconds an emulated second took."""
+    per_s = summary["time"]["wall_per_emulated_s"]
+    return nodes * bare / (len(os.sched_getaffinity(0)) * STEP_TIME) / per_s if per_s else None
+
+
 MIB_PER_NODE_BUDGET = 35  # PSS per node at 500 nodes (21 measured), evaluators included
 
 
@@ -128,10 +124,9 @@ def bench_scale(sizes: Sizes, results: Path) -> None:
     # only as many nodes as fit, and says so.
     fits = int(0.8 * _available_mib() / MIB_PER_NODE_BUDGET)
     nodes = min(sizes.scale_nodes, fits)
-    # tdf=auto at 500 nodes would spend most of the benchmark in its trials (four rounds each
-    # at about 100x: 4 minutes a trial): the run takes three times the compute limit of a bare
-    # step. Twice (98.7x at 472 nodes) lagged by 183 ms: each node opens about 50 connections
-    # a round, and every node opens its first ones at the same instant.
+    # In virtual time (the default): no calibration, no factor to guess. (On the wall clock
+    # tdf=auto at 500 nodes spent most of the benchmark in its trials, and three times the
+    # compute limit of a bare step lagged by 183 ms at 472 nodes.)
     bare = bare_step_s("cnn1d", default_data(sizes), nodes, sizes.bare_step_seconds)
     with tempfile.TemporaryDirectory() as tmp:
         s = launcher(
@@ -140,7 +135,6 @@ def bench_scale(sizes: Sizes, results: Path) -> None:
             f"num_nodes={nodes}",
             f"duration={seconds}",
             f"eval.interval={seconds}",
-            f"tdf={paced_tdf(nodes, bare):.2f}",
             "transport.bind=ipc://",
             "launch.start_timeout=600",
         )
@@ -157,8 +151,9 @@ def bench_scale(sizes: Sizes, results: Path) -> None:
             "ready_seconds": s["ready_seconds"],
             "pss_mib_per_node_training_mean": mem["training_pss_mib_mean"],
             "pss_mib_per_node_training_max": pss,
-            "tdf": s["tdf"],
-            "tdf_rule": "3 x the compute limit of the bare step",
+            "clock": s["clock_mode"],
+            "wall_per_emulated_s": s["time"]["wall_per_emulated_s"],
+            "efficiency": _efficiency(nodes, bare, s),
             "bare_step_ms": bare * 1000,
             "connections_opened": s["totals"]["connections_opened"],
             "connections_closed": s["totals"]["connections_closed"],

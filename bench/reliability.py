@@ -50,8 +50,10 @@ def bench_reliability(sizes: Sizes, results: Path) -> None:
 
 
 def _start(run_dir: Path, sizes: Sizes, *overrides: str, degree: int | None = None):
-    """The CLI on DivShare with `degree` peers per fragment (the sizes' small one if set)."""
-    args = [sys.executable, "-m", "launcher", f"hydra.run.dir={run_dir}", *sizes.extra]
+    """The CLI on DivShare with `degree` peers per fragment (the sizes' small one if set), on
+    dilated wall time: the instants it kills at and interrupts at are wall instants."""
+    args = [sys.executable, "-m", "launcher", f"hydra.run.dir={run_dir}", "clock=wall"]
+    args += sizes.extra
     if sizes.small_degree or degree:
         args.append(f"algorithm.degree={sizes.small_degree or degree}")
     return subprocess.Popen(

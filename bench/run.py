@@ -3,9 +3,9 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
 
     python -m bench.run [--tiny] [--results DIR] [NAME ...]     (default: the default set)
 
-The default set (`make bench`; its parts' latest times here add up to 36 minutes, 6 of them
-scale at 500 nodes): shaper, memory, cifar_shard, efficiency, efficiency_cifar, fidelity,
-scale. Run on their own: nolag (every shipped experiment at tdf=auto, about 60 minutes),
+The default set (`make bench`): shaper, memory, cifar_shard, virtual (virtual time against
+dilated wall time side by side), efficiency, efficiency_cifar, fidelity, scale. Run on their
+own: nolag (every shipped experiment at tdf=auto, about 60 minutes),
 reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials), cluster (the
 Ray backend on three Ray nodes of this machine against local processes, 12 nodes).
 `--tiny` runs any of them at a size that only proves it still works (the tests do), not its
@@ -26,12 +26,14 @@ from bench.emulation import bench_efficiency, bench_efficiency_cifar, bench_fide
 from bench.links import bench_shaper
 from bench.memory import bench_cifar_shard, bench_memory, bench_scale
 from bench.reliability import bench_reliability
+from bench.virtual_time import bench_virtual
 from node.files import write_text_atomic
 
 BENCHES = {
     "shaper": bench_shaper,
     "memory": bench_memory,
     "cifar_shard": bench_cifar_shard,
+    "virtual": bench_virtual,
     "efficiency": bench_efficiency,
     "efficiency_cifar": bench_efficiency_cifar,
     "fidelity": bench_fidelity,

@@ -18,6 +18,7 @@ class Outcome:
     progress: dict[int, control.Progress] = field(default_factory=dict)
     interrupted: bool = False
     ready_seconds: float | None = None
+    start_seconds: float | None = None  # from the launch to training's start (calibration too)
     wall_seconds: float = 0.0
     pss_mib: dict[int, float] = field(default_factory=dict)  # at the barrier
     pss_run_mib: dict[int, float] = field(default_factory=dict)  # mid-run

@@ -58,7 +58,7 @@ class TopLevel:
     num_nodes: int = hinted("num_nodes>=2 (N=4 in make)")
     duration: float = hinted("emulated seconds, e.g. duration=60")
     seed: int = hinted("a seed >= 0, e.g. seed=1")
-    clock: str = hinted("virtual or wall, e.g. clock=wall", "wall")
+    clock: str = hinted("virtual or wall, e.g. clock=wall", "virtual")
     tdf: Any = hinted("tdf=auto, or a factor >= 1", "auto")
     lag_tolerance: float = hinted("emulated seconds, e.g. lag_tolerance=0.06")
     data_root: str = "data"

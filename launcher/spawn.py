@@ -19,6 +19,7 @@ from launcher.progress import ProgressDisplay, status
 from launcher.rejoin import Rejoins
 from launcher.timekeeper import KeeperThread, TimeKeeper
 from node import control
+from node.algorithms import load_algorithm
 from node.files import write_json_atomic
 from transport import DilatedClock, Reachability
 from transport.control_channel import Channel, ControlServer
@@ -82,6 +83,7 @@ class Launch:
                 self._start_virtual(started)
             else:
                 self._start_dilated()
+            self.outcome.start_seconds = self.t0 - started
             self._monitor()
         except KeyboardInterrupt:
             self.outcome.interrupted = True
@@ -135,8 +137,12 @@ class Launch:
         self.outcome.bare_step = self._bare_step(started)
         slots = None
         if run.gate_slots > 0:
+            # auto: a core each for nodes computing rounds at once; per-step nodes compute one
+            # step per wake and then wait for the keeper: twice as many hide that wait
+            per_step = load_algorithm(run.algorithm_class).merges_at != "round"
+            share = 2 if per_step or run.pacing == "step" else 1
             slots = {
-                machine: cores if run.gate_slots_auto else run.gate_slots
+                machine: share * cores if run.gate_slots_auto else run.gate_slots
                 for machine, cores in hosts.cores.items()
             }
         keeper = TimeKeeper(

@@ -19,9 +19,9 @@ from transport.control_channel import ControlAddress, ControlClient
 CONTROL_POLL = 1.0  # a message wakes the watcher at once; this only bounds noticing the end
 
 
-def _watch_control(conn: Connection, stop: threading.Event, membership) -> None:
+def _watch_control(conn: Connection, stop: threading.Event, node) -> None:
     """The launcher's Stop (or its loss) stops the node; a death it announces leaves
-    this node's views."""
+    this node's views, and its transport waits for that peer no more."""
     while not stop.is_set():
         try:
             message = control.receive(conn, CONTROL_POLL)
@@ -31,7 +31,7 @@ def _watch_control(conn: Connection, stop: threading.Event, membership) -> None:
         if isinstance(message, control.Stop):
             stop.set()
         elif isinstance(message, control.Departed):
-            membership.depart(message.node, message.t)
+            node.depart(message.node, message.t)
 
 
 def _return_freed_memory() -> None:
@@ -163,7 +163,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
         message = calibrate(node, conn, lambda: make_transport(threading.Event()), start_timeout)
         clock = run_clock(message, spec)
         node.start(clock)
-        watch = (conn, stop, node.membership)
+        watch = (conn, stop, node)
         threading.Thread(target=_watch_control, args=watch, daemon=True).start()
         node.run(report=lambda progress: control.send(conn, progress))
         if clock.virtual:  # the keeper waits for this node no more; it tells when all are done

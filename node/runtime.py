@@ -106,6 +106,12 @@ class Node(Pacing):
         self.clock = clock
         self.transport.start(clock)
 
+    def depart(self, node: int, t: float) -> None:
+        """The launcher saw `node` die at emulated `t` (from the control thread): out of this
+        node's views from `t`, and given up on by its transport at once."""
+        self.membership.depart(node, t)
+        self.transport.depart(node)
+
     # ---- the hot loop ----------------------------------------------------------------------
     def run(self, report=None) -> None:
         """Train through each period the node is up (all of the run without a scenario)."""

@@ -50,9 +50,8 @@ def shared_data(tmp_path_factory):
 
 
 def test_ci_smoke_four_nodes(tmp_path, shared_data):
-    # At N=4 the factor is ~1.3, so a 80 ms wall-clock stall of the shared CI host reads as
-    # 60 ms of emulated lag; margin 4 (factor ~2.6) keeps a busy host's jitter out of the verdict.
-    proc = launch(tmp_path, "duration=30", "compute.calibration_margin=4", data_root=shared_data)
+    """The default run (virtual time) at 4 nodes: trains, evaluates, writes every file."""
+    proc = launch(tmp_path, "duration=30", data_root=shared_data)
     out = finish(proc, timeout=600)
     assert proc.returncode == 0, out
     run = tmp_path / "run"
@@ -62,24 +61,48 @@ def test_ci_smoke_four_nodes(tmp_path, shared_data):
     config = json.loads((run / "config.json").read_text())  # the validated config
     assert config["targets"] == [0.3, 0.4, 0.5] and len(config["network"]["links"]) == 4
     assert len(config["step_times"]) == 4 and config["algorithm"]["name"] == "divshare"
+    assert config["clock"] == "virtual"
     log = (run / "main.log").read_text()  # the launcher's messages, through logging
-    assert "4 nodes ready in" in log and "time-dilation factor" in log and "calibration:" in log
+    assert "4 nodes ready in" in log and "virtual time: the launcher keeps the clock" in log
     assert "t=" in log and "emulated | 4/4 alive" in log  # progress lines: no terminal here
+    assert "wall s per emulated s" in log
     links = json.loads((run / "links.json").read_text())
     sent_to = {int(dst) for dst in links["1"]["sent"]}
     assert sent_to <= {0, 2, 3} and sent_to and sum(links["1"]["sent"].values()) > 0
     assert len(list((run / "nodes").glob("*.jsonl"))) == 4
     assert summary["status"] == "ok" and summary["evaluation_complete"]
     assert summary["final_mean_accuracy"] > summary["initial_mean_accuracy"] + 0.15, summary
-    assert not summary["lag"]["lagged"], summary["lag"]
+    assert summary["clock_mode"] == "virtual" and summary["tdf"] is None
+    assert summary["lag"]["max_behind_s"] == 0 and summary["totals"]["late_deliveries"] == 0
+    time_ = summary["time"]
+    assert time_["wall_per_emulated_s"] > 0 and time_["bare_step_ms"] > 0
+    assert time_["keeper"]["phases"] > 0 and time_["keeper"]["error"] is None
     assert summary["totals"]["bytes_sent"] > 0 and summary["totals"]["bytes_delivered"] > 0
     assert summary["totals"]["messages_malformed"] == 0
+    assert summary["curve"][-1]["t"] == pytest.approx(30.0)
+    assert_reaped(summary["pids"])
+    assert "virtual time      wall" in out and "run directory" in out and str(run) in out
+
+
+def test_four_nodes_on_the_wall_clock_calibrate_and_keep_up(tmp_path, shared_data):
+    """Dilated wall time: clock offsets, calibration, the run at the factor chosen, no lag.
+    At N=4 the factor is ~1.3, so a 80 ms wall-clock stall of the shared CI host reads as 60 ms
+    of emulated lag; margin 4 (factor ~2.6) keeps a busy host's jitter out of the verdict."""
+    proc = launch(
+        tmp_path, "clock=wall", "duration=6", "compute.calibration_margin=4", data_root=shared_data
+    )
+    out = finish(proc, timeout=600)
+    assert proc.returncode == 0, out
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    log = (run / "main.log").read_text()
+    assert "time-dilation factor" in log and "calibration:" in log
+    assert summary["status"] == "ok" and summary["clock_mode"] == "wall" and summary["tdf"] > 1
+    assert not summary["lag"]["lagged"], summary["lag"]
     clock = summary["clock"]  # one host: one clock, found so within a few milliseconds
     assert clock["probes"] == 8 and not clock["flagged"] and clock["max_offset_ms"] < 5.0
     assert 0 < clock["max_uncertainty_ms"] < 50.0 and "clocks            offset" in out
-    assert summary["curve"][-1]["t"] == pytest.approx(30.0)
-    assert_reaped(summary["pids"])
-    assert "run directory" in out and str(run) in out
+    assert summary["curve"][-1]["t"] == pytest.approx(6.0)
 
 
 def test_four_nodes_with_curve_calibrate_and_train_and_write_no_secret(tmp_path, shared_data):
@@ -87,6 +110,7 @@ def test_four_nodes_with_curve_calibrate_and_train_and_write_no_secret(tmp_path,
     # message would cross and the trial would judge an idle run.
     proc = launch(
         tmp_path,
+        "clock=wall",
         "transport.curve=on",
         "duration=4",
         "eval.interval=2",
@@ -194,7 +218,7 @@ def test_lasgd_s_ring_re_forms_without_a_node_killed_from_outside(tmp_path, shar
     All-Reduces go on among the three of them to the end."""
     run = tmp_path / "run"
     proc = start(
-        "launcher", "num_nodes=4", "algorithm=lasgd", "duration=12", "tdf=3",
+        "launcher", "num_nodes=4", "algorithm=lasgd", "duration=12",
         "eval.interval=2", f"data_root={shared_data}", f"hydra.run.dir={run}",
     )  # fmt: skip
     pids, out = kill_node_2_once(
@@ -218,12 +242,16 @@ def test_lasgd_s_ring_re_forms_without_a_node_killed_from_outside(tmp_path, shar
 
 
 def test_a_node_dying_before_the_start_fails_the_run_with_a_summary(tmp_path, shared_data):
-    proc = launch(tmp_path, "duration=20", "launch.start_timeout=60", data_root=shared_data)
+    proc = start(
+        "launcher", "num_nodes=4", "duration=20", "launch.start_timeout=60", "algorithm=local",
+        "algorithm._target_=tests.node.twin.NeverReady", f"data_root={shared_data}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
     run = tmp_path / "run"
     try:
         wait_for(run / "pids.json", 120)
         pids = json.loads((run / "pids.json").read_text())
-        os.kill(pids["nodes"]["1"], signal.SIGKILL)  # still loading or calibrating
+        os.kill(pids["nodes"]["1"], signal.SIGKILL)  # it never gets past setting up
         out = finish(proc, timeout=300)
     finally:
         kill(proc)
@@ -441,7 +469,7 @@ def test_a_plug_in_that_cannot_be_loaded_is_a_config_error_naming_the_search_pat
 def run_events(tmp_path, shared_data, events: str, *overrides: str):
     """A 6-node run of 8 emulated s with `events`: (summary, config, output, run folder)."""
     proc = launch(
-        tmp_path, "num_nodes=6", "duration=8", "eval.interval=1", "tdf=3",
+        tmp_path, "num_nodes=6", "duration=8", "eval.interval=1",
         f"scenario.events=[{events}]", *overrides, data_root=shared_data,
     )  # fmt: skip
     run = tmp_path / "run"
@@ -560,7 +588,7 @@ def test_crashed_nodes_join_again_in_new_processes_with_their_checkpoint_or_the_
         "{t: 6.0, join: [2], model: kept}, {t: 6.0, join: [3], model: initial}]"
     )
     proc = launch(
-        tmp_path, "num_nodes=6", "duration=10", "eval.interval=1", "tdf=3", events,
+        tmp_path, "num_nodes=6", "duration=10", "eval.interval=1", events,
         data_root=shared_data,
     )  # fmt: skip
     run = tmp_path / "run"

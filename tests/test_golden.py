@@ -17,6 +17,7 @@ pytestmark = pytest.mark.process
 # Un-paced steps with a large fixed factor: the step count is fixed by the emulated duration,
 # and no wall-clock timeout can fire, so the models depend on the seed alone.
 GOLDEN_ARGS = [
+    "clock=wall",  # recorded before virtual time: un-paced dilated wall time
     "num_nodes=4",
     "duration=2",
     "eval.interval=1",

@@ -82,7 +82,8 @@ class Transport(Protocol):
     uplink (`replace`: everything unsent is dropped first) and returns False if the batch was
     refused because the node is far behind; `receive` returns the next delivered message,
     waiting for one until emulated instant `until` when given. `respond_with` installs a
-    function called at each message's delivery instant, whose answers leave at once.
+    function called at each message's delivery instant, whose answers leave at once; `depart`
+    (from any thread) gives a dead peer up.
     """
 
     stats: LinkStats
@@ -94,6 +95,9 @@ class Transport(Protocol):
     def start(self, clock: Clock) -> None: ...
 
     def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None: ...
+
+    def depart(self, peer: int) -> None:
+        """`peer` is dead for good (the launcher saw it): what is for it is lost at once."""
 
     def send(self, messages: Sequence[Message], replace: bool = False) -> bool: ...
 

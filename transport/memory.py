@@ -114,6 +114,9 @@ class MemoryTransport:
     def respond_with(self, responder: Callable[[Message], Sequence[Message]]) -> None:
         self.responder = responder
 
+    def depart(self, peer: int) -> None:
+        """Nothing to give up: a message to a closed node is never delivered."""
+
     def send(self, messages: Sequence[Message], replace: bool = False) -> bool:
         with self.network.lock:
             self._send(messages, replace, self.network.clock.now())

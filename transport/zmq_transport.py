@@ -4,6 +4,7 @@ time a node uses `VirtualZmqTransport`, which needs no threads: zmq_virtual.py.)
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections import deque
@@ -135,6 +136,11 @@ class ZmqTransport:
                     self.stats.count_dropped(reply.dst, wire_size(reply))
 
         self.receiver.on_deliver = on_deliver
+
+    def depart(self, peer: int) -> None:
+        """Given up for good: the sender waits for it no more (a dict item set in one step)."""
+        if self.sender is not None:
+            self.sender.gone[peer] = (math.inf, math.inf)
 
     def send(self, messages: Sequence[Message], replace: bool = False, block: bool = True) -> bool:
         packed = tuple(

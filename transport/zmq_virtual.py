@@ -9,6 +9,7 @@ is released. The links, the wire format and the counters are the dilated transpo
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -125,6 +126,9 @@ class VirtualZmqTransport:
                 self.send(replies)
 
         self.on_deliver = on_deliver
+
+    def depart(self, peer: int) -> None:
+        self.gone[peer] = math.inf  # for good: never waited for again
 
     # ---- sending ------------------------------------------------------------------------------
     def send(self, messages: Sequence[Message], replace: bool = False, block: bool = True) -> bool:

@@ -69,6 +69,7 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "time": time_record(run, outcome, reports),
         "wall_seconds": round(outcome.wall_seconds, 2),
         "ready_seconds": outcome.ready_seconds,
+        "start_seconds": outcome.start_seconds,
         "training_wall_seconds": outcome.training_wall_seconds,
         "local_steps": sum(r.get("steps", 0) for r in reports.values()),
         # CPU seconds of every node process (all threads) per emulated second

@@ -33,9 +33,18 @@ def test_every_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path):
     divshare = results["fidelity"]["algorithms"]["divshare"]["runs"]
     assert divshare["2a"]["tdf"] == pytest.approx(2 * divshare["a"]["tdf"])
     assert divshare["step"]["tdf"] == pytest.approx(2 * divshare["a"]["tdf"])
+    assert divshare["virtual"]["clock"] == "virtual" and divshare["virtual"]["tdf"] is None
     assert set(results["fidelity"]["algorithms"]) == {"divshare", "swift", "adpsgd_atomic"}
     assert results["scale"]["run_status"] == "ok" and results["scale"]["nodes"] == 6
-    assert results["scale"]["connections_opened"] > 0 and results["scale"]["tdf"] >= 1.0
+    assert results["scale"]["connections_opened"] > 0 and results["scale"]["clock"] == "virtual"
+    virtual = results["virtual"]
+    for case, row in virtual["table"].items():
+        assert row["virtual"]["status"] == row["wall"]["status"] == "ok", case
+        assert row["virtual"]["clock"] == "virtual" and row["wall"]["clock"] == "wall"
+        assert row["virtual"]["efficiency"] > 0 and row["wall"]["tdf"] >= 1.0
+    assert virtual["targets_met"]["repeats_bit_for_bit"]  # two runs, the same models and records
+    assert virtual["default_run"]["status"] == "ok"
+    assert set(virtual["advances_per_round_60"]) == {"divshare", "adpsgd_atomic"}
     assert set(results["nolag"]["runs"]) == {"default/divshare", "default/swift", "default/adpsgd"}
     reliability = results["reliability"]
     assert reliability["meets_target"] and reliability["kills"]["runs_ok"] == "1 of 1"

@@ -1,6 +1,7 @@
 """The Ray backend through the real CLI, on a Ray cluster of three Ray nodes on this machine
-(`ray.cluster_utils.Cluster`: a head and two workers): nodes spread over the machines, the same
-models as the local backend, CURVE on, a machine lost mid-run. About 4 minutes in all here."""
+(`ray.cluster_utils.Cluster`: a head and two workers): nodes spread over the machines, in
+virtual time the very models the in-memory twin computes (CURVE on, the keeper's link too),
+dilated wall time with its clock offsets, Ctrl-C, a machine lost mid-run."""
 
 from __future__ import annotations
 
@@ -16,18 +17,13 @@ from ray.cluster_utils import Cluster
 
 from node.files import read_jsonl
 from tests.cli import finish, kill, start
+from tests.node.test_runtime_equivalence import ALGORITHMS, GOLDEN, PACED
 from tests.test_cli import assert_reaped
-from tests.test_golden import ALGORITHM_ARGS, GOLDEN_ARGS, models_digest
+from tests.test_golden import models_digest
 
 pytestmark = [pytest.mark.process, pytest.mark.ray]
 
 SIX = ["num_nodes=6", "algorithm.degree=2", "launch.progress_interval=1"]
-# The golden runs' un-paced steps at a large fixed factor: the models depend on the seed alone,
-# so a backend that changes nothing of the data plane computes the very same bits.
-UNPACED = [
-    *(arg for arg in GOLDEN_ARGS if not arg.startswith("num_nodes=")),
-    *ALGORITHM_ARGS["dpsgd"],
-]
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +57,10 @@ def ray_args(cluster) -> list[str]:
     ]
 
 
-def test_divshare_on_three_ray_nodes_with_curve_trains_and_reaches_the_launcher(
+def test_divshare_on_three_ray_nodes_on_the_wall_clock_trains_and_reaches_the_launcher(
     tmp_path, cluster, shared_data
 ):
-    args = ["duration=3", "eval.interval=1", "tdf=12", "transport.curve=on"]
+    args = ["clock=wall", "duration=3", "eval.interval=1", "tdf=12", "transport.curve=on"]
     proc, out = run_cli(tmp_path / "run", shared_data, *ray_args(cluster), *args)
     assert proc.returncode == 0, out
     run = tmp_path / "run"
@@ -86,16 +82,21 @@ def test_divshare_on_three_ray_nodes_with_curve_trains_and_reaches_the_launcher(
     assert "secret" not in (run / "config.json").read_text()
 
 
-def test_unpaced_runs_compute_the_same_models_on_ray_as_on_local(tmp_path, cluster, shared_data):
-    local, out = run_cli(tmp_path / "local", shared_data, *UNPACED)
-    assert local.returncode == 0, out
-    on_ray, out = run_cli(tmp_path / "ray", shared_data, *UNPACED, *ray_args(cluster))
-    assert on_ray.returncode == 0, out
-    placement = json.loads((tmp_path / "ray" / "placement.json").read_text())
+def test_in_virtual_time_ray_nodes_compute_the_twins_models(tmp_path, cluster, shared_data):
+    """The equivalence test's paced DivShare run, 4 nodes over 3 machines, CURVE on the data
+    sockets and on the keeper's: the models of the in-memory twin, bit for bit."""
+    run = tmp_path / "ray"
+    args = [*PACED, *ALGORITHMS["divshare"], *ray_args(cluster), "transport.curve=on"]
+    args += ["eval.keep_snapshots=true", f"data_root={shared_data}", f"hydra.run.dir={run}"]
+    proc = start("launcher", *args)
+    out = finish(proc, 300)
+    assert proc.returncode == 0, out
+    placement = json.loads((run / "placement.json").read_text())
     assert len({where["ray_node"] for where in placement.values()}) == 3
-    digests = [models_digest(tmp_path / run / "snapshots" / "kept") for run in ("local", "ray")]
-    kept = list((tmp_path / "ray" / "snapshots" / "kept").glob("*.npy"))
-    assert len(kept) == 6 * 3 and digests[0] == digests[1]  # t = 0, 1, 2 for each node
+    recorded = json.loads(GOLDEN.read_text())["divshare"]
+    assert models_digest(run / "snapshots" / "kept") in recorded
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["clock_mode"] == "virtual" and summary["totals"]["handshakes_refused"] == 0
 
 
 def wait_until_training(proc, run: Path) -> None:
@@ -107,7 +108,7 @@ def wait_until_training(proc, run: Path) -> None:
 
 def test_ctrl_c_stops_every_actor_within_seconds(tmp_path, cluster, shared_data):
     run = tmp_path / "run"
-    args = ["duration=600", "tdf=10", *ray_args(cluster)]
+    args = ["duration=600", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
     try:
         wait_until_training(proc, run)
@@ -133,7 +134,7 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     tmp_path, cluster, shared_data
 ):
     run = tmp_path / "run"
-    args = ["duration=8", "eval.interval=2", "tdf=10", *ray_args(cluster)]
+    args = ["duration=60", "eval.interval=2", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
     wait_until_training(proc, run)
     placement = json.loads((run / "placement.json").read_text())
@@ -152,7 +153,7 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     assert sorted(failed) == on_lost, failed
     assert all("machine was lost" in error for error in failed.values()), failed
     assert sorted(int(n) for n in summary["departed"]) == on_lost  # the others were told
-    assert summary["curve"][-1]["t"] == pytest.approx(8.0)
+    assert summary["curve"][-1]["t"] == pytest.approx(60.0)
     assert summary["curve"][-1]["nodes"] == 4  # the survivors, evaluated to the end
     at_2 = next(p for p in summary["curve"] if p["t"] == pytest.approx(2.0))
     assert at_2["nodes"] == 6  # the lost machine's results from before its loss are kept

@@ -20,7 +20,7 @@ def composed(*overrides):
 
 def test_default_experiment_validates_to_the_artifact_setting():
     run = validate(composed())
-    assert run.num_nodes == 60 and run.tdf is None
+    assert run.num_nodes == 60 and run.tdf is None and run.clock == "virtual"
     a = run.algorithm
     assert (a.name, a.fraction, a.degree, a.local_steps, a.lr, a.batch_size) == (
         "divshare",
@@ -93,7 +93,11 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["+algorithm.momentum=0.9"], "algorithm.momentum", "remove it"),
         (["+nodes=3"], "nodes", "known top-level keys"),
         (["duration=abc"], "duration", "duration=60"),
-        (["tdf=0.5"], "tdf", "tdf=auto"),
+        (["clock=wall", "tdf=0.5"], "tdf", "tdf=auto"),
+        (["tdf=12"], "tdf", "use clock=wall tdf=12"),
+        (["clock=fast"], "clock", "virtual (time kept by the launcher"),
+        (["compute.pace=false"], "compute.pace", "or use clock=wall"),
+        (["launch.stall_timeout=0"], "launch.stall_timeout", ">= 1.0"),
         (["network.num_stragglers=3"], "network.num_stragglers", "exactly one"),
         (
             ["network.straggler_fraction=null", "network.num_stragglers=70"],
@@ -125,7 +129,7 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["eval.workers=0"], "eval.workers", "auto, or >= 1"),
         (["launch.stop_grace=0"], "launch.stop_grace", ">= 0.1"),
         (["seed=-1"], "seed", ">= 0"),
-        (["tdf=fast"], "tdf", "tdf=auto"),
+        (["clock=wall", "tdf=fast"], "tdf", "tdf=auto"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
@@ -254,7 +258,7 @@ def test_dirichlet_partition_and_relaysgd_validate():
 
 def test_paper_cifar10_is_the_artifacts_setting():
     run = validate(composed("+experiment=paper_cifar10"))
-    assert (run.num_nodes, run.duration, run.tdf) == (60, 800.0, 145)
+    assert (run.num_nodes, run.duration, run.clock) == (60, 800.0, "virtual")
     assert (run.dataset.name, run.dataset.partition, run.model) == ("cifar10", "kshard", "gn_lenet")
     assert run.dataset.shards_per_node == 5 and run.dataset.download is True
     a = run.algorithm

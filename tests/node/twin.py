@@ -203,3 +203,11 @@ class Stubborn(Recorder):
         while self.ctx.node_id == 1 and round == 2:
             time.sleep(0.05)
         return super().aggregate(round, params)
+
+
+class NeverReady(Recorder):
+    """Node 1 never finishes setting up: it blocks in `init`, before it could say Ready."""
+
+    def init(self, params):
+        while self.ctx.node_id == 1:
+            time.sleep(0.05)
