@@ -4,7 +4,7 @@
 # one dlemu run over it. Submit from the project folder after `make setup` on a filesystem every
 # machine sees (the .venv and the code; the run folder itself needs no sharing):
 #
-#   sbatch scripts/slurm_ray.sh +experiment=paper_cifar10 tdf=auto
+#   sbatch scripts/slurm_ray.sh +experiment=paper_cifar10
 #
 # Arguments are hydra overrides for the run. Change the #SBATCH lines to your cluster.
 #SBATCH --job-name=dlemu

@@ -220,14 +220,17 @@ def render(summary: dict) -> str:
         + (f", refused handshakes {n}" if (n := tot.get("handshakes_refused")) else "")
         + ")",
         _time_line(summary),
-        f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "
-        f"{lag['tolerance_s'] * 1000:.0f} ms): "
-        + (
-            f"LAGGED on nodes {lag['lagging_nodes']} — timings are NOT faithful"
-            if lag["lagged"]
-            else "no node lagged"
-        ),
     ]
+    if summary.get("clock_mode", "wall") == "wall":  # in virtual time nothing is ever late
+        lines.append(
+            f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "
+            f"{lag['tolerance_s'] * 1000:.0f} ms): "
+            + (
+                f"LAGGED on nodes {lag['lagging_nodes']} — timings are NOT faithful"
+                if lag["lagged"]
+                else "no node lagged"
+            )
+        )
     clock = summary.get("clock") or {}
     if clock.get("max_uncertainty_emulated_ms") is not None:
         lines.append(
