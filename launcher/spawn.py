@@ -277,9 +277,10 @@ class Launch:
     def _watch(self, display: ProgressDisplay) -> None:
         run, clock = self.plan.run, self.clock
         hard_deadline = None
-        if not clock.virtual:  # paced nodes end at t0 + duration * tdf; un-paced (benchmarks)
+        if not clock.virtual:  # paced nodes end at the run's end; un-paced ones (benchmarks)
             tdf = self.outcome.tdf  # when their steps do. Virtual time has its watchdog.
-            hard_deadline = self.t0 + (run.duration * tdf + 60.0 + 10 * tdf if run.pace else 3600.0)
+            slack = clock.wall_until(run.duration) + 60.0 + 10 * tdf if run.pace else 3600.0
+            hard_deadline = time.monotonic() + slack
         # Reading smaps takes each node's mmap lock: sample memory once, mid-run, not repeatedly.
         pss_due = True
         self.crashes, reach = CrashSchedule(run.scenario), Reachability(run.scenario)

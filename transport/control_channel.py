@@ -18,10 +18,9 @@ import zmq.utils.monitor
 from transport.security import (
     MONITORED,
     CurveKeys,
+    launcher_router,
     refusals,
     secure_client,
-    secure_server,
-    start_authenticator,
 )
 
 QUEUE_SIZE = 1000  # messages either way per process: a run sends a few per second at most
@@ -48,17 +47,12 @@ class ControlServer:
     run's keys never gets a frame in, and its handshake is counted (`refused`)."""
 
     def __init__(self, host: str = "127.0.0.1", curve: CurveKeys | None = None):
-        self.ctx = zmq.Context(io_threads=1)
-        self.authenticator = start_authenticator(self.ctx, curve) if curve else None
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
         # A send to a process that is not connected raises instead of vanishing; a process
         # started again under the same identity (a node joining after a crash) takes it over.
-        self.sock.router_mandatory = 1
+        self.ctx, self.authenticator, self.sock = launcher_router(curve)
         self.sock.router_handover = 1
         self.monitor = None
         if curve is not None:
-            secure_server(self.sock, curve)
             self.monitor = self.sock.get_monitor_socket(MONITORED)
         port = self.sock.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{port}"

@@ -87,3 +87,18 @@ def start_authenticator(ctx: zmq.Context, keys: CurveKeys) -> zmq.auth.thread.Th
     auth.start()
     auth.configure_curve_callback(domain=DOMAIN, credentials_provider=_RunKeyOnly(keys))
     return auth
+
+
+def launcher_router(curve: CurveKeys | None):
+    """A context and a ROUTER socket for the launcher's end of a channel (the control channel,
+    the time keeper's): no linger, a send to a process not connected raises, CURVE with the
+    run's keys when given (and the context's authenticator, to stop before terminating it).
+    Returns (context, authenticator or None, socket); bind it."""
+    ctx = zmq.Context(io_threads=1)
+    authenticator = start_authenticator(ctx, curve) if curve else None
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.router_mandatory = 1
+    if curve is not None:
+        secure_server(sock, curve)
+    return ctx, authenticator, sock

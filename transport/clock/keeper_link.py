@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from transport.security import CurveKeys, secure_client, secure_server, start_authenticator
+from transport.security import CurveKeys, launcher_router, secure_client
 
 REPORT, LEAVE, ADVANCE, SYNC, END = b"R", b"L", b"V", b"S", b"E"
 _REPORT = struct.Struct(">QddQ")  # gen seen, due, quiet until, admitted in all
@@ -129,13 +129,7 @@ class KeeperSocket:
     raised), `send` to a follower (False if it is gone)."""
 
     def __init__(self, host: str = "127.0.0.1", curve: CurveKeys | None = None):
-        self.ctx = zmq.Context(io_threads=1)
-        self.authenticator = start_authenticator(self.ctx, curve) if curve else None
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.router_mandatory = 1
-        if curve is not None:
-            secure_server(self.sock, curve)
+        self.ctx, self.authenticator, self.sock = launcher_router(curve)
         port = self.sock.bind_to_random_port(f"tcp://{host}")
         self.address = KeeperAddress(f"tcp://{host}:{port}", curve)
         self.strangers = 0
