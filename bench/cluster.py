@@ -54,10 +54,10 @@ def bench_cluster(sizes: Sizes, results: Path) -> None:
             def run(tag: str, *extra: str) -> dict:
                 return _facts(launcher(Path(tmp) / tag, sizes, *common, *extra))
 
-            runs = {"local": run("local", "tdf=auto")}
+            runs = {"local": run("local", f"tdf={sizes.tdf}")}
             a = runs["local"]["tdf"]
             runs["local_at_a"] = run("local_at_a", f"tdf={a}")
-            runs["ray"] = run("ray", "tdf=auto", *ray)
+            runs["ray"] = run("ray", f"tdf={sizes.tdf}", *ray)
             runs["ray_at_a"] = run("ray_at_a", f"tdf={a}", *ray)
     finally:
         cluster.shutdown()

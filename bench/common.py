@@ -25,6 +25,9 @@ class Sizes:
     """How big each benchmark runs: the real figures, or just enough to prove it works."""
 
     nodes: int = 60
+    # The factor of runs on the wall clock: auto calibrates (what the figures are about); a
+    # tiny run fixes one, since proving the code still runs needs no calibration trials.
+    tdf: str = "auto"
     shaper_rates_mbps: tuple[float, ...] = (1.0, 10.0, 100.0)
     shaper_seconds: float = 4.0
     burners: int = 4
@@ -32,6 +35,7 @@ class Sizes:
     cifar_per_batch: int = 10_000
     bare_step_seconds: float = 2.0  # each of three timings of a bare step
     efficiency_seconds: float = 6.0  # emulated, default experiment
+    default_run_seconds: float | None = None  # the whole default run (None: its 34 s)
     virtual_step_seconds: float = 2.0  # emulated, per-step algorithms (LASGD, AD-PSGD atomic)
     virtual_round_seconds: float = 2.0  # emulated, each algorithm's phases per round
     virtual_cases: tuple[str, ...] = (
@@ -48,6 +52,7 @@ class Sizes:
     fidelity_seconds: float = 7.0
     # lower than the run's [0.3, 0.4, 0.5]: in 10 s at 16 nodes adpsgd_atomic reached only 0.3
     fidelity_targets: str = "[0.2,0.25,0.3]"
+    fidelity_algorithms: tuple[str, ...] = ("divshare", "swift", "adpsgd_atomic")
     scale_nodes: int = 500
     scale_seconds: float = 2.0
     nolag_seconds: float = 4.0
@@ -59,6 +64,7 @@ class Sizes:
         "compute_stragglers",
         "paper_movielens",
     )
+    nolag_algorithms: tuple[str, ...] = ("divshare", "swift", "adpsgd")
     reliability_runs: int = 20  # runs that lose 10% of their nodes, killed hard
     reliability_nodes: int = 20
     reliability_seconds: float = 4.0  # emulated
@@ -67,7 +73,7 @@ class Sizes:
     fuzz_seconds: float = 12.0  # emulated, 4 nodes: long enough for the fuzz to end within
     ctrl_c_trials: int = 20
     ctrl_c_nodes: int = 8
-    ctrl_c_seconds: float = 6.0  # emulated, tdf=auto: start-up, calibration and training
+    ctrl_c_seconds: float = 6.0  # emulated, at `tdf` (auto: start-up, calibration, training)
     ctrl_c_window: float = 30.0  # wall seconds after the start within which Ctrl-C comes
     cluster_nodes: int = 12  # the Ray backend on three Ray nodes against local processes
     cluster_seconds: float = 6.0  # emulated
@@ -79,6 +85,7 @@ class Sizes:
 FULL = Sizes()
 TINY = Sizes(
     nodes=4,
+    tdf="1.5",
     shaper_rates_mbps=(10.0,),
     shaper_seconds=0.5,
     burners=1,
@@ -86,21 +93,25 @@ TINY = Sizes(
     cifar_per_batch=100,
     bare_step_seconds=0.3,
     efficiency_seconds=1.3,  # two whole rounds: a partial last round is not computed
+    default_run_seconds=1.3,
     virtual_step_seconds=0.7,
     virtual_round_seconds=0.7,
     virtual_cases=("default_60",),
-    virtual_round_algorithms=("divshare", "adpsgd_atomic"),
+    virtual_round_algorithms=("divshare", "adpsgd_atomic"),  # one per-step algorithm in processes
     cifar_nodes=8,  # paper_cifar10 has 7 stragglers
     cifar_seconds=1.3,
     fidelity_nodes=4,
     fidelity_seconds=1.3,
+    fidelity_algorithms=("divshare",),
     scale_nodes=6,
     scale_seconds=1.3,
     nolag_seconds=1.3,
     nolag_experiments=("default",),
+    nolag_algorithms=("divshare",),
     reliability_runs=1,
     reliability_nodes=4,
     reliability_seconds=1.5,
+    reliability_tdf=1.5,
     fuzz_frames=2000,
     fuzz_seconds=4.0,
     ctrl_c_trials=2,

@@ -47,9 +47,8 @@ def _efficiency(sizes, results, name, model, data_spec, nodes, step_time, *overr
     cores = len(os.sched_getaffinity(0))
     before = bare_step_s(model, data_spec, nodes, sizes.bare_step_seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        s = launcher(
-            Path(tmp) / "run", sizes, "clock=wall", f"num_nodes={nodes}", "tdf=auto", *overrides
-        )
+        wall = ("clock=wall", f"num_nodes={nodes}", f"tdf={sizes.tdf}")
+        s = launcher(Path(tmp) / "run", sizes, *wall, *overrides)
     after = bare_step_s(model, data_spec, nodes, sizes.bare_step_seconds)
     bare = (before + after) / 2
     limit = nodes * bare / (cores * step_time)
@@ -148,8 +147,8 @@ def bench_fidelity(sizes: Sizes, results: Path) -> None:
             folder = Path(tmp) / f"{algorithm}-{tag}"
             return _run_facts(launcher(folder, sizes, *common, f"algorithm={algorithm}", *extra))
 
-        for algorithm in ("divshare", "swift", "adpsgd_atomic"):
-            runs = {"a": run(algorithm, "a", "clock=wall")}
+        for algorithm in sizes.fidelity_algorithms:
+            runs = {"a": run(algorithm, "a", "clock=wall", f"tdf={sizes.tdf}")}
             a = runs["a"]["tdf"]
             runs["2a"] = run(algorithm, "2a", "clock=wall", f"tdf={2 * a}")
             if algorithm == "divshare":
@@ -197,17 +196,16 @@ def bench_nolag(sizes: Sizes, results: Path) -> None:
         write_ratings(Path(tmp) / "ml", num_users=610, per_user=(20, 311), num_movies=9724)
         for experiment in sizes.nolag_experiments:
             extra = [] if experiment == "default" else [f"+experiment={experiment}"]
-            extra.append("clock=wall")
+            extra += ["clock=wall", f"tdf={sizes.tdf}"]
             if experiment.startswith("paper_"):
                 extra += [
-                    "tdf=auto",
                     "compute.step_time=0.00485",
                     "dataset.download=false",
                     f"dataset.root={Path(tmp) / 'ml'}",
                 ]
             if sizes.extra:
                 extra.append(f"num_nodes={sizes.nodes}")
-            for algorithm in ("divshare", "swift", "adpsgd"):
+            for algorithm in sizes.nolag_algorithms:
                 s = launcher(
                     Path(tmp) / f"{experiment}-{algorithm}",
                     for_other_data(sizes) if experiment.startswith("paper_") else sizes,

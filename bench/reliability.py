@@ -281,7 +281,7 @@ def _ctrl_c(sizes: Sizes, work: Path) -> dict:
         run_dir = work / f"{i:02d}"
         proc = _start(
             run_dir, sizes, f"num_nodes={sizes.ctrl_c_nodes}",
-            f"duration={sizes.ctrl_c_seconds}", "tdf=auto",
+            f"duration={sizes.ctrl_c_seconds}", f"tdf={sizes.tdf}",
         )  # fmt: skip
         after = rng.uniform(0.5, sizes.ctrl_c_window)
         try:

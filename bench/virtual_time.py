@@ -78,7 +78,7 @@ def _pair(sizes, tmp: Path, tag: str, nodes: int, bare: float, data_sizes, *args
     for name, extra in (("virtual", ("clock=virtual",)), ("virtual_again", ("clock=virtual",))):
         folder = tmp / f"{tag}-{name}"
         out[name] = _facts(launcher(folder, data_sizes, *common, *extra), nodes, bare, folder)
-    wall_args = ["clock=wall", "tdf=auto"]
+    wall_args = ["clock=wall", f"tdf={sizes.tdf}"]
     if nodes > 100:  # calibrating 500 nodes takes most of an hour: 3x the bare-step limit
         wall_args = ["clock=wall", f"tdf={3 * out['virtual']['compute_limit']:.2f}"]
     folder = tmp / f"{tag}-wall"
@@ -166,7 +166,10 @@ def bench_virtual(sizes: Sizes, results: Path) -> None:
         for case, (nodes, bare, case_sizes, args) in cases.items():
             table[case] = _pair(case_sizes, tmp, case, nodes, bare, case_sizes, *args)
         report["advances_per_round_60"] = _advances_per_round(sizes, tmp, sizes.nodes)
-        default = launcher(tmp / "default-full", sizes, f"num_nodes={sizes.nodes}")
+        full = [f"num_nodes={sizes.nodes}"]
+        if sizes.default_run_seconds:
+            full.append(f"duration={sizes.default_run_seconds}")
+        default = launcher(tmp / "default-full", sizes, *full)
     for case in ("default_60", "default_500"):
         if case not in table:
             continue
