@@ -77,6 +77,12 @@ class ProgressDisplay:
             self.next_at += self.interval
             log.info("t=%6.1f/%gs emulated | %s", t, self.duration, line)
 
+    def finish(self, t: float, line: str) -> None:
+        """The end of training: the last status is shown whatever the pace, so that even a
+        run shorter than one interval leaves its end in the log (or on the bar)."""
+        self.next_at = self.clock()
+        self.show(t, line)
+
     def logging_through_bar(self):
         """While the bar is drawn, log messages print above it instead of through it."""
         return logging_redirect_tqdm() if self.bar is not None else contextlib.nullcontext()

@@ -304,6 +304,10 @@ class Launch:
                     self._departed(n)
             if len(finished) == len(self.nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - self.t0
+                ended = sum(code == 0 for code in self.outcome.exit_codes.values())
+                per_s = self.outcome.training_wall_seconds / run.duration if clock.virtual else None
+                line = status(self.outcome, ended, len(self.nodes), reach, run.duration, per_s)
+                display.finish(run.duration, line)
                 return
             if hard_deadline is not None and time.monotonic() > hard_deadline:
                 late = sorted(set(self.nodes) - finished)

@@ -58,6 +58,17 @@ def test_without_a_terminal_a_log_line_every_interval(caplog):
     assert lines == ["t=   0.9/10s emulated | line 9", "t=   1.9/10s emulated | line 19"]
 
 
+def test_the_end_is_logged_even_before_the_first_interval(caplog):
+    clock = FakeClock()
+    display = ProgressDisplay(duration=10, interval=5, stream=io.StringIO(), clock=clock)
+    with caplog.at_level(logging.INFO, logger="launcher.progress"):
+        clock.now += 1.0
+        display.show(3.0, "not yet")
+        display.finish(10.0, "4/4 alive")
+    display.close()
+    assert [r.getMessage() for r in caplog.records] == ["t=  10.0/10s emulated | 4/4 alive"]
+
+
 def test_on_a_terminal_a_bar_of_emulated_time_redrawn_at_its_own_pace(caplog):
     clock, terminal = FakeClock(), Terminal()
     display = ProgressDisplay(duration=10, interval=5, stream=terminal, clock=clock)
