@@ -19,7 +19,8 @@ from tests.node import twin
 from tests.node.test_runtime_equivalence import ALGORITHMS, GOLDEN, PACED
 from tests.test_golden import models_digest
 
-pytestmark = pytest.mark.process
+# golden_runs launches seven runs inside the first test's time limit
+pytestmark = [pytest.mark.process, pytest.mark.timeout(900)]
 VIRTUAL = ["clock=virtual", "eval.keep_snapshots=true", "eval.workers=1"]
 WALL_FIELDS = {"cpu_per_step", "gate_wait_s", "wall_s"}  # what a round took on the wall clock
 
