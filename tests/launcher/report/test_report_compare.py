@@ -256,48 +256,21 @@ def test_cli_refuses_an_empty_dir_with_exit_2(tmp_path):
     ]
 
 
-@pytest.mark.process
-def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(tmp_path):
-    args = [
-        "-m",
-        "num_nodes=3",
-        "algorithm=divshare",
-        "algorithm.degree=2",
-        "algorithm.fraction=0.5,1.0",
-        "network=uniform",
-        "duration=2",
-        "eval.interval=1",
-        "compute.calibration_margin=4",
-        "dataset.num_samples=3000",  # MNIST-1D is generated in tmp_path: keep it small
-        "launch.progress_interval=2",
-        f"data_root={tmp_path / 'data'}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    code, out = cli.run("launcher", *args, timeout=240)
-    assert code == 0, out
-    sweep = tmp_path / "sweep"
-    md = (sweep / "comparison.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| algorithm.fraction=")]
-    assert [r.split(" | ")[0] for r in rows] == [
-        "| algorithm.fraction=0.5",
-        "| algorithm.fraction=1.0",
-    ]
-    for png in ("comparison_accuracy.png", "comparison_bytes.png"):
-        assert (sweep / png).stat().st_size > 10_000
-    assert "comparison written to" in out
-
-
-@pytest.mark.process
-def test_two_short_movielens_runs_are_compared_on_rmse(tmp_path):
-    """The real CLI: two runs on a small ratings file in the real format, then the comparison."""
+@pytest.fixture(scope="module")
+def movielens_sweep(tmp_path_factory):
+    """One real multirun (the CLI, `-m algorithm=divshare,swift`) of two short 4-node runs on a
+    small ratings file in the real format: (sweep dir, output). Both tests below read it."""
     from bench.data_files import write_ratings
 
-    write_ratings(tmp_path / "ml", num_users=16, per_user=(20, 40))
-    common = [
+    tmp = tmp_path_factory.mktemp("movielens-sweep")
+    write_ratings(tmp / "ml", num_users=16, per_user=(20, 40))
+    args = [
+        "-m",
+        "algorithm=divshare,swift",
         "num_nodes=4",
         "dataset=movielens",
         "model=mf",
-        f"dataset.root={tmp_path / 'ml'}",
+        f"dataset.root={tmp / 'ml'}",
         "dataset.download=false",
         "network=uniform",
         "algorithm.degree=2",
@@ -306,16 +279,30 @@ def test_two_short_movielens_runs_are_compared_on_rmse(tmp_path):
         "duration=2",
         "eval.interval=0.5",
         "eval.targets=[3.5,3.0]",  # RMSE values: the comparison judges MovieLens on RMSE
-        "compute.calibration_margin=4",
+        f"hydra.sweep.dir={tmp / 'sweep'}",
     ]
-    runs = []
-    for algorithm in ("divshare", "swift"):
-        run = tmp_path / algorithm
-        code, out = cli.run(
-            "launcher", *common, f"algorithm={algorithm}", f"hydra.run.dir={run}", timeout=300
-        )
-        assert code == 0, out
-        runs.append(run)
+    code, out = cli.run("launcher", *args, timeout=280)
+    assert code == 0, out
+    return tmp / "sweep", out
+
+
+@pytest.mark.process
+def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(movielens_sweep):
+    sweep, out = movielens_sweep
+    md = (sweep / "comparison.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| algorithm=")]
+    assert [r.split(" | ")[0] for r in rows] == ["| algorithm=divshare", "| algorithm=swift"]
+    for png in ("comparison_rmse.png", "comparison_bytes.png"):
+        assert (sweep / png).stat().st_size > 10_000
+    assert "comparison written to" in out
+
+
+@pytest.mark.process
+def test_two_short_movielens_runs_are_compared_on_rmse(movielens_sweep, tmp_path):
+    """The comparison's own CLI on the sweep's two run folders, judged on RMSE."""
+    sweep, _ = movielens_sweep
+    runs = [sweep / "0", sweep / "1"]
+    assert all((run / "summary.json").is_file() for run in runs)
     code, out = cli.run("launcher.report", *map(str, runs), timeout=120, cwd=tmp_path)
     assert code == 0, out
     cmp = tmp_path / "comparison"
@@ -324,6 +311,10 @@ def test_two_short_movielens_runs_are_compared_on_rmse(tmp_path):
     assert "| final mean RMSE | final worst RMSE |" in md and "final mean acc." not in md
     assert (cmp / "comparison_rmse.png").stat().st_size > 10_000
     result = json.loads((cmp / "comparison.json").read_text())
+    assert [group["label"] for group in result["groups"]] == [
+        "algorithm=divshare",
+        "algorithm=swift",
+    ]
     for group in result["groups"]:
         curve = group["curve"]
         assert curve["mean"][-1] < curve["mean"][0]  # RMSE falls as MF trains
