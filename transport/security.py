@@ -15,8 +15,14 @@ from zmq.utils.monitor import recv_monitor_message
 # The ZAP domain of every node's inbound socket: the authenticator answers for it alone.
 DOMAIN = "dlemu"
 # What a refused peer shows on the inbound socket's monitor: a wrong mechanism or server key
-# (protocol), or a client key the authenticator refused (auth).
-REFUSED = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH}
+# (protocol), a client key the authenticator refused (auth), or, when a keyless client saw the
+# mechanism mismatch first and hung up, a handshake cut short (no detail). That last one came
+# in about a third of the attempts of a keyless peer, which does not retry after it.
+REFUSED = {
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+}
 MONITORED = functools.reduce(operator.or_, REFUSED)  # the monitor's event mask: those alone
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 
