@@ -82,12 +82,13 @@ def test_a_send_to_a_process_that_is_not_connected_is_a_broken_pipe(server):
 
 
 def test_a_new_process_under_the_same_name_takes_the_channel_over(server, clients):
-    server.channel("n3")
+    first = server.channel("n3")
     old = clients(server.address("n3"))
     control.send(old, control.Progress(3, 1.0, 1))
-    time.sleep(0.2)  # it has arrived at the launcher, unread
+    assert first.poll(TIMEOUT)  # it has arrived at the launcher, unread
     old.close()
     channel = server.channel("n3")  # the launcher's fresh view: the old process's is gone
+    assert not channel.poll(0)
     new = clients(server.address("n3"))
     control.send(new, control.Ready(3, "tcp://127.0.0.1:5003"))
     assert control.receive(channel, TIMEOUT) == control.Ready(3, "tcp://127.0.0.1:5003")

@@ -9,6 +9,17 @@ import pytest
 
 from transport import GateClient, GateQueue, GateServer
 
+DEADLINE = 30.0  # wall seconds any wait below may take before it fails the test
+
+
+def wait_until(condition, what: str) -> None:
+    """Poll `condition` until it holds; fail the test, naming `what`, after DEADLINE."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {DEADLINE} s: {what}")
+        time.sleep(0.005)
+
 
 def test_at_most_slots_hold_and_the_earliest_deadline_goes_first():
     gate = GateQueue(slots=2)
@@ -46,7 +57,7 @@ def test_the_server_serves_real_clients_and_frees_a_killed_holder():
     server = GateServer(slots=1)
     endpoint = server.start_and_bind()
     order, holding, overlap = [], [], []
-    stop_dead = threading.Event()
+    stop_dead, stop_waiters = threading.Event(), threading.Event()
     errors = []
 
     def client(node, deadline, hold, release=True, stop=None):
@@ -70,25 +81,30 @@ def test_the_server_serves_real_clients_and_frees_a_killed_holder():
         finally:
             gate.close()
 
+    dead = threading.Thread(target=client, args=(0, 0.0, 0.05, False))
+    waiters: list[threading.Thread] = []
     try:
-        dead = threading.Thread(target=client, args=(0, 0.0, 0.05, False))
         dead.start()
-        time.sleep(0.2)  # node 0 holds the only slot
+        wait_until(lambda: order == [0], "node 0 holds the only slot")
         waiters = [
-            threading.Thread(target=client, args=(node, deadline, 0.02))
+            threading.Thread(target=client, args=(node, deadline, 0.02, True, stop_waiters))
             for node, deadline in ((1, 9.0), (2, 1.0), (3, 5.0))
         ]
         for thread in waiters:
             thread.start()
-        time.sleep(0.3)
-        assert order == [0]  # all three wait behind the dead holder
+        # All three have asked (the server queues them) and wait behind the dead holder.
+        wait_until(lambda: len(server.queue.waiting) == 3, "all three wait in the gate's queue")
+        assert order == [0] and server.queue.holders == {"0"} and server.grants == 1
         server.forget(0)  # what the launcher does when node 0's process has exited
         for thread in waiters:
-            thread.join(10)
+            thread.join(DEADLINE)
         assert order == [0, 2, 3, 1]  # then earliest deadline first
         assert max(overlap) == 1 and not errors
     finally:
         stop_dead.set()
+        stop_waiters.set()  # a failed wait above must not leave them waiting for ever
         server.close()
-        dead.join(10)
+        for thread in [dead, *waiters]:
+            if thread.is_alive():
+                thread.join(DEADLINE)
     assert not server.is_alive() and server.error is None

@@ -375,7 +375,9 @@ def _send(transport, node, outgoing):
 
 
 def _ring_node(node, n, values, t0, delay, conn):
-    """One node process: a real ZeroMQ transport and LASGD driven by a drain loop."""
+    """One node process: a real ZeroMQ transport and LASGD driven by a drain loop. It reaches
+    its round boundary `delay` seconds into the loop or, with `delay` None, once a peer's
+    message has come before it (LASGD keeps it early)."""
     torch.set_num_threads(1)
     stop = threading.Event()
     link = LinkSpec(up_mbps=RATE / 1e6, down_mbps=RATE / 1e6, latency_ms=1.0)
@@ -393,10 +395,15 @@ def _ring_node(node, n, values, t0, delay, conn):
         nctx = NodeContext(node, n, layers, random.Random(node), 1, now=clock.now)
         algo = LASGD(config(chunks=2), nctx)
         params = torch.from_numpy(np.array(values, dtype=np.float32))
-        deadline, start_at = time.monotonic() + 20, time.monotonic() + delay
+        deadline = time.monotonic() + 60
+        start_at = None if delay is None else time.monotonic() + delay
         started = False
         while algo.counts["allreduces"] < 1 and time.monotonic() < deadline:
-            if not started and time.monotonic() >= start_at:  # this node's round boundary
+            if start_at is None:
+                due = algo.counts["allreduce_early"] >= 1
+            else:
+                due = time.monotonic() >= start_at
+            if not started and due:  # this node's round boundary
                 _send(transport, node, algo.round_messages(0, params))
                 started = True
             msg = transport.receive(until=clock.now() + 0.01)
@@ -427,8 +434,8 @@ def test_ring_all_reduce_over_real_processes_gives_every_node_the_exact_mean(n):
     try:
         for i in range(n):
             parent, child = mp_ctx.Pipe()
-            # Node 0 reaches its round boundary last: the others' messages wait for it.
-            delay = 1.0 if i == 0 else 0.05 * i
+            # Node 0 reaches its round boundary last, once a peer's message waits for it.
+            delay = None if i == 0 else 0.05 * i
             args = (i, n, (base + offsets[i]).tolist(), t0, delay, child)
             proc = mp_ctx.Process(target=_ring_node, args=args, daemon=True)
             proc.start()
@@ -443,7 +450,7 @@ def test_ring_all_reduce_over_real_processes_gives_every_node_the_exact_mean(n):
             conn.send({j: ep for j, ep in endpoints.items() if j != i})
         results = []
         for i, conn in enumerate(conns):
-            assert conn.poll(40), f"node {i} sent no result"
+            assert conn.poll(90), f"node {i} sent no result"
             results.append(conn.recv())
         for proc in procs:
             proc.join(10)
