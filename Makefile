@@ -9,7 +9,7 @@ SEEDS ?= 1
 EXPERIMENT ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup emulate compare test lint format bench clean
+.PHONY: help setup emulate compare test test-unit lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ compare: $(STAMP)  ## one run per algorithm and seed, then a comparison: make co
 
 test: $(STAMP)  ## run the whole test suite (unit + process tests + 4-node CI smoke test)
 	$(PY) -m pytest -q
+
+test-unit: $(STAMP)  ## the tests that start no process or socket (about a minute): a quick loop
+	$(PY) -m pytest -q -m "not process"
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .
