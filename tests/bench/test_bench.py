@@ -77,8 +77,9 @@ def _reliability(r: dict) -> None:
 
 def _cluster(r: dict) -> None:
     runs = r["runs"]
+    assert set(runs) == {"local", "ray"} and r["ray_nodes"] == TINY.cluster_ray_nodes
     assert all(run["status"] == "ok" for run in runs.values()), runs
-    assert runs["ray_at_a"]["tdf"] == pytest.approx(runs["local"]["tdf"])
+    assert runs["ray"]["tdf"] == pytest.approx(runs["local"]["tdf"])  # both at TINY.tdf
 
 
 CHECKS = {
