@@ -13,6 +13,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(scope="session")
+def shared_data_root(tmp_path_factory):
+    """One data root for the whole session: MNIST-1D is generated once per size (4 s at the
+    default 20,000 samples) and cached there, instead of once per test module."""
+    return tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture
 def zmq_context():
     ctx = zmq.Context()

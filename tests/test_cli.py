@@ -45,8 +45,8 @@ def wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) -
 
 
 @pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+def shared_data(shared_data_root):
+    return shared_data_root
 
 
 def test_ci_smoke_four_nodes(tmp_path, shared_data):

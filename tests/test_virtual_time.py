@@ -26,8 +26,8 @@ WALL_FIELDS = {"cpu_per_step", "gate_wait_s", "wall_s"}  # what a round took on 
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("virtual-data")
+def data_root(shared_data_root):
+    return shared_data_root
 
 
 def launch(run: Path, data_root: Path, *overrides: str, timeout: float = 300) -> str:

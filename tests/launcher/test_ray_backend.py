@@ -41,8 +41,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+def shared_data(shared_data_root):
+    return shared_data_root
 
 
 def run_cli(run: Path, data: Path, *overrides: str, timeout: float = 300):
@@ -61,7 +61,7 @@ def ray_args(cluster) -> list[str]:
 def test_divshare_on_three_ray_nodes_on_the_wall_clock_trains_and_reaches_the_launcher(
     tmp_path, cluster, shared_data
 ):
-    args = ["clock=wall", "duration=2", "eval.interval=1", "tdf=6", "transport.curve=on"]
+    args = ["clock=wall", "duration=2", "eval.interval=1", "tdf=3", "transport.curve=on"]
     proc, out = run_cli(tmp_path / "run", shared_data, *ray_args(cluster), *args)
     assert proc.returncode == 0, out
     run = tmp_path / "run"

@@ -33,8 +33,8 @@ MODEL_BYTES = wire_size(Message("model", 0, 1, 0, 0, (np.zeros(8010, np.float32)
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("twin-data")
+def data_root(shared_data_root):
+    return shared_data_root
 
 
 def run(tmp_path, data_root, *overrides):

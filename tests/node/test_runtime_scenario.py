@@ -19,8 +19,8 @@ from transport import MemoryNetwork, VirtualClock
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("scenario-data")
+def data_root(shared_data_root):
+    return shared_data_root
 
 
 FAST = "network.rate_mbps=1000"  # a model crosses in 0.5 ms: each round's 3 land at once

@@ -78,7 +78,7 @@ def test_two_processes_deliver_within_two_percent_of_the_configured_rate(rate_mb
     within 2 %, back to back, and the receiver here hands none over before its stamped instant
     (so the whole transfer took at least the scheduled time). How late this host's threads
     woke is the `shaper` benchmark's figure (bench/links.shaper_rate), not this test's."""
-    count, size = 120, 20_000
+    count, size = 120, int(1_000 * rate_mbps)  # 8 ms a message at either rate: about 1 s
     clock = DilatedClock(time.monotonic() + 0.5, 1.0)
     stop = threading.Event()
     # The downlink is 10x faster, so the uplink alone sets the pace.

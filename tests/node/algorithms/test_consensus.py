@@ -61,9 +61,9 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def alone(workdir) -> Outcome:
+def alone(workdir, shared_data_root) -> Outcome:
     """The reference: the same nodes, data and seed, training without any communication."""
-    return run("local", workdir, workdir / "data")
+    return run("local", workdir, shared_data_root)
 
 
 def final_distance(outcome: Outcome) -> float:
@@ -80,8 +80,10 @@ def test_nodes_training_alone_drift_apart(alone):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_algorithm_keeps_models_closer_than_training_alone(algorithm, workdir, alone):
-    outcome = run(algorithm, workdir, workdir / "data")
+def test_algorithm_keeps_models_closer_than_training_alone(
+    algorithm, workdir, alone, shared_data_root
+):
+    outcome = run(algorithm, workdir, shared_data_root)
     assert outcome.total("bytes_delivered") > 0 and outcome.total("messages_malformed") == 0
     # Communication must pull the models together: well under the distance of no averaging.
     assert final_distance(outcome) < 0.5 * final_distance(alone), (
