@@ -1,5 +1,5 @@
 """Every benchmark runs at the smallest size, so that `make bench` cannot break unnoticed: one
-test per benchmark, each in its own `python -m bench.run --tiny NAME`, checking what it wrote."""
+`python -m bench.run --tiny` of them all, and a test per benchmark checking what it wrote."""
 
 from __future__ import annotations
 
@@ -101,16 +101,32 @@ def test_every_benchmark_has_its_check():
     assert set(CHECKS) == set(BENCHES)
 
 
-@pytest.mark.timeout(600)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Every benchmark at its tiny size in one `python -m bench.run --tiny` (one interpreter,
+    not one per benchmark): (results folder, exit code, output)."""
+    results = tmp_path_factory.mktemp("bench")
+    code, out = cli.run("bench.run", "--tiny", "--results", str(results), *BENCHES, timeout=1100)
+    return results, code, out
+
+
+@pytest.mark.timeout(1200)  # the first one runs them all
 @pytest.mark.parametrize("name", list(BENCHES))
-def test_the_benchmark_runs_at_a_tiny_size_and_writes_its_results(tmp_path, name):
-    code, out = cli.run("bench.run", "--tiny", "--results", str(tmp_path), name, timeout=540)
-    assert code == 0, out
-    record = json.loads((tmp_path / f"{name}.json").read_text())
+def test_the_benchmark_runs_at_a_tiny_size_and_writes_its_results(tiny, name):
+    results, code, out = tiny
+    path = results / f"{name}.json"
+    assert path.is_file(), f"no {path.name} (bench.run exited {code}):\n{out[-4000:]}"
+    record = json.loads(path.read_text())
     assert record["benchmark"] == name and record["machine"]["cores_available"] >= 1
     assert "--tiny" in record["command"] and record["elapsed_s"] > 0
     CHECKS[name](record)
-    assert f"## {name}" in (tmp_path / "SUMMARY.md").read_text()
+
+
+def test_every_benchmark_ran_and_the_summary_has_each(tiny):
+    results, code, out = tiny
+    assert code == 0, out[-4000:]
+    summary = (results / "SUMMARY.md").read_text()
+    assert all(f"## {name}" in summary for name in BENCHES)
 
 
 def test_the_summary_has_a_section_per_result_with_its_verdict(tmp_path):
