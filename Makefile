@@ -35,7 +35,7 @@ compare: $(STAMP)  ## one run per algorithm and seed, then a comparison: make co
 test: $(STAMP)  ## run the whole test suite (unit + process tests + 4-node CI smoke test)
 	$(PY) -m pytest -q
 
-test-unit: $(STAMP)  ## the tests that start no process or socket (about a minute): a quick loop
+test-unit: $(STAMP)  ## the tests that start no process or socket (about 70 s): a quick loop
 	$(PY) -m pytest -q -m "not process"
 
 lint: $(STAMP)  ## ruff lint and format check
