@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from launcher.clocks import synchronise
 from node import control
+from transport import DilatedClock
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,9 @@ CLOSE_ENOUGH = 0.95  # a candidate within 5% of the smallest pass is not worth a
 # with a step a burst (LASGD, AD-PSGD atomic) the span is one step, and 60 LASGD nodes 120 ms
 # behind at tdf 11.6 read -2,488%, which the slack rule turned into a next trial at about 375.
 MAX_RAISE = 2.5
-START_SLACK = 1.0  # wall seconds between a trial's announcement and its emulated 0
+# wall seconds between an announced start (a trial's, the run's) and its emulated 0: for every
+# PUSH socket to connect
+START_SLACK = 1.0
 
 
 @dataclass
@@ -200,3 +204,20 @@ class Calibrator:
                 {n: r.stats["cpu_per_emulated_s"] for n, r in reports.items()}
             ),
         )
+
+
+def start_dilated(launch) -> None:
+    """A run's start on dilated wall time (`launch`: a spawn.Launch past its barrier): clock
+    offsets, the factor (calibrated or given), a shared t0."""
+    run = launch.plan.run
+    launch.outcome.clocks = synchronise(launch.conns, run.start_timeout)
+    if run.tdf is None:
+        calibrate = Calibrator(launch, launch.backend.hosts())
+        launch.outcome.tdf, launch.outcome.calibration = calibrate()
+    else:
+        launch.outcome.tdf = run.tdf
+    tdf = launch.outcome.tdf
+    log.info("time-dilation factor %.2f (%s)", tdf, "auto" if run.tdf is None else "fixed")
+    launch.t0 = time.monotonic() + START_SLACK
+    launch.clock = DilatedClock(launch.t0, tdf)
+    launch._broadcast(control.Start(launch.t0, tdf))

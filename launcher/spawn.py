@@ -10,26 +10,26 @@ import signal
 import time
 
 from launcher.backends import make_backend
-from launcher.calibration import Calibrator
-from launcher.clocks import synchronise
+from launcher.calibration import start_dilated
 from launcher.outcome import Outcome, StartupError
 from launcher.plan import Plan
-from launcher.processes import CrashSchedule, measure_pss, reap, tell, write_pids
+from launcher.processes import (
+    CrashSchedule,
+    finish_evaluators,
+    measure_pss,
+    stop_nodes,
+    tell,
+    write_pids,
+)
 from launcher.progress import ProgressDisplay, status
 from launcher.rejoin import Rejoins
-from launcher.timekeeper import KeeperThread, TimeKeeper
+from launcher.virtual_time import KeeperThread, handle_stalls, keeper_record, start_virtual
 from node import control
-from node.algorithms import load_algorithm
 from node.files import write_json_atomic
-from transport import DilatedClock, Reachability
+from transport import Reachability
 from transport.control_channel import Channel, ControlServer
-from transport.dynamics import crash_rejoins
 
 log = logging.getLogger(__name__)
-
-START_SLACK = 1.0  # wall seconds between the barrier and t0, for every PUSH socket to connect
-DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
-BARE_STEPS = 64  # virtual time: node 0's burst alone, the bare step the efficiency is judged by
 
 
 class Launch:
@@ -80,9 +80,9 @@ class Launch:
             self._collect(control.Connected, started)
             self.outcome.cores = sum(backend.hosts().cores.values())
             if run.clock == "virtual":
-                self._start_virtual(started)
+                start_virtual(self, started)
             else:
-                self._start_dilated()
+                start_dilated(self)
             self.outcome.start_seconds = self.t0 - started
             self._monitor()
         except KeyboardInterrupt:
@@ -96,11 +96,11 @@ class Launch:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
-                self._stop_nodes()
+                stop_nodes(self)
                 if self.keeper is not None:
                     self.keeper.close()
-                    self.outcome.keeper = self._keeper_record()
-                self._finish_evaluators()
+                    self.outcome.keeper = keeper_record(self.keeper)
+                finish_evaluators(self)
                 if self.backend is not None:
                     self.backend.close()
                 if self.control is not None:
@@ -113,77 +113,6 @@ class Launch:
                 signal.signal(signal.SIGTERM, previous_term)
         self.outcome.wall_seconds = time.monotonic() - started
         return self.outcome
-
-    # ---- start -------------------------------------------------------------------------------
-    def _start_dilated(self) -> None:
-        """Dilated wall time: clock offsets, the factor (calibrated or given), a shared t0."""
-        run = self.plan.run
-        self.outcome.clocks = synchronise(self.conns, run.start_timeout)
-        if run.tdf is None:
-            self.outcome.tdf, self.outcome.calibration = Calibrator(self, self.backend.hosts())()
-        else:
-            self.outcome.tdf = run.tdf
-        tdf = self.outcome.tdf
-        log.info("time-dilation factor %.2f (%s)", tdf, "auto" if run.tdf is None else "fixed")
-        self.t0 = time.monotonic() + START_SLACK
-        self.clock = DilatedClock(self.t0, tdf)
-        self._broadcast(control.Start(self.t0, tdf))
-
-    def _start_virtual(self, started: float) -> None:
-        """Virtual time: node 0 times a bare burst alone (what the efficiency is judged by),
-        then the time keeper starts and every node follows it from emulated 0."""
-        run, hosts = self.plan.run, self.backend.hosts()
-        self.outcome.calibration = {"mode": "virtual"}
-        self.outcome.bare_step = self._bare_step(started)
-        slots = None
-        if run.gate_slots > 0:
-            # auto: a core each for nodes computing rounds at once; per-step nodes compute one
-            # step per wake and then wait for the keeper: twice as many hide that wait
-            per_step = load_algorithm(run.algorithm_class).merges_at != "round"
-            share = 2 if per_step or run.pacing == "step" else 1
-            slots = {
-                machine: share * cores if run.gate_slots_auto else run.gate_slots
-                for machine, cores in hosts.cores.items()
-            }
-        keeper = TimeKeeper(
-            [spec.node_id for spec in self.plan.nodes],
-            machine_of=hosts.machine_of,
-            slots=slots,
-            crashes=[(a.t, a.node) for a in run.scenario if a.kind == "crash"],
-            joins=[(a.t, a.node) for a in crash_rejoins(run.scenario)],
-        )
-        curve = self.plan.nodes[0].curve if self.plan.nodes else None
-        self.keeper = KeeperThread(keeper, self.backend.control_host(), curve, run.stall_timeout)
-        address = self.keeper.start_and_bind()
-        self.clock = self.keeper
-        log.info("virtual time: the launcher keeps the clock (%s per machine)", slots or "no gate")
-        self.t0 = time.monotonic()
-        self._broadcast(control.Start(0.0, 1.0, keeper=address.endpoint))
-
-    def _bare_step(self, started: float) -> dict | None:
-        """A burst of local steps on node 0 alone, every other node idle: CPU and wall per
-        step (the smaller of two bursts)."""
-        if 0 not in self.conns:
-            return None
-        best = None
-        for _ in range(2):
-            self._broadcast(control.Calibrate(BARE_STEPS), {0: self.conns[0]})
-            got = self._collect_from(control.Calibrated, started, [0])[0]
-            if best is None or got.cpu_per_step < best.cpu_per_step:
-                best = got
-        return {"cpu_s": best.cpu_per_step, "wall_s": best.wall_per_step, "steps": BARE_STEPS}
-
-    def _keeper_record(self) -> dict:
-        counts = self.keeper.keeper.counts
-        return {
-            "phases": counts.phases,
-            "advances": counts.advances,
-            "syncs": counts.syncs,
-            "reports": counts.reports,
-            "keeper_cpu_s": round(self.keeper.cpu_s, 3),
-            "frames_from_strangers": self.keeper.strangers,
-            "error": None if self.keeper.error is None else repr(self.keeper.error),
-        }
 
     def _broadcast(self, message, conns: dict | None = None) -> None:
         """Start-up messages to every node (or those of `conns`); a node whose channel is gone
@@ -316,7 +245,7 @@ class Launch:
                 log.error("nodes %s still running past the deadline: stopping them", late)
                 return
             if self.keeper is not None:
-                self._stalled()
+                handle_stalls(self)
             t = min(run.duration, max(0.0, clock.now()))
             alive = len(self.nodes) - len(finished)
             per_s = (time.monotonic() - self.t0) / t if clock.virtual and t > 0 else None
@@ -330,37 +259,6 @@ class Launch:
             self.keeper.depart(n)
         tell(self.conns, control.Departed(n, self.outcome.departed[n]))
         log.error("node %d failed at t=%.2f s: %s", n, died, self._errors_text([n]))
-
-    def _stalled(self) -> None:
-        """Virtual time stood still past the watchdog: name what it waits on and stop those
-        nodes (the others go on); every live node waiting for ever ends the run. A keeper
-        that failed ends it at once."""
-        if self.keeper.error is not None and not self.keeper.stop.is_set():
-            self.keeper.stop.set()
-            log.error("the time keeper failed: %r; stopping every node", self.keeper.error)
-            for n, proc in self.nodes.items():
-                if proc.exitcode is None:
-                    self.outcome.errors.setdefault(
-                        n, f"the time keeper failed: {self.keeper.error!r}"
-                    )
-                    proc.kill()
-        while not self.keeper.events.stalls.empty():
-            waiting = self.keeper.events.stalls.get_nowait()
-            if "waiting_for_ever" in waiting:
-                nodes = waiting["waiting_for_ever"]
-                why = "waits for ever: every live node did, so time could not move"
-            else:
-                nodes = sorted(set(waiting["busy"]) | set(waiting["in_flight"]))
-                why = (
-                    f"did not go idle within {self.plan.run.stall_timeout:g} wall seconds "
-                    f"(time stood at t={self.clock.now():.4f} s; messages owed: "
-                    f"{waiting['in_flight']}; joins awaited: {waiting['joins']})"
-                )
-            log.error("virtual time stood still: nodes %s %s", nodes, why)
-            for n in nodes:
-                if self.nodes[n].exitcode is None:
-                    self.outcome.errors.setdefault(n, f"node {n} {why}")
-                    self.nodes[n].kill()
 
     def _crash_due(self, wait: float) -> float:
         """Kill hard (SIGKILL, no goodbye) every node whose scheduled crash has come; the wall
@@ -383,47 +281,6 @@ class Launch:
         if self.keeper is not None:
             return wait
         return max(0.0, min(wait, self.clock.wall_until(self.crashes.next_at())))
-
-    # ---- stop --------------------------------------------------------------------------------
-    def _stop_nodes(self) -> None:
-        """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
-        grace = self.plan.run.stop_grace
-        tell(self.conns, control.Stop())
-        for p in [p for p in self.nodes.values() if p.is_alive()]:
-            p.terminate()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(p.is_alive() for p in self.nodes.values()):
-            self._poll(0.1)
-        alive = [p for p in self.nodes.values() if p.is_alive()]
-        for p in alive:
-            p.kill()
-        for p in alive:
-            p.join(timeout=grace)
-        self._poll(0)
-        for n, p in self.nodes.items():
-            p.join(timeout=1.0)
-            self.outcome.exit_codes[n] = p.exitcode
-            planned = n in self.outcome.killed
-            if p.exitcode not in (0, None) and n not in self.outcome.errors and not planned:
-                self.outcome.errors[n] = f"exited with code {p.exitcode}"
-            p.close() if p.exitcode is not None else None
-
-    def _finish_evaluators(self) -> None:
-        """After a normal run the evaluators test every snapshot left; on Ctrl-C they just stop."""
-        finish = not self.outcome.interrupted
-        tell(self.eval_conns, control.Finish() if finish else control.Stop())
-        deadline = time.monotonic() + (DRAIN_TIMEOUT if finish else self.plan.run.stop_grace)
-
-        def pending() -> set[int]:
-            return {
-                w for w in set(self.evaluators) - self.eval_done if self.evaluators[w].is_alive()
-            }
-
-        while pending() and time.monotonic() < deadline:
-            self._poll(0.2)
-        self._poll(0)  # a worker may have said 'done' just before exiting
-        self.outcome.evaluation_complete = finish and self.eval_done == set(self.evaluators)
-        reap(self.evaluators.values(), self.plan.run.stop_grace)
 
 
 def run_plan(plan: Plan) -> Outcome:

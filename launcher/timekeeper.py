@@ -1,38 +1,20 @@
 """The launcher's virtual clock (`clock=virtual`): the run's emulated time, kept here and moved
 by the conservative rule. Time stands still while any node has work at the current instant; it
 moves to the next instant anything is due only when every live node waits and every message
-handed over has been admitted by its destination. A pure `TimeKeeper` decides; `KeeperThread`
-carries its decisions out over the keeper's socket (transport/clock/keeper_link.py)."""
+handed over has been admitted by its destination. This pure `TimeKeeper` decides;
+launcher/virtual_time.py's `KeeperThread` carries its decisions out over the keeper's socket
+(transport/clock/keeper_link.py)."""
 
 from __future__ import annotations
 
 import heapq
-import logging
 import math
-import os
-import queue
-import threading
-import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import zmq
+from transport.clock.keeper_link import Report
 
-from transport.clock.keeper_link import (
-    LEAVE,
-    KeeperSocket,
-    LinkError,
-    Report,
-    decode_report,
-    encode_advance,
-    encode_end,
-    encode_sync,
-)
-from transport.security import CurveKeys
-
-log = logging.getLogger(__name__)
 INF = math.inf
-POLL_MS = 100  # the keeper's wake-up with nothing received: its watchdog and its inputs
 
 
 @dataclass(frozen=True)
@@ -273,142 +255,3 @@ class TimeKeeper:
             woken.append(Advance(n, f.incarnation, self.gen, self.t, self.horizon, f.slot))
         self.queue = waiting
         return woken
-
-
-@dataclass
-class KeeperEvents:
-    """What the keeper thread hands the launcher's main thread."""
-
-    crashes: queue.Queue = field(default_factory=queue.Queue)  # Crash: kill that process
-    stalls: queue.Queue = field(default_factory=queue.Queue)  # dict: what time waits on
-
-
-class KeeperThread(threading.Thread):
-    """Owns the keeper's socket and drives a `TimeKeeper`; the launcher's clock in virtual
-    time (`now`, `wall_until` = 0: its instants come when everyone is done). A wait longer
-    than `stall_timeout` wall seconds with nothing received is reported in `events.stalls`
-    with what time waits on, once per such wait."""
-
-    virtual = True
-
-    def __init__(
-        self,
-        keeper: TimeKeeper,
-        host: str = "127.0.0.1",
-        curve: CurveKeys | None = None,
-        stall_timeout: float = 120.0,
-    ):
-        super().__init__(name="time-keeper", daemon=True)
-        self.keeper, self.host, self.curve = keeper, host, curve
-        self.stall_timeout = stall_timeout
-        self.events = KeeperEvents()
-        self.address = None
-        self.bound, self.stop, self.finished = (
-            threading.Event(),
-            threading.Event(),
-            threading.Event(),
-        )
-        self.error: BaseException | None = None
-        self.inputs: queue.Queue = queue.Queue()
-        self.wake_read, self.wake_write = os.pipe()
-        self.strangers = 0
-        self.cpu_s = 0.0  # this thread's CPU time
-
-    # ---- the launcher's clock ---------------------------------------------------------------
-    def now(self) -> float:
-        return self.keeper.t
-
-    def wall_until(self, t_emulated: float) -> float:
-        return 0.0
-
-    # ---- from the main thread ---------------------------------------------------------------
-    def start_and_bind(self, timeout: float = 10.0):
-        self.start()
-        if not self.bound.wait(timeout) or self.address is None:
-            raise RuntimeError(f"the time keeper did not bind: {self.error}")
-        return self.address
-
-    def depart(self, node: int) -> None:
-        self._input("depart", node)
-
-    def cancel_join(self, node: int) -> None:
-        self._input("cancel_join", node)
-
-    def _input(self, verb: str, node: int) -> None:
-        self.inputs.put((verb, node))
-        os.write(self.wake_write, b"!")
-
-    def close(self) -> None:
-        self.stop.set()
-        os.write(self.wake_write, b"!")
-        self.join(timeout=5.0)
-        if not self.is_alive():
-            os.close(self.wake_read)
-            os.close(self.wake_write)
-
-    # ---- the thread ---------------------------------------------------------------------------
-    def run(self) -> None:
-        sock = None
-        try:
-            sock = KeeperSocket(self.host, self.curve)
-            self.address = sock.address
-            self.bound.set()
-            self._serve(sock)
-        except BaseException as exc:  # reported by the launcher
-            self.error = exc
-            log.exception("the time keeper failed")
-        finally:
-            self.cpu_s = time.thread_time()
-            if sock is not None:
-                self.strangers = sock.strangers
-                sock.close()
-            self.bound.set()
-
-    def _serve(self, sock: KeeperSocket) -> None:
-        poller = zmq.Poller()
-        poller.register(sock.sock, zmq.POLLIN)
-        poller.register(self.wake_read, zmq.POLLIN)
-        keeper, quiet_since, reported_stall = self.keeper, time.monotonic(), False
-        while not self.stop.is_set():
-            events = dict(poller.poll(POLL_MS))
-            actions = []
-            if self.wake_read in events:
-                os.read(self.wake_read, 4096)
-            while not self.inputs.empty():
-                verb, node = self.inputs.get_nowait()
-                actions += getattr(keeper, verb)(node)
-            for node, incarnation, kind, frame in sock.receive():
-                if kind == LEAVE:
-                    actions += keeper.leave(node, incarnation)
-                    continue
-                try:
-                    report = decode_report(frame)
-                except LinkError:
-                    sock.strangers += 1
-                    continue
-                actions += keeper.report(node, incarnation, report)
-            if actions or events:
-                quiet_since, reported_stall = time.monotonic(), False
-            self._carry_out(sock, actions)
-            if time.monotonic() - quiet_since > self.stall_timeout and not reported_stall:
-                waiting = keeper.waiting_on()
-                if waiting["busy"] or waiting["in_flight"] or waiting["joins"]:
-                    self.events.stalls.put(waiting)
-                    reported_stall = True
-
-    def _carry_out(self, sock: KeeperSocket, actions: list) -> None:
-        for action in actions:
-            if isinstance(action, Advance):
-                frame = encode_advance(action.gen, action.t, action.horizon, action.slot)
-                sock.send(action.node, action.incarnation, frame)
-            elif isinstance(action, Sync):
-                sock.send(action.node, action.incarnation, encode_sync(action.admitted))
-            elif isinstance(action, Crash):
-                self.events.crashes.put(action)
-            elif isinstance(action, End):
-                for node, incarnation in action.followers:
-                    sock.send(node, incarnation, encode_end())
-            elif isinstance(action, Stuck):
-                self.events.stalls.put({"waiting_for_ever": list(action.nodes)})
-        if self.keeper.done:
-            self.finished.set()
