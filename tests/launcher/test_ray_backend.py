@@ -103,20 +103,22 @@ def test_in_virtual_time_ray_nodes_compute_the_twins_models(tmp_path, cluster, s
     assert summary["clock_mode"] == "virtual" and summary["totals"]["handshakes_refused"] == 0
 
 
-def wait_until_training(proc, run: Path, nodes: int = 6) -> None:
+def wait_for_log(proc, run: Path, logged) -> None:
+    """Until `logged(the launcher's main.log so far)` holds; fails if the run ends first."""
     log, deadline = run / "main.log", time.monotonic() + 240
-    while not (log.exists() and f"emulated | {nodes}/{nodes} alive" in log.read_text()):
+    while not (log.exists() and logged(log.read_text())):
         assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
-        time.sleep(0.5)
+        time.sleep(0.05)
+
+
+def wait_until_training(proc, run: Path, nodes: int = 6) -> None:
+    wait_for_log(proc, run, lambda text: f"emulated | {nodes}/{nodes} alive" in text)
 
 
 def wait_until_emulated(proc, run: Path, t: float) -> None:
     """Until the progress log says emulated time has reached `t`."""
-    log, deadline = run / "main.log", time.monotonic() + 240
     pattern = re.compile(r"t=\s*([0-9.]+)/")
-    while not (log.exists() and any(float(m) >= t for m in pattern.findall(log.read_text()))):
-        assert time.monotonic() < deadline and proc.poll() is None, finish(proc, 10)
-        time.sleep(0.05)
+    wait_for_log(proc, run, lambda text: any(float(m) >= t for m in pattern.findall(text)))
 
 
 def test_ctrl_c_stops_every_actor(tmp_path, cluster, shared_data):
