@@ -9,7 +9,7 @@ SEEDS ?= 1
 EXPERIMENT ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup emulate compare test test-unit lint format bench clean
+.PHONY: help setup emulate compare reproduce test test-unit lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ emulate: $(STAMP)  ## run the default experiment: make emulate N=60 ARGS="algori
 compare: $(STAMP)  ## one run per algorithm and seed, then a comparison: make compare N=60 SEEDS=1,2
 	$(PY) -m launcher -m $(if $(EXPERIMENT),+experiment=$(EXPERIMENT)) num_nodes=$(N) \
 		algorithm=$(ALGOS) seed=$(SEEDS) $(ARGS)
+
+reproduce: $(STAMP)  ## the DivShare paper's evaluation, resumable: make reproduce ARGS="--dry-run"
+	$(PY) -m launcher.reproduce $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (unit + process tests + 4-node CI smoke test)
 	$(PY) -m pytest -q

@@ -12,16 +12,25 @@ import time
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from launcher.report.metric import ACCURACY, Metric
+
 log = logging.getLogger(__name__)
 BAR_REFRESH = 0.5  # wall seconds between redraws of the terminal bar
 
 
 def status(
-    outcome, alive: int, nodes: int, reach=None, t: float = 0.0, wall_per_s: float | None = None
+    outcome,
+    alive: int,
+    nodes: int,
+    reach=None,
+    t: float = 0.0,
+    wall_per_s: float | None = None,
+    metric: Metric = ACCURACY,
 ) -> str:
-    """What the nodes and evaluators reported so far, in one line; the accuracy is over the
-    nodes there at emulated `t` (neither dead nor away in the scenario `reach`). In virtual
-    time (`wall_per_s` given) nothing lags: the line says what an emulated second costs."""
+    """What the nodes and evaluators reported so far, in one line; the task's metric (accuracy,
+    or RMSE for MovieLens) is the mean over the nodes there at emulated `t` (neither dead nor
+    away in the scenario `reach`). In virtual time (`wall_per_s` given) nothing lags: the line
+    says what an emulated second costs."""
     progress = [p.stats for p in outcome.progress.values()]
     sent = sum(p.get("bytes_sent", 0) for p in progress) / 1e6
     dropped = sum(p.get("bytes_dropped", 0) for p in progress) / 1e6
@@ -34,15 +43,16 @@ def status(
         latest = {
             n: e for n, e in latest.items() if reach.is_up(n, t) and n not in outcome.departed
         }
-    acc = ""
+    judged = ""
     if latest:
-        mean = sum(e["accuracy"] for e in latest.values()) / len(latest)
+        mean = sum(e[metric.node_key] for e in latest.values()) / len(latest)
         upto = min(e["t"] for e in latest.values())
-        acc = f" | acc {mean:.3f} (evaluated to t={upto:.0f}s)"
+        name = "acc" if metric is ACCURACY else metric.name
+        judged = f" | {name} {mean:.3f} (evaluated to t={upto:.0f}s)"
     pace = f"max lag {behind * 1000:.1f} ms"
     if wall_per_s is not None:
         pace = f"{wall_per_s:.2f} wall s per emulated s"
-    return f"{alive}/{nodes} alive{acc} | sent {sent:.1f} MB, dropped {dropped:.1f} MB | {pace}"
+    return f"{alive}/{nodes} alive{judged} | sent {sent:.1f} MB, dropped {dropped:.1f} MB | {pace}"
 
 
 class ProgressDisplay:

@@ -23,8 +23,10 @@ from launcher.processes import (
 )
 from launcher.progress import ProgressDisplay, status
 from launcher.rejoin import Rejoins
+from launcher.report.metric import METRICS
 from launcher.virtual_time import KeeperThread, handle_stalls, keeper_record, start_virtual
 from node import control
+from node.data import TASKS
 from node.files import write_json_atomic
 from transport import Reachability
 from transport.control_channel import Channel, ControlServer
@@ -214,6 +216,7 @@ class Launch:
         pss_due = True
         self.crashes, reach = CrashSchedule(run.scenario), Reachability(run.scenario)
         rejoins = Rejoins(self, run.scenario)
+        metric = METRICS[TASKS[run.dataset.name].metric]  # what the progress line shows
         while True:
             rejoins.step(self._poll(self._crash_due(0.2)))
             if pss_due and clock.now() >= 0.5 * run.duration:
@@ -235,7 +238,9 @@ class Launch:
                 self.outcome.training_wall_seconds = time.monotonic() - self.t0
                 ended = sum(code == 0 for code in self.outcome.exit_codes.values())
                 per_s = self.outcome.training_wall_seconds / run.duration if clock.virtual else None
-                line = status(self.outcome, ended, len(self.nodes), reach, run.duration, per_s)
+                line = status(
+                    self.outcome, ended, len(self.nodes), reach, run.duration, per_s, metric
+                )
                 display.finish(run.duration, line)
                 return
             if hard_deadline is not None and time.monotonic() > hard_deadline:
@@ -249,7 +254,7 @@ class Launch:
             t = min(run.duration, max(0.0, clock.now()))
             alive = len(self.nodes) - len(finished)
             per_s = (time.monotonic() - self.t0) / t if clock.virtual and t > 0 else None
-            display.show(t, status(self.outcome, alive, len(self.nodes), reach, t, per_s))
+            display.show(t, status(self.outcome, alive, len(self.nodes), reach, t, per_s, metric))
 
     def _departed(self, n: int) -> None:
         """`n` died unplanned: its peers and the keeper count on it no more."""

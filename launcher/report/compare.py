@@ -174,19 +174,19 @@ def write_comparison(dirs: list[Path], out: Path | None = None) -> dict:
     plot_bytes(result, out / "comparison_bytes.png")
     write_text_atomic(out / "comparison.md", render_markdown(result))
     write_text_atomic(out / "comparison.csv", render_csv(result))
-    write_json_atomic(out / "comparison.json", _finite(result))
+    write_json_atomic(out / "comparison.json", finite_json(result))
     result["out"] = str(out)
     return result
 
 
-def _finite(x):
+def finite_json(x):
     """JSON has no NaN: any that slipped in becomes null."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     return x
 
 

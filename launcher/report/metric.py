@@ -18,6 +18,7 @@ class Metric:
     higher_is_better: bool
     bounded: bool  # in [0, 1]: the axis is fixed
     default_targets: tuple[float, ...]  # eval.targets=auto
+    node_key: str  # the key of one node's evaluation record (what a curve point averages)
 
     @property
     def worst(self) -> str:
@@ -36,7 +37,9 @@ class Metric:
         return tuple(sorted(targets, reverse=not self.higher_is_better))
 
 
-ACCURACY = Metric("accuracy", "test accuracy", "mean", "min", "max", True, True, (0.3, 0.4, 0.5))
+ACCURACY = Metric(
+    "accuracy", "test accuracy", "mean", "min", "max", True, True, (0.3, 0.4, 0.5), "accuracy"
+)
 # Matrix factorisation from small random factors starts near the RMSE of predicting 0 (about
 # 3.7 on MovieLens's 0.5-5 stars); 1.0 is near what MF reaches on ml-latest-small.
 RMSE = Metric(
@@ -48,6 +51,7 @@ RMSE = Metric(
     False,
     False,
     (1.5, 1.2, 1.0),
+    "loss",
 )
 METRICS = {m.name: m for m in (ACCURACY, RMSE)}
 

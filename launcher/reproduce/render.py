@@ -1,0 +1,200 @@
+"""Writes a reproduction's analysis as REPORT.md (readable on GitHub), report.json and one PNG
+per scenario: the mean curve over seeds of each algorithm with its 95% band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+from launcher.report.compare import finite_json
+from node.files import write_json_atomic, write_text_atomic
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from launcher.report.plots import save_figure  # noqa: E402
+
+METHOD = (
+    "Every figure is computed from the runs' `summary.json` files in `runs/`. A value is the "
+    "mean over seeds with Student's t 95% interval in brackets; a speed-up, gain or reduction "
+    "is the ratio or difference of the two algorithms' means, with a percentile bootstrap "
+    "interval over seeds (paired: the same seed gives both algorithms the same data partition "
+    "and initial model; scipy.stats.bootstrap, 9,999 resamples). With three seeds an interval "
+    "says how far the seeds agree. A time to a target is shown only when every seed reached "
+    "it; a speed-up is taken at the last target every run of both reached."
+)
+UNITS = {"speedup": "×", "accuracy_gain": " points", "loss_reduction": "%"}
+
+
+def fmt(est: dict | None, digits: int = 2, unit: str = "") -> str:
+    """`value [low, high]unit`, or the value alone when there is no interval, or —."""
+    if not est or est.get("value") is None:
+        return "—"
+    value = f"{est['value']:.{digits}f}"
+    if est.get("low") is None:
+        return f"{value}{unit}"
+    return f"{value}{unit} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
+
+
+def figure_name(part: str, scenario: str) -> str:
+    return f"figures/{part}-{scenario}.png"
+
+
+def plot_scenario(part: dict, scenario: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for stats in scenario["algorithms"]:
+        curve = stats.get("curve") or {}
+        if not curve.get("t"):
+            continue
+        n = len(stats["seeds"])
+        (line,) = ax.plot(
+            curve["t"], curve["mean"], lw=2, label=f"{stats['algorithm']} ({n} seeds)"
+        )
+        ax.fill_between(curve["t"], curve["low"], curve["high"], color=line.get_color(), alpha=0.2)
+    for target in part["targets"]:
+        ax.axhline(float(target), color="grey", lw=0.6, ls=":")
+    metric = part["metric"] or "metric"
+    ax.set_xlabel("emulated time (s)")
+    ax.set_ylabel(
+        f"test {metric}, mean over nodes"
+        + ("" if part["higher_is_better"] else " (lower is better)")
+    )
+    ax.set_title(f"{part['name']}: {scenario['scenario']} — mean over seeds, 95% band")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    save_figure(fig, path)
+
+
+def claims_table(claims: list[dict]) -> list[str]:
+    lines = [
+        "| claim | the paper | measured here: up to (95% interval) | where | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for c in claims:
+        unit = UNITS[c["kind"]]
+        best = c.get("up_to")
+        where = f"{best['scenario']} vs {best['versus']}" if best else "—"
+        if best and best.get("target") is not None:
+            where += f", target {best['target']:g}"
+        paper = f"up to {c['paper']:g}{unit}"
+        lines.append(f"| {c['text']} | {paper} | {fmt(best, 2, unit)} | {where} | {c['verdict']} |")
+    return lines
+
+
+def claim_details(c: dict) -> list[str]:
+    unit = UNITS[c["kind"]]
+    lines = [f"**{c['id']}** ({c['kind']}, part `{c['part']}`): {c['verdict']}", ""]
+    if not c["rows"]:
+        return lines
+    lines += ["| scenario | versus | seeds | target | measured (95% interval) | verdict |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for r in c["rows"]:
+        target = "—" if r.get("target") is None else f"{r['target']:g}"
+        lines.append(
+            f"| {r['scenario']} | {r['versus']} | {len(r['seeds'])} | {target} | "
+            f"{fmt(r, 2, unit)} | {r.get('verdict') or r.get('why', '')} |"
+        )
+    return lines + [""]
+
+
+def scenario_table(part: dict, scenario: dict) -> list[str]:
+    targets = part["targets"]
+    head = f"| algorithm | seeds | final {part['metric']} | " + " | ".join(
+        f"time to {t} (s)" for t in targets
+    )
+    lines = [head + " |", "|---" * (3 + len(targets)) + "|"]
+    for stats in scenario["algorithms"]:
+        if not stats:
+            continue
+        cells = []
+        for t in targets:
+            tt = stats["time_to"][t]
+            text = fmt(tt, 1)
+            if tt["reached"] < tt["of"]:
+                text = f"reached in {tt['reached']} of {tt['of']}"
+            cells.append(text)
+        lines.append(
+            f"| {stats['algorithm']} | {len(stats['seeds'])} | {fmt(stats['final'], 3)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
+def speedup_table(reference: str, scenario: dict) -> list[str]:
+    if not scenario["speedups"]:
+        return []
+    lines = [
+        "",
+        f"{reference}'s speed-up (the other's time to the target / {reference}'s, paired by seed):",
+        "",
+        "| versus | target | speed-up (95% interval) | verdict |",
+        "|---|---|---|---|",
+    ]
+    for r in scenario["speedups"]:
+        target = "—" if r["target"] is None else f"{r['target']:g}"
+        said = r.get("verdict") or r.get("why", "")
+        lines.append(f"| {r['versus']} | {target} | {fmt(r, 2, '×')} | {said} |")
+    return lines
+
+
+def render(result: dict, meta: dict) -> str:
+    lines = [
+        f"# Reproduction `{result['suite']}`: the DivShare paper's evaluation on this machine",
+        "",
+        f"Made {meta['date']} on `{meta['host']}` ({meta['cores']} cores), commit "
+        f"`{meta['commit']}`, by `{meta['command']}`.",
+        f"{meta['runs']} runs: {meta['made']} made by this invocation, {meta['reused']} reused "
+        "(finished before with the same config).",
+        "",
+        METHOD,
+        "",
+        "## The paper's claims",
+        "",
+        *claims_table(result["claims"]),
+        "",
+    ]
+    for c in result["claims"]:
+        lines += claim_details(c)
+    lines += ["## Wall time here", "", "| part | runs | wall time (min) |", "|---|---|---|"]
+    for name, (count, seconds) in meta["wall_by_part"].items():
+        lines.append(f"| {name} | {count} | {seconds / 60:.1f} |")
+    lines.append("")
+    for part in result["parts"]:
+        lines += [f"## {part['title']} (`{part['name']}`)", ""]
+        if part["skipped"]:
+            lines += [f"Skipped: {part['skipped']}", ""]
+            continue
+        if part["scaled"]:
+            lines += [f"Scaled down from the paper: {part['scaled']}", ""]
+        higher = "higher" if part["higher_is_better"] else "lower"
+        lines += [f"Metric: test {part['metric']} ({higher} is better), mean over nodes.", ""]
+        for scenario in part["scenarios"]:
+            lines += [f"### {scenario['scenario']}", ""]
+            lines += [
+                f"![{scenario['scenario']}]({figure_name(part['name'], scenario['scenario'])})",
+                "",
+            ]
+            lines += scenario_table(part, scenario)
+            lines += speedup_table(result["reference"], scenario)
+            lines.append("")
+    lines += ["## Runs left out of the intervals", ""]
+    if result["flagged"]:
+        lines += [f"- `{f['run']}`: {f['flag']}" for f in result["flagged"]]
+    else:
+        lines.append("None: every run finished without lag, loss of nodes or a missing evaluation.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict, meta: dict, out: Path) -> Path:
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for part in result["parts"]:
+        if part["skipped"]:
+            continue
+        for scenario in part["scenarios"]:
+            plot_scenario(part, scenario, out / figure_name(part["name"], scenario["scenario"]))
+    write_json_atomic(out / "report.json", finite_json({**result, "meta": meta}))
+    path = out / "REPORT.md"
+    write_text_atomic(path, render(result, meta))
+    return path
