@@ -325,6 +325,8 @@ def test_smoke_four_nodes_on_tiny_movielens_with_mf(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["dataset"] == "movielens", out
     assert summary["loss_metric"] == "RMSE" and "RMSE: final mean" in out
+    # every figure it prints is in the task's metric: the summary's first line and progress
+    assert "\nRMSE              final mean " in out and "| acc " not in out
     # judged on RMSE with its own default targets (eval.targets=auto)
     assert summary["metric"] == "RMSE" and set(summary["time_to_rmse"]) == {"1.5", "1.2", "1"}
     assert "time_to_accuracy" not in summary and "time to RMSE" in out

@@ -191,6 +191,24 @@ def _action(a) -> dict:
     return {"t": round(a.t, 6), "kind": a.kind, "node": a.node, **a.values}
 
 
+def _headline(summary: dict, metric, pct) -> str:
+    """The task's metric first: accuracy, or for MovieLens the RMSE (lower is better)."""
+    if metric.higher_is_better:
+        return (
+            f"accuracy          final mean {pct(summary['final_mean_accuracy'])}, worst node "
+            f"{pct(summary['final_worst_accuracy'])} at t={summary['final_t']} s "
+            f"(start {pct(summary['initial_mean_accuracy'])})"
+        )
+    curve = summary.get("curve") or []
+    if not curve:
+        return f"{metric.name:<17} n/a"
+    return (
+        f"{metric.name:<17} final mean {curve[-1][metric.mean]:.4f}, worst node "
+        f"{curve[-1][metric.worst]:.4f} at t={summary['final_t']} s "
+        f"(start {curve[0][metric.mean]:.4f}; lower is better)"
+    )
+
+
 def render(summary: dict) -> str:
     mb = 1e6
     metric = metric_of_summary(summary)
@@ -208,9 +226,7 @@ def render(summary: dict) -> str:
         f"status            {summary['status']}"
         + (" (interrupted)" if summary["interrupted"] else "")
         + _departures(summary),
-        f"accuracy          final mean {pct(summary['final_mean_accuracy'])}, worst node "
-        f"{pct(summary['final_worst_accuracy'])} at t={summary['final_t']} s "
-        f"(start {pct(summary['initial_mean_accuracy'])})",
+        _headline(summary, metric, pct),
         f"test loss         {_loss_line(summary)}",
         f"time to {metric.name:<9} {ttas or 'no targets'}",
         f"traffic           sent {tot['bytes_sent'] / mb:.1f} MB, delivered "

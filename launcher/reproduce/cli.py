@@ -91,8 +91,14 @@ def probe_costs(jobs: list[runner.Job], out: Path, known) -> list[runner.Cost]:
 
 
 def meta(runs: int, made: int, results) -> dict:
+    """Where and how the report was made; each run's wall time counts in the first part that
+    lists it (parts share the runs of a scenario they both list)."""
     wall: dict[str, list] = {}
+    seen = set()
     for r in results:
+        if (r.run.scenario, r.run.algorithm, r.run.seed) in seen:
+            continue
+        seen.add((r.run.scenario, r.run.algorithm, r.run.seed))
         count, seconds = wall.get(r.run.part, [0, 0.0])
         wall[r.run.part] = [count + 1, seconds + (r.summary.get("wall_seconds") or 0.0)]
     try:

@@ -51,7 +51,10 @@ def plot_scenario(part: dict, scenario: dict, path: Path) -> None:
         (line,) = ax.plot(
             curve["t"], curve["mean"], lw=2, label=f"{stats['algorithm']} ({n} seeds)"
         )
-        ax.fill_between(curve["t"], curve["low"], curve["high"], color=line.get_color(), alpha=0.2)
+        low, high = curve["low"], curve["high"]
+        if part["metric"] == "accuracy":  # an interval of a share never leaves [0, 1]
+            low, high = [max(0.0, v) for v in low], [min(1.0, v) for v in high]
+        ax.fill_between(curve["t"], low, high, color=line.get_color(), alpha=0.2)
     for target in part["targets"]:
         ax.axhline(float(target), color="grey", lw=0.6, ls=":")
     metric = part["metric"] or "metric"
@@ -87,13 +90,16 @@ def claim_details(c: dict) -> list[str]:
     lines = [f"**{c['id']}** ({c['kind']}, part `{c['part']}`): {c['verdict']}", ""]
     if not c["rows"]:
         return lines
-    lines += ["| scenario | versus | seeds | target | measured (95% interval) | verdict |"]
-    lines += ["|---|---|---|---|---|---|"]
+    relative = c["kind"] == "accuracy_gain"
+    extra = " relative (%) |" if relative else ""
+    lines += [f"| scenario | versus | seeds | target | measured (95% interval) |{extra} verdict |"]
+    lines += ["|---" * (6 + relative) + "|"]
     for r in c["rows"]:
         target = "—" if r.get("target") is None else f"{r['target']:g}"
+        extra = f" {fmt(r.get('relative'), 1)} |" if relative else ""
         lines.append(
             f"| {r['scenario']} | {r['versus']} | {len(r['seeds'])} | {target} | "
-            f"{fmt(r, 2, unit)} | {r.get('verdict') or r.get('why', '')} |"
+            f"{fmt(r, 2, unit)} |{extra} {r.get('verdict') or r.get('why', '')} |"
         )
     return lines + [""]
 
@@ -157,10 +163,20 @@ def render(result: dict, meta: dict) -> str:
     ]
     for c in result["claims"]:
         lines += claim_details(c)
-    lines += ["## Wall time here", "", "| part | runs | wall time (min) |", "|---|---|---|"]
+    lines += [
+        "## Wall time here",
+        "",
+        "What the runs took, each counted in the first part that lists it (start-up, training "
+        "and the evaluations' tail; the reproduction's own planning aside).",
+        "",
+        "| part | runs made for it | wall time (min) |",
+        "|---|---|---|",
+    ]
     for name, (count, seconds) in meta["wall_by_part"].items():
         lines.append(f"| {name} | {count} | {seconds / 60:.1f} |")
-    lines.append("")
+    count = sum(c for c, _ in meta["wall_by_part"].values())
+    seconds = sum(s for _, s in meta["wall_by_part"].values())
+    lines += [f"| all | {count} | {seconds / 60:.1f} |", ""]
     for part in result["parts"]:
         lines += [f"## {part['title']} (`{part['name']}`)", ""]
         if part["skipped"]:

@@ -8,6 +8,7 @@ import logging
 from types import SimpleNamespace
 
 from launcher.progress import ProgressDisplay, status
+from launcher.report.metric import RMSE
 
 
 class FakeClock:
@@ -44,6 +45,14 @@ def test_status_sums_traffic_and_takes_each_nodes_latest_evaluation():
         "2/3 alive | acc 0.350 (evaluated to t=2s) | sent 3.5 MB, dropped 0.5 MB | max lag 12.3 ms"
     )
     assert status(SimpleNamespace(progress={}, evals=[]), 0, 4).startswith("0/4 alive | sent")
+
+
+def test_a_movielens_run_shows_its_rmse_not_its_accuracy():
+    outcome = _outcome()
+    for e, loss in zip(outcome.evals, (1.9, 1.1, 1.5), strict=True):
+        e["loss"] = loss
+    line = status(outcome, alive=2, nodes=3, metric=RMSE)
+    assert "| RMSE 1.300 (evaluated to t=2s) |" in line and "acc" not in line
 
 
 def test_without_a_terminal_a_log_line_every_interval(caplog):

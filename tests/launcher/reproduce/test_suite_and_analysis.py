@@ -130,6 +130,19 @@ def test_claims_are_computed_from_the_runs_and_a_degraded_run_is_left_out():
     assert divshare["time_to"]["0.4"]["value"] == pytest.approx((2.0 + 2.5 + 2.0) / 3)
 
 
+def test_an_accuracy_gain_is_in_points_and_relative():
+    suite = _suite(kind="accuracy_gain", scenarios=["slow", "flat"])
+    table = {}
+    for seed in (1, 2, 3):
+        for scenario in ("slow", "flat"):
+            table[(scenario, "divshare", seed)] = ({"0.3": 1.0}, 0.6, "ok")
+            table[(scenario, "adpsgd", seed)] = ({"0.3": 2.0}, 0.5, "ok")
+    rows = analysis.analyse(suite, _results(suite, table), {})["claims"][0]["rows"]
+    assert [r["scenario"] for r in rows] == ["slow", "flat"]
+    assert rows[0]["value"] == pytest.approx(10.0) and rows[0]["verdict"] == "holds"
+    assert rows[0]["relative"]["value"] == pytest.approx(20.0)
+
+
 def test_a_target_one_seed_missed_gives_no_mean_and_a_lower_common_target():
     suite = _suite(kind="speedup")
     table = {}
