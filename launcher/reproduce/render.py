@@ -1,19 +1,13 @@
-"""Writes a reproduction's analysis as REPORT.md (readable on GitHub), report.json and one PNG
-per scenario: the mean curve over seeds of each algorithm with its 95% band."""
+"""Writes a reproduction's analysis as REPORT.md (readable on GitHub), report.json and its
+figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
 from launcher.report.compare import finite_json
+from launcher.reproduce.figures import figure_name, overview_name, plot_overview, plot_scenario
 from node.files import write_json_atomic, write_text_atomic
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from launcher.report.plots import save_figure  # noqa: E402
 
 METHOD = (
     "Every figure is computed from the runs' `summary.json` files in `runs/`. A value is the "
@@ -35,38 +29,6 @@ def fmt(est: dict | None, digits: int = 2, unit: str = "") -> str:
     if est.get("low") is None:
         return f"{value}{unit}"
     return f"{value}{unit} [{est['low']:.{digits}f}, {est['high']:.{digits}f}]"
-
-
-def figure_name(part: str, scenario: str) -> str:
-    return f"figures/{part}-{scenario}.png"
-
-
-def plot_scenario(part: dict, scenario: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for stats in scenario["algorithms"]:
-        curve = stats.get("curve") or {}
-        if not curve.get("t"):
-            continue
-        n = len(stats["seeds"])
-        (line,) = ax.plot(
-            curve["t"], curve["mean"], lw=2, label=f"{stats['algorithm']} ({n} seeds)"
-        )
-        low, high = curve["low"], curve["high"]
-        if part["metric"] == "accuracy":  # an interval of a share never leaves [0, 1]
-            low, high = [max(0.0, v) for v in low], [min(1.0, v) for v in high]
-        ax.fill_between(curve["t"], low, high, color=line.get_color(), alpha=0.2)
-    for target in part["targets"]:
-        ax.axhline(float(target), color="grey", lw=0.6, ls=":")
-    metric = part["metric"] or "metric"
-    ax.set_xlabel("emulated time (s)")
-    ax.set_ylabel(
-        f"test {metric}, mean over nodes"
-        + ("" if part["higher_is_better"] else " (lower is better)")
-    )
-    ax.set_title(f"{part['name']}: {scenario['scenario']} — mean over seeds, 95% band")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    save_figure(fig, path)
 
 
 def claims_table(claims: list[dict]) -> list[str]:
@@ -186,6 +148,7 @@ def render(result: dict, meta: dict) -> str:
             lines += [f"Scaled down from the paper: {part['scaled']}", ""]
         higher = "higher" if part["higher_is_better"] else "lower"
         lines += [f"Metric: test {part['metric']} ({higher} is better), mean over nodes.", ""]
+        lines += [f"![{part['name']} overview]({overview_name(part['name'])})", ""]
         for scenario in part["scenarios"]:
             lines += [f"### {scenario['scenario']}", ""]
             lines += [
@@ -208,6 +171,7 @@ def write_report(result: dict, meta: dict, out: Path) -> Path:
     for part in result["parts"]:
         if part["skipped"]:
             continue
+        plot_overview(part, result["reference"], out / overview_name(part["name"]))
         for scenario in part["scenarios"]:
             plot_scenario(part, scenario, out / figure_name(part["name"], scenario["scenario"]))
     write_json_atomic(out / "report.json", finite_json({**result, "meta": meta}))
