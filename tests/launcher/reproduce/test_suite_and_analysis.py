@@ -179,3 +179,29 @@ def test_a_skipped_part_s_claim_says_why():
     result = analysis.analyse(suite, [], {"p": "MovieLens is not at data/"})
     assert result["claims"][0]["verdict"] == "not measured: MovieLens is not at data/"
     assert result["parts"][0]["skipped"] == "MovieLens is not at data/"
+
+
+def test_a_movielens_claim_is_judged_on_rmse_lower_is_better():
+    suite = _suite(kind="loss_reduction", scenarios=["slow"])
+    results = []
+    for run in plan_runs(suite):
+        final = {"divshare": 1.0, "adpsgd": 1.25}[run.algorithm] + 0.01 * run.seed
+        curve = [{"t": 0.0, "loss": 3.7}, {"t": 5.0, "loss": 1.5}, {"t": 10.0, "loss": final}]
+        summary = {
+            "status": "ok",
+            "metric": "RMSE",
+            "time_to_rmse": {"1.5": 5.0},
+            "lag": {"lagged": False},
+            "curve": curve,
+        }
+        results.append(analysis.RunResult(run, summary, analysis.flag_of(summary)))
+    result = analysis.analyse(suite, results, {})
+    (row,) = result["claims"][0]["rows"]
+    # (1.27 - 1.02) / 1.27 on average: the RMSE of DivShare is lower by ~19.7%
+    assert row["value"] == pytest.approx(100 * (1 - 1.02 / 1.27))
+    assert row["verdict"] == "holds"
+    part = result["parts"][0]
+    assert part["metric"] == "RMSE" and part["higher_is_better"] is False
+    divshare = part["scenarios"][0]["algorithms"][0]
+    assert divshare["final"]["value"] == pytest.approx(1.02)
+    assert divshare["time_to"]["1.5"]["value"] == pytest.approx(5.0)
