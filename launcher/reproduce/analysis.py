@@ -204,16 +204,7 @@ def check_claim(claim: ClaimSpec, cells: dict, targets, metric: Metric, referenc
             if directions
             else "does not hold"
         )
-    return {
-        "id": claim.id,
-        "text": claim.text,
-        "kind": claim.kind,
-        "paper": claim.paper,
-        "part": claim.part,
-        "up_to": best,
-        "verdict": overall,
-        "rows": rows,
-    }
+    return {**_claim_head(claim), "up_to": best, "verdict": overall, "rows": rows}
 
 
 def analyse(suite: Suite, results: list[RunResult], skipped: dict[str, str]) -> dict:
