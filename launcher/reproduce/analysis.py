@@ -250,7 +250,11 @@ def analyse(suite: Suite, results: list[RunResult], skipped: dict[str, str]) -> 
     for claim in suite.claims:
         metric, targets = metric_by_part.get(claim.part, (None, ()))
         if metric is None:
-            why = skipped.get(claim.part, "no finished run")
+            why = (
+                f"the {claim.part} part was skipped, its data set is not here (see that part)"
+                if claim.part in skipped
+                else "no finished run"
+            )
             claims.append(
                 {**_claim_head(claim), "verdict": f"not measured: {why}", "up_to": None, "rows": []}
             )

@@ -96,7 +96,7 @@ def meta(runs: int, made: int, results) -> dict:
     wall: dict[str, list] = {}
     seen = set()
     for r in results:
-        if (r.run.scenario, r.run.algorithm, r.run.seed) in seen:
+        if not r.summary or (r.run.scenario, r.run.algorithm, r.run.seed) in seen:
             continue
         seen.add((r.run.scenario, r.run.algorithm, r.run.seed))
         count, seconds = wall.get(r.run.part, [0, 0.0])

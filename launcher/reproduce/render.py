@@ -14,8 +14,9 @@ METHOD = (
     "mean over seeds with Student's t 95% interval in brackets; a speed-up, gain or reduction "
     "is the ratio or difference of the two algorithms' means, with a percentile bootstrap "
     "interval over seeds (paired: the same seed gives both algorithms the same data partition "
-    "and initial model; scipy.stats.bootstrap, 9,999 resamples). With three seeds an interval "
-    "says how far the seeds agree. A time to a target is shown only when every seed reached "
+    "and initial model; scipy.stats.bootstrap, 9,999 resamples). With three seeds such an "
+    "interval excludes no effect exactly when every seed shows the effect: it says how far the "
+    "seeds agree, not more. A time to a target is shown only when every seed reached "
     "it; a speed-up is taken at the last target every run of both reached."
 )
 UNITS = {"speedup": "×", "accuracy_gain": " points", "loss_reduction": "%"}

@@ -177,7 +177,9 @@ def test_verdicts():
 def test_a_skipped_part_s_claim_says_why():
     suite = _suite()
     result = analysis.analyse(suite, [], {"p": "MovieLens is not at data/"})
-    assert result["claims"][0]["verdict"] == "not measured: MovieLens is not at data/"
+    assert result["claims"][0]["verdict"] == (
+        "not measured: the p part was skipped, its data set is not here (see that part)"
+    )
     assert result["parts"][0]["skipped"] == "MovieLens is not at data/"
 
 
