@@ -90,7 +90,7 @@ def probe_costs(jobs: list[runner.Job], out: Path, known) -> list[runner.Cost]:
     return costs
 
 
-def meta(runs: int, made: int, results) -> dict:
+def meta(runs: int, made: int, results, argv: list[str]) -> dict:
     """Where and how the report was made; each run's wall time counts in the first part that
     lists it (parts share the runs of a scenario they both list)."""
     wall: dict[str, list] = {}
@@ -103,7 +103,11 @@ def meta(runs: int, made: int, results) -> dict:
         wall[r.run.part] = [count + 1, seconds + (r.summary.get("wall_seconds") or 0.0)]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,  # the code's commit, wherever the reproduction runs
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -112,7 +116,7 @@ def meta(runs: int, made: int, results) -> dict:
         "host": platform.node(),
         "cores": os.cpu_count(),
         "commit": commit or "unknown",
-        "command": shlex.join(["python", "-m", "launcher.reproduce", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "launcher.reproduce", *argv]),
         "runs": runs,
         "made": made,
         "reused": runs - made,
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [analysis.load_result(j.run, j.dir) for j in runnable]
     result = analysis.analyse(suite, results, skipped)
     distinct = len({j.dir for j in runnable})
-    path = render.write_report(result, meta(distinct, len(made), results), out)
+    argv = sys.argv[1:] if argv is None else argv
+    path = render.write_report(result, meta(distinct, len(made), results, argv), out)
     print("\n".join(render.claims_table(result["claims"])))
     counts = Counter(r.flag or "ok" for r in results)
     print(f"runs: {dict(counts)}; report: {path}", flush=True)
