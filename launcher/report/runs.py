@@ -81,7 +81,8 @@ def find_run_dirs(dirs: list[Path]) -> tuple[list[Path], list[str]]:
     return found, warnings
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A run directory's JSON file, or {} if it is missing or cut short."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -99,8 +100,8 @@ def read_overrides(run_dir: Path) -> list[str]:
 def load_run(run_dir: Path) -> Run:
     return Run(
         dir=run_dir,
-        summary=_read_json(run_dir / "summary.json"),
-        config=_read_json(run_dir / "config.json"),
+        summary=read_json(run_dir / "summary.json"),
+        config=read_json(run_dir / "config.json"),
         overrides=read_overrides(run_dir),
     )
 

@@ -4,13 +4,13 @@ speed-ups, and each claim of the paper against what was measured. Plain data, no
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from launcher.report.metric import Metric, metric_of_summary, time_to_targets
+from launcher.report.runs import read_json
 from launcher.reproduce.stats import NONE, Estimate, band, mean_interval, paired_bootstrap
 from launcher.reproduce.suite import ClaimSpec, PlannedRun, Suite
 
@@ -45,10 +45,7 @@ def flag_of(summary: dict) -> str | None:
 
 
 def load_result(run: PlannedRun, run_dir: Path) -> RunResult:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        summary = {}
+    summary = read_json(run_dir / "summary.json")
     return RunResult(run, summary, flag_of(summary))
 
 

@@ -136,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skipped = runner.check_data(jobs)
     runnable = [j for j in jobs if j.run.part not in skipped]
-    costs = runner.measured_costs(runnable)
-    if not (args.no_probe or args.report_only):
-        costs += probe_costs(runnable, out, costs)
-    print_plan(jobs, skipped, costs)
+    measured = runner.measured_costs(runnable)
+    probed = [] if args.no_probe or args.report_only else probe_costs(runnable, out, measured)
+    print_plan(jobs, skipped, [*measured, *probed])
     if args.dry_run:
         return 0
-    made, status = [], 0
+    made: list = []
+    status = 0
     if not args.report_only:
         try:
-            made = runner.run_all(runnable, extra_costs=tuple(costs))
+            runner.run_all(runnable, probe_costs=tuple(probed), made=made)
         except KeyboardInterrupt:
             print("interrupted: the same command picks up where this one stopped", file=sys.stderr)
             status = 130

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from launcher.main import CONF_DIR
 from launcher.plugins import register_algorithm_defaults
+from launcher.report.runs import read_json
 from launcher.reproduce.suite import PlannedRun, SuiteError
 from launcher.schema import RunConfig, validate
 from node.config import ConfigError
@@ -76,13 +77,11 @@ def validated_configs(runs: Iterable[PlannedRun]) -> list[RunConfig]:
 
 def is_finished(run_dir: Path, config: dict) -> bool:
     """A finished run (ok or degraded, not interrupted) made with exactly this config."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        made_with = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
+    summary = read_json(run_dir / "summary.json")
     return (
-        summary.get("status") in FINISHED and not summary.get("interrupted") and made_with == config
+        summary.get("status") in FINISHED
+        and not summary.get("interrupted")
+        and read_json(run_dir / "config.json") == config
     )
 
 
@@ -116,15 +115,15 @@ def command(job: Job) -> list[str]:
     return [sys.executable, "-m", "launcher", *job.run.overrides, f"hydra.run.dir={job.dir}"]
 
 
-def execute(job: Job, cwd: Path | None = None) -> dict:
+def execute(job: Job) -> dict:
     """One run through the CLI, its console in console.log beside its summary; returns the
-    summary (empty if the run wrote none). A Ctrl-C is passed on and the run may finish its
-    summary before it propagates."""
+    summary (status failed, with the exit code, if the run wrote none). A Ctrl-C is passed on
+    and the run may finish its summary before it propagates."""
     if job.dir.exists():  # a failed or interrupted attempt, or one with another config
         shutil.rmtree(job.dir)
     job.dir.mkdir(parents=True)
     with open(job.dir / "console.log", "wb") as console:
-        proc = subprocess.Popen(command(job), stdout=console, stderr=subprocess.STDOUT, cwd=cwd)
+        proc = subprocess.Popen(command(job), stdout=console, stderr=subprocess.STDOUT)
         try:
             proc.wait()
         except KeyboardInterrupt:
@@ -135,14 +134,7 @@ def execute(job: Job, cwd: Path | None = None) -> dict:
                 proc.kill()
                 proc.wait()
             raise
-    return _summary(job.dir) or {"status": "failed", "exit_code": proc.returncode}
-
-
-def _summary(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_json(job.dir / "summary.json") or {"status": "failed", "exit_code": proc.returncode}
 
 
 PROBE_SECONDS = 2.0  # emulated seconds of the short run that prices a shape nothing has run
@@ -160,10 +152,7 @@ class Cost:
 
 
 def cost_of(job: Job) -> Cost | None:
-    try:
-        summary = json.loads((job.dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    summary = read_json(job.dir / "summary.json")
     wall, training = summary.get("wall_seconds"), summary.get("training_wall_seconds")
     if not (wall and training):
         return None
@@ -219,14 +208,17 @@ def run_all(
     jobs: list[Job],
     run_one: Callable[[Job], dict] = execute,
     stream=None,
-    extra_costs: tuple[Cost, ...] = (),
+    probe_costs: tuple[Cost, ...] = (),
+    made: list | None = None,
 ) -> list[tuple[Job, dict]]:
     """Make every job not done, in order, under one progress bar (a log line per run when the
-    output is not a terminal); returns what each made run reported."""
+    output is not a terminal); returns what each made run reported, appended to `made` as it
+    goes (so that a caller holding the list still has it after a Ctrl-C)."""
     todo = to_make(jobs)
     stream = stream if stream is not None else sys.stderr
     bar = tqdm(total=len(todo), unit="run", file=stream, disable=not stream.isatty())
-    made = []
+    made = [] if made is None else made
+    costs = [*probe_costs, *measured_costs(jobs)]  # grows by each run made: read once
     try:
         for i, job in enumerate(todo, 1):
             bar.set_description(job.run.key)
@@ -235,7 +227,9 @@ def run_all(
             for same in (j for j in jobs if j.dir == job.dir):
                 same.done = summary.get("status") in FINISHED
             made.append((job, summary))
-            left, unknown = expected_seconds(todo[i:], [*extra_costs, *measured_costs(jobs)])
+            cost = cost_of(job) if job.done else None
+            costs += [cost] if cost is not None else []
+            left, unknown = expected_seconds(todo[i:], costs)
             eta = f"about {minutes(left)} left" + (f" (+{unknown} not priced)" if unknown else "")
             line = (
                 f"run {i}/{len(todo)} {job.run.key}: {summary.get('status')} in "
