@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from launcher.plan import make_plan
-from launcher.plugins import add_plugin_paths, register_algorithm_defaults
+from launcher.plugins import add_plugin_paths, register_config_defaults
 from launcher.report.summary import render, write_report
 from launcher.schema import validate
 from launcher.spawn import run_plan
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # A degraded run (nodes died, the others went on to the end) is neither ok nor aborted.
 EXIT_CODES = {"failed": 1, "degraded": 3, "interrupted": 130}
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-register_algorithm_defaults()  # before hydra composes: the algorithm YAMLs name them
+register_config_defaults()  # before hydra composes: the algorithm YAMLs name them
 # Ctrl-C's that came before main() (`__main__` holds them while Python imports)
 HELD_INTERRUPTS: list[float] = []
 

@@ -59,6 +59,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             scenario=reachability,
             checkpoint=i in keep,
             curve=curve,
+            sharing=run.sharing,
         )
         for i in range(run.num_nodes)
     )

@@ -1,5 +1,6 @@
-"""Algorithms as plug-ins: every algorithm config's defaults in hydra's config store (so a YAML
-lists only what it changes), and the folders on hydra's search path importable by the nodes."""
+"""Algorithms as plug-ins: every algorithm's and codec's config defaults in hydra's config store
+(so a YAML lists only what it changes), and the folders on hydra's search path importable by
+the nodes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 
 from node.algorithms import AlgorithmConfig, builtin_algorithms
+from node.sharing import CODECS
 
 DEFAULTS_GROUP = "algorithm_defaults"
+SHARING_DEFAULTS_GROUP = "sharing_defaults"
 
 
 def config_defaults(config_class: type) -> dict:
@@ -26,13 +29,18 @@ def config_defaults(config_class: type) -> dict:
     return values
 
 
-def register_algorithm_defaults() -> None:
-    """`algorithm_defaults/<module>` for every built-in algorithm, and `algorithm_defaults/base`
-    (lr, batch_size, local_steps) for a plug-in's YAML to start from."""
+def register_config_defaults() -> None:
+    """`algorithm_defaults/<module>` for every built-in algorithm, `algorithm_defaults/base`
+    (lr, batch_size, local_steps) for a plug-in's YAML to start from, and
+    `sharing_defaults/<codec>` for every codec."""
     store = ConfigStore.instance()
     store.store(group=DEFAULTS_GROUP, name="base", node=config_defaults(AlgorithmConfig))
     for module, algorithm in builtin_algorithms().items():
         store.store(group=DEFAULTS_GROUP, name=module, node=config_defaults(algorithm.config_class))
+    for name, codec in CODECS.items():
+        store.store(
+            group=SHARING_DEFAULTS_GROUP, name=name, node=config_defaults(codec.config_class)
+        )
 
 
 def add_plugin_paths(config_sources: list, conf_dir: str) -> list[str]:

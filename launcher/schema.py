@@ -14,6 +14,7 @@ from launcher.sections import PLACEMENTS, SECTIONS, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
+from node.sharing import CODECS, FULL, SharingConfig
 from transport import Action
 from transport.security import binds_off_loopback
 
@@ -62,6 +63,7 @@ class RunConfig:
     dataset: DataSpec
     network: NetworkConfig
     scenario: tuple[Action, ...] = ()  # what changes during the run, in emulated time
+    sharing: SharingConfig = FULL  # the codec of the algorithms that exchange models
 
 
 def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
@@ -89,6 +91,27 @@ def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
     config = typed(algorithm_class.config_class, values, "algorithm")
     config.check(num_nodes)  # the algorithm's own whole-run checks (e.g. its graph)
     return config, target
+
+
+def _sharing(cfg: dict, algorithm_class: str) -> SharingConfig:
+    """The codec's typed config; an algorithm that does not send through a codec takes full."""
+    raw = cfg.get("sharing", {"name": "full"})
+    name = raw.get("name") if isinstance(raw, dict) else None
+    require(
+        name in CODECS, "sharing.name", f"unknown codec {name!r}", f"use one of {list(CODECS)}"
+    )
+    config = typed(CODECS[name].config_class, raw, "sharing")
+    cls = load_algorithm(algorithm_class)
+    if name != "full" and not cls.uses_codec:
+        require(
+            False,
+            "sharing",
+            f"{cls.__name__} does not send its model through a codec, so sharing={name} would "
+            "change nothing",
+            "use sharing=full with it, or an algorithm that takes a codec (choco, dpsgd, el, "
+            "swift, adpsgd; a plug-in sets uses_codec = True)",
+        )
+    return config
 
 
 def _dataset(cfg: dict, num_nodes: int, cwd: str | None) -> DataSpec:
@@ -155,7 +178,7 @@ def _mapping(cfg: dict, key: str) -> dict:
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
-    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario"}
+    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario", "sharing"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -193,6 +216,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
     algorithm, algorithm_class = _algorithm(cfg, num_nodes)
+    sharing = _sharing(cfg, algorithm_class)
     scenario = plan_scenario(cfg, num_nodes, run.duration, cwd)
     network = plan_network(cfg, num_nodes)
     network = dataclasses.replace(network, links=scenario.with_link_changes(network.links))
@@ -232,4 +256,5 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         dataset=dataset,
         network=network,
         scenario=tuple(scenario.actions),
+        sharing=sharing,
     )

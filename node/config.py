@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from transport import Action, LinkSpec
 from transport.security import CurveKeys
 
-if TYPE_CHECKING:  # the algorithms import `require` from here
+if TYPE_CHECKING:  # the algorithms and codecs import `require` from here
     from node.algorithms.base import AlgorithmConfig
+    from node.sharing import SharingConfig
 
 
 class ConfigError(ValueError):
@@ -102,4 +103,5 @@ class NodeSpec:
     checkpoint: bool = False
     # The run's CURVE key pair (None: plain sockets); never written to the run's folder
     curve: CurveKeys | None = None
+    sharing: SharingConfig | None = None  # the run's codec (None: full)
     extra: dict = field(default_factory=dict)

@@ -20,6 +20,7 @@ from node.files import JsonlWriter, save_npy_atomic
 from node.membership import Membership
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
+from node.sharing import FULL
 from node.pacing import Pacing
 from transport import Clock, Gate, Message, NoGate, Transport
 
@@ -80,6 +81,7 @@ class Node(Pacing):
             partition_seed=spec.data.partition_seed,
             now=lambda: self.clock.now(),
             view_at=self._view_at,
+            sharing=spec.sharing or FULL,
         )
         algorithm = self.algorithm_class(spec.algorithm, ctx)
         algorithm.init(self.flat)

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from launcher.main import CONF_DIR
-from launcher.plugins import register_algorithm_defaults
+from launcher.plugins import register_config_defaults
 from launcher.report.runs import read_json
 from launcher.reproduce.suite import PlannedRun, SuiteError
 from launcher.schema import RunConfig, validate
@@ -61,7 +61,7 @@ def _json(value) -> dict:
 def validated_configs(runs: Iterable[PlannedRun]) -> list[RunConfig]:
     """Every run's config composed by hydra and validated as the launcher does, before any
     process starts; a bad one raises SuiteError naming the run."""
-    register_algorithm_defaults()
+    register_config_defaults()
     configs = []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for run in runs:

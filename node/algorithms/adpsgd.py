@@ -13,10 +13,11 @@ from node.algorithms.base import (
     NodeContext,
     Outgoing,
     Rejected,
-    model_values,
-    uniform_mean,
+    decoded,
+    sharing_codec,
 )
 from node.config import require
+from node.sharing import Encoded, Part, mean_of_parts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,42 +45,51 @@ class ADPSGD(Algorithm):
     The artifact queues one shared dict for all pings and flips its `first_ping` flag to
     send a pong, which can turn still-queued pings into pongs. Here every message is its own
     immutable value with its own kind, so a ping stays a ping.
+
+    With a codec, the round's model is encoded once, at its boundary: its pings and the pongs
+    that answer until the next boundary carry that one message.
     """
 
     config_class = ADPSGDConfig
     kinds = frozenset({"ping", "pong"})  # never waits, never drops
     merges_at = "round"  # the pong leaves at receipt (`reply`); models merge at boundaries
+    uses_codec = True
 
     def __init__(self, config: ADPSGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)
         self.pings = config.degree // 2
-        self.latest_sent: torch.Tensor | None = None  # what a pong answers with
-        self.received: dict[int, tuple[int, torch.Tensor]] = {}  # sender -> (round, model)
+        self.codec = sharing_codec(ctx)
+        self.latest_sent: Encoded | None = None  # what a pong answers with
+        self.received: dict[int, tuple[int, Part]] = {}  # sender -> (round, model)
         self.pongs_sent = 0  # written by the receiver thread only
 
     def init(self, params: torch.Tensor) -> None:
-        self.latest_sent = params.clone()  # a ping before the first round gets the initial model
+        self.codec.start(params)
+        # a ping before the first round gets the initial model
+        self.latest_sent = self.codec.compress(params)
 
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
         # Cut before this round's aggregation, as the artifact's `latest_model`.
-        self.latest_sent = params.clone()
-        values = self.latest_sent.numpy()
+        self.latest_sent = self.codec.share(params)
         peers = self.ctx.peers
-        return [Outgoing(self.ctx.rng.choice(peers), "ping", values) for _ in range(self.pings)]
+        return [
+            Outgoing.encoded(self.ctx.rng.choice(peers), "ping", self.latest_sent)
+            for _ in range(self.pings)
+        ]
 
     def reply(self, msg: Incoming) -> list[Outgoing]:
         if msg.kind != "ping":
             return []
         self.pongs_sent += 1
         # `latest_sent` is replaced, never changed in place: a reference read is safe here.
-        return [Outgoing(msg.src, "pong", self.latest_sent.numpy())]
+        return [Outgoing.encoded(msg.src, "pong", self.latest_sent)]
 
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind not in self.kinds:
             raise Rejected(f"unexpected {msg.kind}")
-        values = model_values(msg, self.ctx.model_size)
+        part = decoded(self.codec, msg)
         if msg.src not in self.received or self.received[msg.src][0] <= msg.round:
-            self.received[msg.src] = (msg.round, values)
+            self.received[msg.src] = (msg.round, part)
         return []
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
@@ -88,6 +98,6 @@ class ADPSGD(Algorithm):
             stats["staleness"] = sum(round - r for r, _ in self.received.values()) / len(
                 self.received
             )
-            params.copy_(uniform_mean(params, [v for _, v in self.received.values()]))
+            params.copy_(mean_of_parts(params, [v for _, v in self.received.values()]))
             self.received.clear()
         return stats

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from node.config import require
+from node.sharing import FULL, Codec, CodecError, Encoded, Part, SharingConfig, make_codec
 
 
 class Rejected(Exception):
@@ -52,19 +53,26 @@ def check_degree(degree: int, num_nodes: int) -> None:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message an algorithm wants sent; `values` is a private copy nobody mutates again."""
+    """One message an algorithm wants sent; `values` (and `extra`, the arrays a codec adds:
+    indices, scales) are private copies nobody mutates again."""
 
     dst: int
     kind: str
     values: np.ndarray
     frag: int = 0
     aux: dict = field(default_factory=dict)
+    extra: tuple[np.ndarray, ...] = ()
+
+    @classmethod
+    def encoded(cls, dst: int, kind: str, message: Encoded, **aux) -> Outgoing:
+        """A codec's message to `dst`, with the algorithm's own header fields `aux`."""
+        return cls(dst, kind, message.values, aux={**message.aux, **aux}, extra=message.extra)
 
 
 @dataclass(frozen=True)
 class Incoming:
-    """One delivered message: who sent it in which of its rounds, and its one array of values
-    (read-only, backed by the receive buffer: copy what you keep)."""
+    """One delivered message: who sent it in which of its rounds, its array of values and the
+    arrays a codec added (read-only, backed by the receive buffer: copy what you keep)."""
 
     kind: str
     src: int
@@ -73,6 +81,7 @@ class Incoming:
     frag: int = 0
     aux: dict = field(default_factory=dict)
     sent_at: float = 0.0  # emulated instant it started leaving its sender
+    extra: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class NodeContext:
     # Who is up and reachable at an emulated instant, by the run's scenario and the deaths the
     # launcher announced; None: everyone, always (a static run).
     view_at: Callable[[float], View] | None = None
+    sharing: SharingConfig = FULL  # the run's codec, for algorithms that exchange models
 
     @property
     def peers(self) -> list[int]:
@@ -121,6 +131,19 @@ def model_values(msg: Incoming, size: int) -> torch.Tensor:
     if values.dtype != np.float32 or values.shape != (size,):
         raise Rejected(f"{msg.kind} from {msg.src} is not a float32 vector of {size}")
     return torch.from_numpy(values.copy())
+
+
+def sharing_codec(ctx: NodeContext) -> Codec:
+    """The run's codec for this node's model (`sharing=` in the config)."""
+    return make_codec(ctx.sharing, ctx.model_size, ctx.rng)
+
+
+def decoded(codec: Codec, msg: Incoming) -> Part:
+    """What a codec-encoded message carries; Rejected if the codec cannot read it."""
+    try:
+        return codec.decompress(msg.values, msg.extra, msg.aux)
+    except CodecError as err:
+        raise Rejected(f"{msg.kind} from {msg.src}: {err}") from None
 
 
 def uniform_mean(own: torch.Tensor, received: list[torch.Tensor]) -> torch.Tensor:
@@ -152,6 +175,9 @@ class Algorithm:
     # or between any two steps ("step": paced step by step, messages handed over as they
     # arrive). "step" is always faithful; "round" is much cheaper to emulate.
     merges_at: ClassVar[str] = "step"
+    # Sends models through a codec (`sharing_codec`), so that any `sharing=` applies; the
+    # others accept only sharing=full (checked before the run starts).
+    uses_codec: ClassVar[bool] = False
 
     def __init__(self, config: AlgorithmConfig, ctx: NodeContext):
         self.config, self.ctx = config, ctx

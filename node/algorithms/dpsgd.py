@@ -14,9 +14,11 @@ from node.algorithms.base import (
     NodeContext,
     Outgoing,
     Rejected,
-    model_values,
+    decoded,
+    sharing_codec,
 )
 from node.config import require
+from node.sharing import Part, weighted_mix
 
 TOPOLOGIES = ("ring", "regular", "complete")
 
@@ -99,6 +101,7 @@ class DPSGD(Algorithm):
     config_class = DPSGDConfig
     kinds = frozenset({"gossip"})
     merges_at = "round"
+    uses_codec = True
 
     def __init__(self, config: DPSGDConfig, ctx: NodeContext):
         super().__init__(config, ctx)
@@ -106,22 +109,26 @@ class DPSGD(Algorithm):
         graph = neighbours(config.topology, ctx.num_nodes, config.degree)
         self.neighbours = sorted(graph[ctx.node_id])
         self.weights = metropolis_hastings(graph, ctx.node_id)
-        self.inbox: dict[int, dict[int, torch.Tensor]] = defaultdict(dict)  # round -> src -> x
+        self.codec = sharing_codec(ctx)
+        self.inbox: dict[int, dict[int, Part]] = defaultdict(dict)  # round -> src -> x_src
         self.closed = -1  # highest round aggregated
         self.counts = {"missed_models": 0, "late_models": 0}
 
+    def init(self, params: torch.Tensor) -> None:
+        self.codec.start(params)
+
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
-        values = params.clone().numpy()
-        return [Outgoing(j, "gossip", values) for j in self.neighbours]
+        message = self.codec.share(params)
+        return [Outgoing.encoded(j, "gossip", message) for j in self.neighbours]
 
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != "gossip" or msg.src not in self.weights or msg.src == self.ctx.node_id:
             raise Rejected(f"unexpected {msg.kind} from {msg.src}")
-        values = model_values(msg, self.ctx.model_size)
+        part = decoded(self.codec, msg)
         if msg.round <= self.closed:
             self.counts["late_models"] += 1
         else:
-            self.inbox[msg.round][msg.src] = values
+            self.inbox[msg.round][msg.src] = part
         return []
 
     def ready(self, round: int) -> bool:
@@ -134,10 +141,9 @@ class DPSGD(Algorithm):
         own = self.weights[self.ctx.node_id] + sum(
             self.weights[j] for j in self.neighbours if j not in arrived
         )
-        mixed = params * own
-        for j in sorted(arrived):  # in id order: the bits must not depend on arrival order
-            mixed += self.weights[j] * arrived[j]
-        params.copy_(mixed)
+        # in id order: the bits must not depend on arrival order
+        parts = [(self.weights[j], arrived[j]) for j in sorted(arrived)]
+        params.copy_(weighted_mix(params, own, parts))
         self.closed = round
         for r in [r for r in self.inbox if r <= round]:
             self.counts["late_models"] += len(self.inbox.pop(r))

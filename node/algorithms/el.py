@@ -16,10 +16,11 @@ from node.algorithms.base import (
     Outgoing,
     Rejected,
     check_degree,
-    model_values,
-    uniform_mean,
+    decoded,
+    sharing_codec,
 )
 from node.config import require
+from node.sharing import Part, mean_of_parts
 
 NOTHING = np.zeros(0, dtype=np.float32)  # the "not working with you this round" message
 
@@ -46,34 +47,42 @@ class EpidemicLearning(Algorithm):
     knows when its round is complete: one message from every other node, model or not. It
     then averages its own model with every model received, equal weights 1/(k+1) (no
     Metropolis-Hastings). Rounds are synchronous; a peer missing at `timeout` is a miss.
+    With a sparse codec, each coordinate is averaged over the models that carried it.
     """
 
     config_class = ELConfig
     kinds = frozenset({"gossip"})
     merges_at = "round"
+    uses_codec = True
 
     def __init__(self, config: ELConfig, ctx: NodeContext):
         super().__init__(config, ctx)
         self.ready_timeout = config.timeout
         self.degree = min(config.degree, len(ctx.peers))
         self.heard: dict[int, set[int]] = defaultdict(set)  # round -> senders heard from
-        self.models: dict[int, list[torch.Tensor]] = defaultdict(list)
+        self.codec = sharing_codec(ctx)
+        self.models: dict[int, list[Part]] = defaultdict(list)
         self.closed = -1
         self.counts = {"missed_peers": 0, "late_messages": 0}
 
+    def init(self, params: torch.Tensor) -> None:
+        self.codec.start(params)
+
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
         chosen = set(self.ctx.rng.sample(self.ctx.peers, self.degree))
-        values = params.clone().numpy()
+        message = self.codec.share(params)
         return [
-            Outgoing(p, "gossip", values if p in chosen else NOTHING, aux={"model": p in chosen})
+            Outgoing.encoded(p, "gossip", message, model=True)
+            if p in chosen
+            else Outgoing(p, "gossip", NOTHING, aux={"model": False})
             for p in self.ctx.peers
         ]
 
     def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
         if msg.kind != "gossip" or msg.src == self.ctx.node_id:
             raise Rejected(f"unexpected {msg.kind} from {msg.src}")
-        values = model_values(msg, self.ctx.model_size) if msg.aux.get("model") else None
-        if values is None and msg.values.size != 0:
+        values = decoded(self.codec, msg) if msg.aux.get("model") else None
+        if values is None and (msg.values.size != 0 or msg.extra):
             raise Rejected(f"an empty message from {msg.src} carries data")
         if msg.round <= self.closed:
             self.counts["late_messages"] += 1
@@ -90,7 +99,7 @@ class EpidemicLearning(Algorithm):
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         models = self.models.pop(round, [])
         self.counts["missed_peers"] += len(self.ctx.peers) - len(self.heard.pop(round, ()))
-        params.copy_(uniform_mean(params, models))
+        params.copy_(mean_of_parts(params, models))
         self.closed = round
         for r in [r for r in self.heard if r <= round]:
             self.counts["late_messages"] += len(self.heard.pop(r))

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.algorithms.base import AlgorithmConfig, check_degree
-from node.algorithms.divshare import DivShare
+import torch
+
+from node.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    Incoming,
+    NodeContext,
+    Outgoing,
+    Rejected,
+    check_degree,
+    decoded,
+    sharing_codec,
+)
 from node.config import require
+from node.sharing import Part, mean_of_parts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,15 +35,13 @@ class SwiftConfig(AlgorithmConfig):
     def check(self, num_nodes: int) -> None:
         check_degree(self.degree, num_nodes)
 
-    @property
-    def fraction(self) -> float:
-        return 1.0  # one fragment: the artifact's Swift with chunk_fraction = 1.0
 
-
-class Swift(DivShare):
-    """The artifact's `Swift.py` is `DivShare.py` without the queue flush: a straggler's unsent
-    models stay queued and go out in order, however stale. Receivers keep the latest model per
-    sender and fold it in with the same uniform mean at their round boundary.
+class Swift(Algorithm):
+    """The artifact's `Swift.py` is `DivShare.py` with one fragment (the whole model) and
+    without the queue flush: a straggler's unsent models stay queued and go out in order,
+    however stale. Receivers keep the latest model per sender and fold it in with the uniform
+    mean at their round boundary (per coordinate, over the senders that sent it, with a sparse
+    codec).
 
     Not SWIFT's original (Bornstein et al., ICLR 2023: a static topology, pull from shared
     buffers, client-influence weights); that one is not reproduced here.
@@ -39,5 +49,39 @@ class Swift(DivShare):
 
     config_class = SwiftConfig
     kinds = frozenset({"model"})
+    merges_at = "round"
     drop_unsent = False
-    kind = "model"
+    uses_codec = True
+
+    def __init__(self, config: SwiftConfig, ctx: NodeContext):
+        super().__init__(config, ctx)
+        self.degree = min(config.degree, len(ctx.peers))
+        self.codec = sharing_codec(ctx)
+        self.latest: dict[int, tuple[int, Part]] = {}  # sender -> (round it was cut in, model)
+
+    def init(self, params: torch.Tensor) -> None:
+        self.codec.start(params)
+
+    def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
+        message = self.codec.share(params)
+        peers = self.ctx.rng.sample(self.ctx.peers, self.degree)
+        messages = [Outgoing.encoded(peer, "model", message) for peer in peers]
+        self.ctx.rng.shuffle(messages)  # as DivShare shuffles its fragments' messages
+        return messages
+
+    def on_message(self, msg: Incoming, params: torch.Tensor) -> list[Outgoing]:
+        if msg.kind != "model" or msg.frag != 0:
+            raise Rejected(f"unexpected {msg.kind} fragment {msg.frag}")
+        part = decoded(self.codec, msg)
+        if msg.src not in self.latest or self.latest[msg.src][0] <= msg.round:
+            self.latest[msg.src] = (msg.round, part)
+        return []
+
+    def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
+        if not self.latest:
+            return {"fragments_merged": 0, "staleness": 0.0}
+        staleness = sum(round - r for r, _ in self.latest.values()) / len(self.latest)
+        stats = {"fragments_merged": len(self.latest), "staleness": staleness}
+        params.copy_(mean_of_parts(params, [part for _, part in self.latest.values()]))
+        self.latest.clear()
+        return stats

@@ -205,11 +205,13 @@ def test_sending_a_kind_the_algorithm_did_not_declare_fails_the_node_at_once(tmp
     assert all(result.nodes[n].counters["steps"] == 5 for n in (0, 1))
 
 
-def test_what_an_algorithm_sees_of_a_message_has_one_array_and_no_transport():
+def test_what_an_algorithm_sees_of_a_message_is_its_arrays_and_no_transport():
     values = np.arange(3, dtype=np.float32)
     msg = incoming(Message("model", 2, 0, 5, 1, (values,), {"x": 1}, 0.5, 0.75))
     assert (msg.kind, msg.src, msg.round, msg.frag, msg.aux) == ("model", 2, 5, 1, {"x": 1})
-    assert msg.values is values
-    for buffers in ((), (values, values)):  # not one array: refused, as any malformed input
-        with pytest.raises(Rejected, match="buffers"):
-            incoming(Message("model", 2, 0, 5, 1, buffers))
+    assert msg.values is values and msg.extra == () and msg.sent_at == 0.5
+    indices = np.arange(3, dtype=np.int32)  # a codec's second array: what the values are of
+    msg = incoming(Message("model", 2, 0, 5, 1, (values, indices)))
+    assert msg.values is values and len(msg.extra) == 1 and msg.extra[0] is indices
+    with pytest.raises(Rejected, match="no buffer"):  # refused, as any malformed input
+        incoming(Message("model", 2, 0, 5, 1, ()))
