@@ -97,9 +97,7 @@ def _sharing(cfg: dict, algorithm_class: str) -> SharingConfig:
     """The codec's typed config; an algorithm that does not send through a codec takes full."""
     raw = cfg.get("sharing", {"name": "full"})
     name = raw.get("name") if isinstance(raw, dict) else None
-    require(
-        name in CODECS, "sharing.name", f"unknown codec {name!r}", f"use one of {list(CODECS)}"
-    )
+    require(name in CODECS, "sharing.name", f"unknown codec {name!r}", f"use one of {list(CODECS)}")
     config = typed(CODECS[name].config_class, raw, "sharing")
     cls = load_algorithm(algorithm_class)
     if name != "full" and not cls.uses_codec:

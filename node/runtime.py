@@ -20,8 +20,8 @@ from node.files import JsonlWriter, save_npy_atomic
 from node.membership import Membership
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
-from node.sharing import FULL
 from node.pacing import Pacing
+from node.sharing import FULL
 from transport import Clock, Gate, Message, NoGate, Transport
 
 

@@ -1,4 +1,4 @@
-"""`full`: every coordinate, as float32: the whole model, what every algorithm sent before codecs."""
+"""`full`: every coordinate as float32, the whole model: what algorithms sent before codecs."""
 
 from __future__ import annotations
 
