@@ -106,7 +106,7 @@ class Uplink:
         """Count as sent what has fully left by `now`."""
         while self.unsent and self.unsent[0][0] <= now:
             booked = heapq.heappop(self.unsent)[2]
-            self.stats.count_sent(booked.packed.dst, booked.packed.size)
+            self.stats.count_sent(booked.packed)
 
     def lost(self, booked: Booked, why: str = "stopped") -> None:
         """It could not be handed over: it never left. Dropped if this node is stopping;

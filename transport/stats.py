@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from transport.dynamics import LOST_REASONS
+from transport.wire import Packed
 
 # "gone": a peer that took nothing for a while (a process dead without notice)
 LOST_COUNTED = (*LOST_REASONS, "gone")
@@ -23,6 +24,10 @@ class LinkStats:
     total_dropped: int = 0
     total_delivered: int = 0
     sent_messages: int = 0
+    # What the sent bytes were: headers, payload values (each message's first buffer) and the
+    # arrays that describe them (indices, scales); they add up to total_sent.
+    sent_header_bytes: int = 0
+    sent_value_bytes: int = 0
     dropped_messages: int = 0
     delivered_messages: int = 0
     malformed_messages: int = 0
@@ -42,10 +47,12 @@ class LinkStats:
     lost_receiving: Counter = field(default_factory=Counter)
     lost_bytes: int = 0  # the uplink's (what never left); the downlink's were counted sent
 
-    def count_sent(self, dst: int, size: int) -> None:
-        self.sent_bytes[dst] += size
-        self.total_sent += size
+    def count_sent(self, packed: Packed) -> None:
+        self.sent_bytes[packed.dst] += packed.size
+        self.total_sent += packed.size
         self.sent_messages += 1
+        self.sent_header_bytes += len(packed.header)
+        self.sent_value_bytes += packed.value_bytes
 
     def count_dropped(self, dst: int, size: int) -> None:
         self.dropped_bytes[dst] += size
@@ -87,6 +94,9 @@ class LinkStats:
     def totals(self) -> dict[str, float]:
         return {
             "bytes_sent": self.total_sent,
+            "bytes_sent_headers": self.sent_header_bytes,
+            "bytes_sent_values": self.sent_value_bytes,
+            "bytes_sent_metadata": self.total_sent - self.sent_header_bytes - self.sent_value_bytes,
             "bytes_dropped": self.total_dropped,
             "bytes_delivered": self.total_delivered,
             "messages_sent": self.sent_messages,

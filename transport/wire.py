@@ -64,6 +64,12 @@ class Packed:
     header: bytearray
     buffers: tuple[memoryview, ...]
 
+    @property
+    def value_bytes(self) -> int:
+        """The payload values: the first buffer. Later buffers describe them (a codec's
+        indices or scales): metadata, as the header is."""
+        return self.buffers[0].nbytes if self.buffers else 0
+
 
 def check_kinds(kinds: frozenset[str] | set[str]) -> frozenset[str]:
     """The message kinds an algorithm declares: short lower-case names, not the reserved one."""

@@ -66,9 +66,11 @@ def _final(run: Run, key: str):
     return curve[-1][key] if curve else None
 
 
-def group_stats(group: Group, targets: tuple[float, ...], metric: Metric) -> dict:
-    runs = group.runs
-    tta = {}
+def group_stats(
+    group: Group, targets: tuple[float, ...], metric: Metric, node_records: dict | None = None
+) -> dict:
+    runs, node_records = group.runs, node_records or {}
+    tta, mb_to = {}, {}
     for target in targets:
         key = f"{target:g}"
         times = [
@@ -77,6 +79,12 @@ def group_stats(group: Group, targets: tuple[float, ...], metric: Metric) -> dic
         reached = sum(t is not None for t in times)
         stats = mean_std(times) if reached == len(runs) else {"mean": None, "std": None}
         tta[key] = {"mean": stats["mean"], "std": stats["std"], "reached": reached}
+        # the bytes every node had sent by then, from the runs' per-round records
+        sent = [
+            None if t is None else bytes_sent_at(node_records.get(r.dir, []), [t])[0] / MB
+            for r, t in zip(runs, times, strict=True)
+        ]
+        mb_to[key] = _ms(sent) if reached == len(runs) else {"mean": None, "std": None}
     totals = [r.summary.get("totals", {}) for r in runs]
     return {
         "label": group.label,
@@ -84,6 +92,7 @@ def group_stats(group: Group, targets: tuple[float, ...], metric: Metric) -> dic
         "seeds": [r.seed for r in runs],
         "dirs": [str(r.dir) for r in runs],
         f"time_to_{metric.key}": tta,
+        f"mb_to_{metric.key}": mb_to,
         f"final_mean_{metric.key}": _ms(_final(r, metric.mean) for r in runs),
         f"final_worst_{metric.key}": _ms(_final(r, metric.worst) for r in runs),
         "final_mean_loss": _ms(r.summary.get("final_mean_loss") for r in runs),
@@ -137,7 +146,7 @@ def compare(dirs: list[Path]) -> dict:
     metric = runs[0].metric  # every run's, or check_comparable refused them
     targets = metric.in_order_reached({t for r in runs for t in r.targets})
     node_records = {r.dir: load_node_records(r.dir) for r in runs}
-    stats = [group_stats(g, targets, metric) for g in groups]
+    stats = [group_stats(g, targets, metric, node_records) for g in groups]
     add_speedups(stats, targets, metric)
     for g, row in zip(groups, stats, strict=True):
         row["curve"] = group_curve(g.runs, node_records, metric)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from launcher.clocks import clock_record
-from launcher.report.curves import accuracy_curve, consensus_curve, load_evals
+from launcher.report.curves import (
+    accuracy_curve,
+    bytes_sent_at,
+    consensus_curve,
+    load_evals,
+    load_node_records,
+)
 from launcher.report.metric import METRICS, metric_of_summary, time_to_targets
 from launcher.report.plots import plot_run
 from node.data import TASKS
@@ -30,6 +37,8 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
     }
     curve = accuracy_curve(evals, run.num_nodes, outcome.departed, absent)
     metric = METRICS[TASKS[run.dataset.name].metric]  # each data set names its own
+    reached = time_to_targets(curve, run.targets, metric)
+    mb_to = traffic_on_curve(curve, reached, load_node_records(plan.run_dir))
     reports = {}
     for n in range(run.num_nodes):
         report = outcome.done.get(n) or outcome.progress.get(n)
@@ -86,7 +95,10 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "final_mean_loss": final["loss"] if final else None,
         "final_worst_loss": final["loss_max"] if final else None,
         "final_global_loss": final.get("global_loss") if final else None,
-        f"time_to_{metric.key}": time_to_targets(curve, run.targets, metric),
+        f"time_to_{metric.key}": reached,
+        # MB sent by all nodes (headers, values and metadata) when each target was reached
+        f"mb_to_{metric.key}": mb_to,
+        "sharing": dataclasses.asdict(run.sharing),
         "evaluation_complete": outcome.evaluation_complete,
         "totals": totals,
         "lag": {
@@ -110,6 +122,17 @@ def summarize(plan, outcome, evals: list[dict]) -> dict:
         "curve": curve,
         "consensus": consensus_curve(plan.run_dir, run.num_nodes),
     }
+
+
+def traffic_on_curve(curve: list[dict], reached: dict, node_records: list) -> dict:
+    """Adds `mb_sent` (MB sent by all nodes so far) to every curve point; returns the MB sent
+    when each target was reached (None where it was not)."""
+    sent = bytes_sent_at(node_records, [p["t"] for p in curve]) / 1e6
+    for point, mb in zip(curve, sent, strict=True):
+        point["mb_sent"] = round(float(mb), 6)
+    times = {k: t for k, t in reached.items() if t is not None}
+    at = dict(zip(times, bytes_sent_at(node_records, list(times.values())) / 1e6, strict=True))
+    return {k: None if k not in at else round(float(at[k]), 6) for k in reached}
 
 
 def time_record(run, outcome, reports: dict) -> dict:
@@ -187,6 +210,21 @@ def _scenario(summary: dict) -> str:
     return f"{did}{present}; messages lost: {costs}"
 
 
+def _wire_line(summary: dict, metric) -> str:
+    """What the bytes sent were, with the codec, and how many MB each target took."""
+    tot, mb = summary["totals"], 1e6
+    sharing = summary.get("sharing") or {"name": "full"}
+    codec = " ".join(f"{k}={v}" for k, v in sharing.items() if k != "name")
+    to = summary.get(f"mb_to_{metric.key}") or {}
+    reached = ", ".join(f"{k}: {v:.1f} MB" for k, v in to.items() if v is not None)
+    return (
+        f"values {tot['bytes_sent_values'] / mb:.1f} MB, metadata "
+        f"{tot['bytes_sent_metadata'] / mb:.1f} MB, headers {tot['bytes_sent_headers'] / mb:.1f} "
+        f"MB (sharing={sharing['name']}{' ' + codec if codec else ''})"
+        + (f"; sent to reach {reached}" if reached else "")
+    )
+
+
 def _action(a) -> dict:
     return {"t": round(a.t, 6), "kind": a.kind, "node": a.node, **a.values}
 
@@ -237,6 +275,8 @@ def render(summary: dict) -> str:
         + ")",
         _time_line(summary),
     ]
+    if "bytes_sent_values" in tot:  # runs made before the bytes were told apart have none
+        lines.insert(5, f"on the wire       {_wire_line(summary, metric)}")
     if summary.get("clock_mode", "wall") == "wall":  # in virtual time nothing is ever late
         lines.append(
             f"lag               max {lag['max_behind_s'] * 1000:.1f} ms (tolerance "

@@ -94,6 +94,23 @@ def markdown_table(result: dict) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
+def traffic_table(result: dict) -> str:
+    """MB sent by all nodes when each target was reached (mean over seeds, ± std)."""
+    targets, metric = result["targets"], _metric(result)
+    header = ["label", *(f"MB sent to {t}" for t in targets)]
+    rows = []
+    for g in result["groups"]:
+        cells = []
+        for t in targets:
+            stats = g.get(f"mb_to_{metric.key}", {}).get(t, {"mean": None, "std": None})
+            cells.append("not reached" if stats["mean"] is None else _fmt(stats, g["runs"] > 1))
+        rows.append([g["label"], *cells])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    )
+
+
 def render_markdown(result: dict) -> str:
     lagged = " **LAGGED: timings of the lagged runs are not faithful.**" if result["lagged"] else ""
     metric = _metric(result)
@@ -124,6 +141,16 @@ def render_markdown(result: dict) -> str:
     ]
     if result["warnings"]:
         lines += ["", "Warnings:", "", *(f"- {w}" for w in result["warnings"])]
+    lines += [
+        "",
+        "## Traffic to each target",
+        "",
+        "MB sent by all nodes (headers, values and what describes them: indices, scales) up to "
+        "the instant the target was reached, from each node's per-round byte counts (linear "
+        "between its rounds); given only when every seed reached the target.",
+        "",
+        traffic_table(result),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +169,7 @@ def render_csv(result: dict) -> str:
     for m in measures:
         cols += [f"{m}_mean", f"{m}_std"]
     cols += ["lagged_runs", *(f"speedup_{t}" for t in targets)]
+    cols += [f"mb_to_{t}_{m}" for t in targets for m in ("mean", "std")]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(cols)
@@ -153,5 +181,8 @@ def render_csv(result: dict) -> str:
         for m in measures:
             row += [g[m]["mean"], g[m]["std"]]
         row += [g["lagged_runs"], *(g["speedup"][t] for t in targets)]
+        for t in targets:
+            stats = g.get(f"mb_to_{metric.key}", {}).get(t, {"mean": None, "std": None})
+            row += [stats["mean"], stats["std"]]
         writer.writerow(["" if v is None else v for v in row])
     return out.getvalue()

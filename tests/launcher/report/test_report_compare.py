@@ -12,6 +12,7 @@ from launcher.report.cli import CompareCallback
 from launcher.report.compare import compare, write_comparison
 from launcher.report.curves import bytes_sent_at
 from launcher.report.runs import CompareError, assign_labels, find_run_dirs, load_run
+from launcher.report.tables import render_markdown
 from tests import cli
 from tests.launcher.report.run_dirs import make_rmse_run, make_run, make_sweep
 
@@ -113,6 +114,27 @@ def test_group_bytes_curve_is_the_mean_over_seeds_on_the_eval_grid(tmp_path):
     assert group["curve"]["mean"] == pytest.approx([0.1, 0.4, 0.6])
     assert group["curve"]["min"] == pytest.approx([0.05, 0.25, 0.45])
     assert group["curve"]["max"] == pytest.approx([0.15, 0.55, 0.75])
+
+
+def test_the_traffic_to_a_target_is_what_the_nodes_had_sent_when_it_was_reached(tmp_path):
+    # seed 1 reaches 0.3 at t=2 and 0.5 at t=4, having sent 2 and 4 MB by then (4 MB by t=4,
+    # linearly); seed 2 reaches them at t=1 and t=2, with 2 and 4 MB sent (4 MB by t=2)
+    targets = [0.3, 0.5, 0.9]
+    for seed, means, end in ((1, [0.1, 0.3, 0.5], 4.0), (2, [0.1, 0.5, 0.7], 2.0)):
+        make_run(
+            tmp_path / str(seed),
+            overrides=[f"seed={seed}"],
+            seed=seed,
+            means=means,
+            targets=targets,
+            nodes={0: [(end, 4_000_000)]},
+        )
+    result = compare([tmp_path])
+    (group,) = result["groups"]
+    assert group["mb_to_accuracy"]["0.3"] == pytest.approx({"mean": 2.0, "std": 0.0})
+    assert group["mb_to_accuracy"]["0.5"] == pytest.approx({"mean": 4.0, "std": 0.0})
+    assert group["mb_to_accuracy"]["0.9"] == {"mean": None, "std": None}  # never reached
+    assert "| divshare | 2.0 ± 0.0 | 4.0 ± 0.0 | not reached |" in render_markdown(result)
 
 
 @pytest.mark.parametrize(
@@ -289,9 +311,10 @@ def movielens_sweep(tmp_path_factory):
 @pytest.mark.process
 def test_a_real_multirun_ends_with_the_comparison_in_its_sweep_dir(movielens_sweep):
     sweep, out = movielens_sweep
-    md = (sweep / "comparison.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| algorithm=")]
-    assert [r.split(" | ")[0] for r in rows] == ["| algorithm=divshare", "| algorithm=swift"]
+    md, traffic = (sweep / "comparison.md").read_text().split("## Traffic to each target")
+    for table in (md, traffic):
+        rows = [line for line in table.splitlines() if line.startswith("| algorithm=")]
+        assert [r.split(" | ")[0] for r in rows] == ["| algorithm=divshare", "| algorithm=swift"]
     for png in ("comparison_rmse.png", "comparison_bytes.png"):
         assert (sweep / png).stat().st_size > 10_000
     assert "comparison written to" in out
