@@ -87,9 +87,14 @@ def cell_stats(cell: Cell, targets, metric: Metric) -> dict:
         reached = [t for t in times if t is not None]
         est = mean_interval(reached) if valid and len(reached) == len(valid) else NONE
         tta[key] = {**est.as_dict(), "reached": len(reached), "of": len(valid)}
+    traffic = all(r.curve and "mb_sent" in r.curve[-1] for r in valid)  # older runs: none
     return {
         "algorithm": cell.algorithm,
         "seeds": [r.run.seed for r in valid],
+        "mb_total": mean_interval(
+            [r.curve[-1]["mb_sent"] for r in valid] if traffic else []
+        ).as_dict(),
+        "mb_to": {key: mb_to(valid, key, metric) for key in tta} if traffic else {},
         "flagged": [
             {"seed": r.run.seed, "flag": r.flag, "run": r.run.key} for r in cell.results if r.flag
         ],
@@ -99,18 +104,61 @@ def cell_stats(cell: Cell, targets, metric: Metric) -> dict:
     }
 
 
+def mb_to(valid: list[RunResult], key: str, metric: Metric) -> dict:
+    """MB all nodes had sent when the target was reached, with its interval, when every
+    valid run reached it."""
+    sent = [r.summary.get(f"mb_to_{metric.key}", {}).get(key) for r in valid]
+    return mean_interval(sent if sent and None not in sent else []).as_dict()
+
+
 def cell_curve(valid: list[RunResult], metric: Metric) -> dict:
     """The mean over seeds of the mean-over-nodes curve, with its 95% t band, on the first
-    run's evaluation instants up to the shortest run's end."""
+    run's evaluation instants up to the shortest run's end; with the MB sent by then."""
     if not valid:
-        return {"t": [], "mean": [], "low": [], "high": []}
+        return {"t": [], "mean": [], "low": [], "high": [], "mb": []}
     end = min(r.curve[-1]["t"] for r in valid)
     grid = np.array([p["t"] for p in valid[0].curve if p["t"] <= end + 1e-9])
-    ys = [
-        np.interp(grid, [p["t"] for p in r.curve], [p[metric.mean] for p in r.curve]) for r in valid
-    ]
-    mean, low, high = band(ys)
-    return {"t": grid.tolist(), "mean": mean.tolist(), "low": low.tolist(), "high": high.tolist()}
+
+    def at(r: RunResult, key: str) -> np.ndarray:
+        return np.interp(grid, [p["t"] for p in r.curve], [p[key] for p in r.curve])
+
+    mean, low, high = band([at(r, metric.mean) for r in valid])
+    traffic = all("mb_sent" in r.curve[-1] for r in valid)
+    mb = np.mean([at(r, "mb_sent") for r in valid], axis=0).tolist() if traffic else []
+    return {
+        "t": grid.tolist(),
+        "mean": mean.tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "mb": mb,
+    }
+
+
+def at_budget(cells: list[Cell], rows: list[dict], metric: Metric) -> float | None:
+    """Compares at a byte budget: the least MB any algorithm of the scenario sent in all (its
+    mean over seeds); adds to each row its metric when its nodes had sent that much (linear
+    between evaluation instants). None when no run has a traffic curve."""
+
+    def total(row: dict) -> float | None:
+        return row.get("mb_total", {}).get("value")
+
+    totals = [total(row) for row in rows if total(row) is not None]
+    if not totals:
+        return None
+    budget = min(totals)
+    for cell, row in zip(cells, rows, strict=True):
+        if total(row) is None:
+            continue
+        values = [
+            float(
+                np.interp(
+                    budget, [p["mb_sent"] for p in r.curve], [p[metric.mean] for p in r.curve]
+                )
+            )
+            for r in cell.valid
+        ]
+        row["at_budget"] = mean_interval(values).as_dict()
+    return budget
 
 
 def common_target(ref: Cell, other: Cell, targets, metric: Metric) -> float | None:
@@ -221,9 +269,10 @@ def analyse(suite: Suite, results: list[RunResult], skipped: dict[str, str]) -> 
         scenarios = []
         for scenario in spec.scenarios:
             row = {"scenario": scenario, "algorithms": []}
-            for algorithm in spec.algorithms:
-                cell = _cell(cells, spec.name, scenario, algorithm)
+            row_cells = [_cell(cells, spec.name, scenario, a) for a in spec.algorithms]
+            for cell in row_cells:
                 row["algorithms"].append(cell_stats(cell, targets, metric) if metric else {})
+            row["budget_mb"] = at_budget(row_cells, row["algorithms"], metric) if metric else None
             ref = _cell(cells, spec.name, scenario, suite.reference)
             row["speedups"] = [
                 compare_cells(ref, _cell(cells, spec.name, scenario, a), "speedup", targets, metric)
@@ -260,6 +309,7 @@ def analyse(suite: Suite, results: list[RunResult], skipped: dict[str, str]) -> 
     flagged = [{"run": r.run.key, "flag": r.flag} for r in results if r.flag is not None]
     return {
         "suite": suite.name,
+        "title": suite.title,
         "reference": suite.reference,
         "parts": parts,
         "claims": claims,

@@ -1,5 +1,6 @@
 """A reproduction's figures: per scenario the mean curve over seeds of each algorithm with its
-95% band; per part an overview of the final metric and the reference's speed-ups."""
+95% band, against emulated time and against the MB sent; per part an overview of the final
+metric and the reference's speed-ups."""
 
 from __future__ import annotations
 
@@ -19,30 +20,35 @@ def figure_name(part: str, scenario: str) -> str:
 
 
 def plot_scenario(part: dict, scenario: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for stats in scenario["algorithms"]:
-        curve = stats.get("curve") or {}
-        if not curve.get("t"):
-            continue
+    """Against emulated time; beside it, against the MB sent when the runs counted it."""
+    stats_list = [s for s in scenario["algorithms"] if (s.get("curve") or {}).get("t")]
+    traffic = bool(stats_list) and all(s["curve"].get("mb") for s in stats_list)
+    fig, axes = plt.subplots(1, 2 if traffic else 1, figsize=(13 if traffic else 7, 4.2), dpi=110)
+    axes = list(np.atleast_1d(axes))
+    for i, stats in enumerate(stats_list):
+        curve, colour = stats["curve"], f"C{i % 10}"
         n = len(stats["seeds"])
-        (line,) = ax.plot(
-            curve["t"], curve["mean"], lw=2, label=f"{stats['algorithm']} ({n} seeds)"
-        )
+        label = f"{stats['algorithm']} ({n} seed{'s' if n != 1 else ''})"
         low, high = curve["low"], curve["high"]
         if part["metric"] == "accuracy":  # an interval of a share never leaves [0, 1]
             low, high = [max(0.0, v) for v in low], [min(1.0, v) for v in high]
-        ax.fill_between(curve["t"], low, high, color=line.get_color(), alpha=0.2)
-    for target in part["targets"]:
-        ax.axhline(float(target), color="grey", lw=0.6, ls=":")
+        for ax, x in zip(axes, ("t", "mb"), strict=False):
+            ax.plot(curve[x], curve["mean"], lw=2, color=colour, label=label)
+            ax.fill_between(curve[x], low, high, color=colour, alpha=0.2)
     metric = part["metric"] or "metric"
-    ax.set_xlabel("emulated time (s)")
-    ax.set_ylabel(
+    for ax, xlabel in zip(axes, ("emulated time (s)", "MB sent by all nodes so far"), strict=False):
+        for target in part["targets"]:
+            ax.axhline(float(target), color="grey", lw=0.6, ls=":")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[0].set_ylabel(
         f"test {metric}, mean over nodes"
         + ("" if part["higher_is_better"] else " (lower is better)")
     )
-    ax.set_title(f"{part['name']}: {scenario['scenario']} — mean over seeds, 95% band")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    axes[0].set_title(f"{part['name']}: {scenario['scenario']} — mean over seeds, 95% band")
+    if traffic:
+        axes[1].set_title("the same against traffic")
     save_figure(fig, path)
 
 

@@ -91,6 +91,42 @@ def scenario_table(part: dict, scenario: dict) -> list[str]:
     return lines
 
 
+def traffic_table(part: dict, scenario: dict) -> list[str]:
+    """MB sent by all nodes in all and to each target, and the metric at the byte budget."""
+    budget = scenario.get("budget_mb")
+    if budget is None:
+        return []  # runs made before the traffic was on their curves
+    targets = part["targets"]
+    lines = [
+        "",
+        f"Traffic (MB sent by all nodes: headers, values, indices and scales), and the "
+        f"{part['metric']} each had when its nodes had sent {budget:.1f} MB, the least any "
+        "algorithm here sent in all (the byte budget):",
+        "",
+        "| algorithm | MB sent in all | "
+        + " | ".join(f"MB to {t}" for t in targets)
+        + f" | {part['metric']} at {budget:.1f} MB |",
+        "|---" * (3 + len(targets)) + "|",
+    ]
+    for stats in scenario["algorithms"]:
+        if not stats or "at_budget" not in stats:
+            continue
+        cells = []
+        for t in targets:
+            tt = stats["time_to"][t]
+            cells.append(
+                fmt(stats["mb_to"][t], 1)
+                if tt["reached"] == tt["of"]
+                else f"reached in {tt['reached']} of {tt['of']}"
+            )
+        lines.append(
+            f"| {stats['algorithm']} | {fmt(stats['mb_total'], 1)} | "
+            + " | ".join(cells)
+            + f" | {fmt(stats['at_budget'], 3)} |"
+        )
+    return lines
+
+
 def speedup_table(reference: str, scenario: dict) -> list[str]:
     if not scenario["speedups"]:
         return []
@@ -110,7 +146,8 @@ def speedup_table(reference: str, scenario: dict) -> list[str]:
 
 def render(result: dict, meta: dict) -> str:
     lines = [
-        f"# Reproduction `{result['suite']}`: the DivShare paper's evaluation on this machine",
+        f"# Reproduction `{result['suite']}`: "
+        + result.get("title", "the DivShare paper's evaluation on this machine"),
         "",
         f"Made {meta['date']} on `{meta['host']}` ({meta['cores']} cores), commit "
         f"`{meta['commit']}`, by `{meta['command']}`.",
@@ -157,6 +194,7 @@ def render(result: dict, meta: dict) -> str:
                 "",
             ]
             lines += scenario_table(part, scenario)
+            lines += traffic_table(part, scenario)
             lines += speedup_table(result["reference"], scenario)
             lines.append("")
     lines += ["## Runs left out of the intervals", ""]

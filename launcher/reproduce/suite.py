@@ -25,6 +25,9 @@ class PartSpec:
     title: str = MISSING
     scenarios: dict[str, list[str]] = MISSING  # label -> the launcher overrides that make it
     algorithms: list[str] = MISSING
+    # A label in `algorithms` that is a key here is made by these overrides instead of
+    # `algorithm=<label>` (e.g. dpsgd_topk10: [algorithm=dpsgd, sharing=topk]).
+    methods: dict[str, list[str]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # for every run of the part
     seeds: list[int] | None = None  # default: the suite's
     dataset: str = "mnist1d"  # a data set that may be absent: the part is skipped, saying why
@@ -47,6 +50,7 @@ class ClaimSpec:
 @dataclass
 class Suite:
     name: str = MISSING
+    title: str = "the DivShare paper's evaluation on this machine"
     seeds: list[int] = MISSING
     reference: str = "divshare"  # the algorithm the claims are about
     overrides: list[str] = field(default_factory=list)  # for every run
@@ -111,6 +115,12 @@ def check_suite(suite: Suite, path: Path | str = "suite") -> None:
                 )
         if not part.scenarios or not part.algorithms:
             raise SuiteError(f"{path}: parts.{part.name}: needs scenarios and algorithms")
+        unused = sorted(set(part.methods) - set(part.algorithms))
+        if unused:
+            raise SuiteError(
+                f"{path}: parts.{part.name}.methods: {unused} are not in its algorithms; "
+                "list them there or remove them"
+            )
         if not (part.seeds or suite.seeds):
             raise SuiteError(f"{path}: seeds: empty; give at least one seed")
     for claim in suite.claims:
@@ -140,7 +150,7 @@ def plan_runs(suite: Suite) -> list[PlannedRun]:
                         *suite.overrides,
                         *part.overrides,
                         *scenario_overrides,
-                        f"algorithm={algorithm}",
+                        *part.methods.get(algorithm, [f"algorithm={algorithm}"]),
                         f"seed={seed}",
                     )
                     runs.append(

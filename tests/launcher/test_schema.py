@@ -130,6 +130,13 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["launch.stop_grace=0"], "launch.stop_grace", ">= 0.1"),
         (["seed=-1"], "seed", ">= 0"),
         (["clock=wall", "tdf=fast"], "tdf", "tdf=auto"),
+        (["sharing=topk", "sharing.fraction=0"], "sharing.fraction", "e.g. 0.1"),
+        (["sharing=topk", "+sharing.bits=4"], "sharing.bits", "known keys of 'sharing'"),
+        (["sharing=quantize", "sharing.bits=3"], "sharing.bits", "(1, 2, 4, 8)"),
+        (["sharing=quantize", "sharing.block=100"], "sharing.block", "multiple of 8"),
+        (["sharing.name=zip"], "sharing.name", "'full', 'topk', 'random', 'quantize'"),
+        (["sharing=topk"], "sharing", "an algorithm that takes a codec (choco"),  # DivShare
+        (["algorithm=choco", "algorithm.gamma=2"], "algorithm.gamma", "e.g. 0.5"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
@@ -137,6 +144,30 @@ def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
         validate(composed(*overrides))
     assert err.value.key == key
     assert fix in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ((), {"name": "full"}),
+        (("algorithm=dpsgd", "sharing=topk"), {"name": "topk", "fraction": 0.1}),
+        (
+            ("algorithm=el", "sharing=random", "sharing.fraction=0.2"),
+            {"name": "random", "fraction": 0.2},
+        ),
+        (("algorithm=choco", "sharing=quantize"), {"name": "quantize", "bits": 4, "block": 256}),
+    ],
+)
+def test_sharing_validates_to_the_codecs_typed_config_and_reaches_every_node(
+    overrides, expected, tmp_path, shared_data_root
+):
+    from launcher.plan import make_plan
+
+    small = ("num_nodes=8", "algorithm.degree=2", f"data_root={shared_data_root}")
+    run = validate(composed(*small, *overrides))
+    assert dataclasses.asdict(run.sharing) == expected
+    plan = make_plan(run, tmp_path)
+    assert all(spec.sharing == run.sharing for spec in plan.nodes)
 
 
 GEO_SCALE = 0.0917

@@ -207,3 +207,65 @@ def test_a_movielens_claim_is_judged_on_rmse_lower_is_better():
     divshare = part["scenarios"][0]["algorithms"][0]
     assert divshare["final"]["value"] == pytest.approx(1.02)
     assert divshare["time_to"]["1.5"]["value"] == pytest.approx(5.0)
+
+
+def test_the_sharing_suite_makes_each_method_by_its_overrides_and_every_run_validates():
+    from launcher.schema import validate
+    from tests.launcher.test_schema import composed
+
+    suite = load_suite("sharing")
+    runs = {r.algorithm: r for r in plan_runs(suite)}
+    assert set(runs) == {
+        "divshare",
+        "dpsgd",
+        "dpsgd_topk10",
+        "choco_topk10",
+        "choco_q4",
+        "el_random10",
+    }
+    assert runs["divshare"].overrides[-2:] == ("algorithm=divshare", "seed=1")
+    q4 = runs["choco_q4"].overrides
+    assert "algorithm=choco" in q4 and "sharing=quantize" in q4 and "algorithm=choco_q4" not in q4
+    made = {name: validate(composed(*run.overrides)) for name, run in runs.items()}
+    assert made["choco_q4"].algorithm.gamma == 0.5 and made["choco_q4"].sharing.bits == 4
+    assert made["el_random10"].sharing.name == "random" and made["dpsgd"].sharing.name == "full"
+    assert {m.num_nodes for m in made.values()} == {60}
+
+
+def test_a_method_that_is_not_run_is_named():
+    suite = _suite()
+    suite.parts[0].methods = {"dpsgd_topk": ["algorithm=dpsgd", "sharing=topk"]}
+    with pytest.raises(SuiteError, match=r"parts\.p\.methods: \['dpsgd_topk'\]"):
+        check_suite(suite)
+
+
+def test_traffic_to_targets_and_the_metric_at_the_byte_budget():
+    """divshare sends 2 MB per emulated second, adpsgd 1: the budget is adpsgd's total, 10 MB,
+    which divshare had sent at t=5."""
+    suite = _suite()
+    suite.seeds = [1]
+    suite.parts[0].scenarios = {"slow": []}
+    rate = {"divshare": 2.0, "adpsgd": 1.0}
+    results = []
+    for run in plan_runs(suite):
+        curve = [
+            {"t": t, "mean": 0.1 + 0.05 * t, "mb_sent": rate[run.algorithm] * t}
+            for t in (0.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+        ]
+        summary = {
+            "status": "ok",
+            "metric": "accuracy",
+            "time_to_accuracy": {"0.3": 4.0, "0.4": 6.0},
+            "mb_to_accuracy": {"0.3": 4.0 * rate[run.algorithm], "0.4": 6.0 * rate[run.algorithm]},
+            "lag": {"lagged": False},
+            "curve": curve,
+        }
+        results.append(analysis.RunResult(run, summary, None))
+    (scenario,) = analysis.analyse(suite, results, {})["parts"][0]["scenarios"]
+    assert scenario["budget_mb"] == 10.0
+    divshare, adpsgd = scenario["algorithms"]
+    assert divshare["mb_total"]["value"] == 20.0 and adpsgd["mb_total"]["value"] == 10.0
+    assert divshare["mb_to"]["0.3"]["value"] == 8.0 and adpsgd["mb_to"]["0.4"]["value"] == 6.0
+    assert divshare["at_budget"]["value"] == pytest.approx(0.1 + 0.05 * 5)
+    assert adpsgd["at_budget"]["value"] == pytest.approx(0.1 + 0.05 * 10)
+    assert divshare["curve"]["mb"] == [0.0, 4.0, 8.0, 12.0, 16.0, 20.0]

@@ -40,16 +40,26 @@ class Outcome:
         return sum(self.result.stats(n).totals()[key] for n in range(NODES))
 
 
-def run(algorithm: str, tmp: Path, data: Path) -> Outcome:
-    args = [*COMMON, f"algorithm={algorithm}"]
+# Algorithms that send through a codec, with one that compresses (label: algorithm, overrides)
+COMPRESSED = {
+    "choco+topk": ("choco", ["sharing=topk", "sharing.fraction=0.1"]),
+    "choco+quantize": ("choco", ["sharing=quantize", "sharing.bits=2"]),
+    "dpsgd+topk": ("dpsgd", ["sharing=topk", "sharing.fraction=0.1"]),
+    "el+random": ("el", ["sharing=random", "sharing.fraction=0.5"]),  # 10%: too slow in 4 s
+}
+
+
+def run(algorithm: str, tmp: Path, data: Path, *extra: str, label: str = "") -> Outcome:
+    args = [*COMMON, f"algorithm={algorithm}", *extra]
     if algorithm in DEGREE:
         args.append(f"algorithm.degree={DEGREE[algorithm]}")
-    run_dir = tmp / algorithm
+    label = label or algorithm
+    run_dir = tmp / label
     result = twin.run(twin.plan(run_dir, data, *args))
     assert not result.errors, result.errors
     # The report reads the snapshots an evaluator kept; the twin's nodes leave them where
     # they wrote them.
-    view = tmp / f"{algorithm}-view" / "snapshots"
+    view = tmp / f"{label}-view" / "snapshots"
     view.mkdir(parents=True)
     (view / "kept").symlink_to(run_dir / "snapshots", target_is_directory=True)
     return Outcome(result, consensus_curve(view.parent, NODES))
@@ -79,11 +89,12 @@ def test_nodes_training_alone_drift_apart(alone):
     assert alone.total("bytes_sent") == 0
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", [*ALGORITHMS, *COMPRESSED])
 def test_algorithm_keeps_models_closer_than_training_alone(
     algorithm, workdir, alone, shared_data_root
 ):
-    outcome = run(algorithm, workdir, shared_data_root)
+    name, extra = COMPRESSED.get(algorithm, (algorithm, []))
+    outcome = run(name, workdir, shared_data_root, *extra, label=algorithm)
     assert outcome.total("bytes_delivered") > 0 and outcome.total("messages_malformed") == 0
     # Communication must pull the models together: well under the distance of no averaging.
     assert final_distance(outcome) < 0.5 * final_distance(alone), (
@@ -94,3 +105,22 @@ def test_algorithm_keeps_models_closer_than_training_alone(
     assert len(rounds) >= 4  # 0.62 s rounds over 4 s (a synchronous round may wait a little)
     missed = ("missed_models", "missed_peers", "missed_relays")
     assert not any(r.get(key) for r in rounds for key in missed)
+
+
+@pytest.mark.parametrize("label", ["choco+quantize", "dpsgd+topk"])
+def test_the_bytes_counted_are_the_codecs_declared_sizes_plus_headers(
+    label, workdir, shared_data_root
+):
+    """Every message of these carries one codec message: the run's counts of payload values
+    and metadata are the declared sizes times the messages sent, the rest is headers."""
+    name, extra = COMPRESSED[label]
+    outcome = run(name, workdir, shared_data_root, *extra, label=f"{label}-bytes")
+    node = outcome.result.nodes[0]
+    values, metadata = node.algorithm.codec.message_bytes()
+    sent = outcome.total("messages_sent")
+    assert sent > 0 and metadata > 0
+    assert outcome.total("bytes_sent_values") == sent * values
+    assert outcome.total("bytes_sent_metadata") == sent * metadata
+    headers = outcome.total("bytes_sent_headers")
+    assert 0 < headers < sent * 200  # a msgpack header per message: ~100 bytes
+    assert outcome.total("bytes_sent") == sent * (values + metadata) + headers
