@@ -79,6 +79,8 @@ class Sizes:
     cluster_ray_nodes: int = 3
     cluster_again_at_a: bool = True  # each backend once more at the local factor (the spread)
     cluster_seconds: float = 6.0  # emulated
+    codec_steps: int = 2000  # local steps timed for a round's CPU
+    codec_repeats: int = 2000  # encodes and decodes timed per codec
     extra: tuple[str, ...] = ()  # overrides every launched run gets
     # DivShare's and Swift's 6 peers per message need 7 nodes; tiny runs send to fewer
     small_degree: int | None = None
@@ -124,6 +126,8 @@ TINY = Sizes(
     cluster_ray_nodes=1,  # the head alone: the Ray backend's path, not its spread
     cluster_again_at_a=False,
     cluster_seconds=1.3,
+    codec_steps=50,
+    codec_repeats=20,
     extra=(
         "dataset.num_samples=3000",
         "compute.calibration_margin=4",

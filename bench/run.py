@@ -4,7 +4,8 @@ command and the figures; <DIR>/SUMMARY.md is regenerated from whatever results e
     python -m bench.run [--tiny] [--results DIR] [NAME ...]     (default: the default set)
 
 The default set (`make bench`): shaper, memory, cifar_shard, virtual (virtual time against
-dilated wall time side by side), efficiency, efficiency_cifar, fidelity, scale. Run on their
+dilated wall time side by side), efficiency, efficiency_cifar, fidelity, scale, codecs (a
+sharing codec's CPU per round against the round's training). Run on their
 own: nolag (every shipped experiment at tdf=auto, about 60 minutes),
 reliability (20 runs losing nodes, 100,000 fuzzed frames, 20 Ctrl-C trials), cluster (the
 Ray backend on three Ray nodes of this machine against local processes, 12 nodes).
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.cluster import bench_cluster
+from bench.codecs import bench_codecs
 from bench.common import FULL, RESULTS, TINY
 from bench.emulation import bench_efficiency, bench_efficiency_cifar, bench_fidelity, bench_nolag
 from bench.links import bench_shaper
@@ -38,6 +40,7 @@ BENCHES = {
     "efficiency_cifar": bench_efficiency_cifar,
     "fidelity": bench_fidelity,
     "scale": bench_scale,
+    "codecs": bench_codecs,
     "nolag": bench_nolag,
     "reliability": bench_reliability,
     "cluster": bench_cluster,

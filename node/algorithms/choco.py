@@ -7,16 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from node.algorithms.base import (
-    Algorithm,
-    Incoming,
-    NodeContext,
-    Outgoing,
-    Rejected,
-    decoded,
-    sharing_codec,
-)
-from node.algorithms.dpsgd import DPSGDConfig, metropolis_hastings, neighbours
+from node.algorithms.base import Incoming, NodeContext, Outgoing, Rejected, decoded
+from node.algorithms.dpsgd import DPSGD, DPSGDConfig
 from node.config import require
 from node.sharing import Part
 
@@ -45,7 +37,7 @@ def add_part(target: torch.Tensor, weight: float, part: Part) -> None:
         target.index_add_(0, part.indices, part.values, alpha=weight)
 
 
-class Choco(Algorithm):
+class Choco(DPSGD):
     """Every node keeps x̂_i, the public copy of its own model that its neighbours also know,
     and s_i = Σ_j w_ij x̂_j over itself and its neighbours (the memory-efficient form of
     decentralizepy's `Choco` sharing). Each round, after the local steps:
@@ -60,26 +52,19 @@ class Choco(Algorithm):
     up to `timeout`; a q that comes later is still added to s when it arrives (s is a sum, so
     the copies stay exact), and counted late. A node that leaves and rejoins restarts its
     copies from its model: its neighbours' copies of it are then off (CHOCO assumes nodes stay).
+    D-PSGD's node gives the graph, its weights, the codec and the counts.
     """
 
     config_class = ChocoConfig
     kinds = frozenset({"choco"})
-    merges_at = "round"
-    uses_codec = True
 
     def __init__(self, config: ChocoConfig, ctx: NodeContext):
         super().__init__(config, ctx)
-        self.ready_timeout = config.timeout
-        graph = neighbours(config.topology, ctx.num_nodes, config.degree)
-        self.neighbours = sorted(graph[ctx.node_id])
-        self.weights = metropolis_hastings(graph, ctx.node_id)
-        self.codec = sharing_codec(ctx)
         self.public: torch.Tensor | None = None  # x̂_i
         self.mixed: torch.Tensor | None = None  # s_i
         self.pending: list[tuple[int, int, Part]] = []  # (sender, round, q) not yet in s
         self.heard: dict[int, int] = {}  # sender -> the latest round of it received
         self.own_q: Part | None = None
-        self.counts = {"missed_models": 0, "late_models": 0}
 
     def init(self, params: torch.Tensor) -> None:
         self.public, self.mixed = params.clone(), params.clone()

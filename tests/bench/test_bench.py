@@ -82,6 +82,16 @@ def _cluster(r: dict) -> None:
     assert runs["ray"]["tdf"] == pytest.approx(runs["local"]["tdf"])  # both at TINY.tdf
 
 
+def _codecs(r: dict) -> None:
+    assert set(r["codecs"]) == {"full", "topk_0.1", "random_0.1", "quantize_4bit"}
+    assert r["round_cpu_ms"] > 0 and isinstance(r["target_met"], bool)
+    full, topk = r["codecs"]["full"], r["codecs"]["topk_0.1"]
+    assert topk["message_bytes"] < full["message_bytes"] == 4 * full["model_values"]
+    assert all(
+        row["encode_us"] > 0 and row["share_of_round_cpu"] > 0 for row in r["codecs"].values()
+    )
+
+
 CHECKS = {
     "shaper": _shaper,
     "memory": _memory,
@@ -91,6 +101,7 @@ CHECKS = {
     "efficiency_cifar": _efficiency,
     "fidelity": _fidelity,
     "scale": _scale,
+    "codecs": _codecs,
     "nolag": _nolag,
     "reliability": _reliability,
     "cluster": _cluster,
