@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     distinct = len({j.dir for j in runnable})
     argv = sys.argv[1:] if argv is None else argv
     path = render.write_report(result, meta(distinct, len(made), results, argv), out)
-    print("\n".join(render.claims_table(result["claims"])))
+    print("\n".join(render.summary_lines(result)))
     counts = Counter(r.flag or "ok" for r in results)
     print(f"runs: {dict(counts)}; report: {path}", flush=True)
     return status

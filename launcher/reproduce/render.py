@@ -144,6 +144,19 @@ def speedup_table(reference: str, scenario: dict) -> list[str]:
     return lines
 
 
+def summary_lines(result: dict) -> list[str]:
+    """What the command prints at its end: the claims table, or for a suite that checks none,
+    each scenario's tables."""
+    if result["claims"]:
+        return claims_table(result["claims"])
+    lines = []
+    for part in result["parts"]:
+        for scenario in [] if part["skipped"] else part["scenarios"]:
+            lines += [f"{part['name']} / {scenario['scenario']}:", ""]
+            lines += scenario_table(part, scenario) + traffic_table(part, scenario) + [""]
+    return lines
+
+
 def render(result: dict, meta: dict) -> str:
     lines = [
         f"# Reproduction `{result['suite']}`: "
@@ -158,7 +171,7 @@ def render(result: dict, meta: dict) -> str:
         "",
         "## The paper's claims",
         "",
-        *claims_table(result["claims"]),
+        *(claims_table(result["claims"]) if result["claims"] else ["This suite checks none."]),
         "",
     ]
     for c in result["claims"]:

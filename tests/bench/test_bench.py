@@ -84,7 +84,7 @@ def _cluster(r: dict) -> None:
 
 def _codecs(r: dict) -> None:
     assert set(r["codecs"]) == {"full", "topk_0.1", "random_0.1", "quantize_4bit"}
-    assert r["round_cpu_ms"] > 0 and isinstance(r["target_met"], bool)
+    assert r["round_cpu_ms"] > 0 and isinstance(r["meets_target"], bool)
     full, topk = r["codecs"]["full"], r["codecs"]["topk_0.1"]
     assert topk["message_bytes"] < full["message_bytes"] == 4 * full["model_values"]
     assert all(
