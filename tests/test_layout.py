@@ -60,8 +60,9 @@ def test_torchvision_is_imported_only_through_the_shim():
 
 
 def test_algorithms_know_no_transport_and_node_no_zmq():
-    """Algorithms are tensor logic; only the transport touches sockets."""
+    """Algorithms and codecs are tensor logic; only the transport touches sockets."""
     assert not imported_roots("node/algorithms") & {"transport", "zmq"}
+    assert not imported_roots("node/sharing") & {"transport", "zmq"}
     assert not imported_roots("node") & {"launcher", "zmq"}
 
 

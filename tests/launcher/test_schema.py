@@ -136,7 +136,7 @@ def test_uniform_network_and_explicit_straggler_ids():
         (["sharing=quantize", "sharing.block=100"], "sharing.block", "multiple of 8"),
         (["sharing.name=zip"], "sharing.name", "'full', 'topk', 'random', 'quantize'"),
         (["sharing=topk"], "sharing", "an algorithm that takes a codec (choco"),  # DivShare
-        (["algorithm=choco", "algorithm.gamma=2"], "algorithm.gamma", "e.g. 0.5"),
+        (["algorithm=choco", "algorithm.gamma=2"], "algorithm.gamma", "e.g. 0.2"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
