@@ -60,6 +60,7 @@ def make_plan(run: RunConfig, run_dir: Path) -> Plan:
             checkpoint=i in keep,
             curve=curve,
             sharing=run.sharing,
+            timeline=run.timeline.max_events if run.timeline else 0,
         )
         for i in range(run.num_nodes)
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
 from launcher.scenario import plan_scenario
-from launcher.sections import PLACEMENTS, SECTIONS, TopLevel, typed
+from launcher.sections import PLACEMENTS, SECTIONS, Timeline, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.config import DataSpec, require
 from node.data import MODEL_DATASET, TASKS
@@ -64,6 +64,7 @@ class RunConfig:
     network: NetworkConfig
     scenario: tuple[Action, ...] = ()  # what changes during the run, in emulated time
     sharing: SharingConfig = FULL  # the codec of the algorithms that exchange models
+    timeline: Timeline | None = None  # what timeline.json and timeline.png hold; None: off
 
 
 def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
@@ -177,6 +178,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
     top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario", "sharing"}
+    top |= {"timeline"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -215,6 +217,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     )
     algorithm, algorithm_class = _algorithm(cfg, num_nodes)
     sharing = _sharing(cfg, algorithm_class)
+    timeline = typed(Timeline, cfg.get("timeline") or {}, "timeline")
     scenario = plan_scenario(cfg, num_nodes, run.duration, cwd)
     network = plan_network(cfg, num_nodes)
     network = dataclasses.replace(network, links=scenario.with_link_changes(network.links))
@@ -255,4 +258,5 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         network=network,
         scenario=tuple(scenario.actions),
         sharing=sharing,
+        timeline=timeline if timeline.enabled else None,
     )

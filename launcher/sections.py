@@ -257,6 +257,22 @@ class Model:
         )
 
 
+@dataclass
+class Timeline:
+    """timeline.json (Chrome trace, opens in Perfetto) and timeline.png in the run folder."""
+
+    enabled: bool = hinted("true or false, e.g. timeline.enabled=true", False)
+    max_events: int = 20000  # per node; beyond, counted and not kept
+    lanes: int = 16  # nodes drawn in timeline.png (the first ones)
+    window: float | None = None  # emulated seconds drawn in timeline.png; None: all of the run
+
+    def __post_init__(self):
+        at_least(self.max_events, 1, "timeline.max_events")
+        at_least(self.lanes, 1, "timeline.lanes")
+        if self.window is not None:
+            at_least(self.window, 1e-3, "timeline.window")
+
+
 # The sections of the top level with a class here (the algorithm's, the network profile's and
 # the data set's classes are chosen by the section's name).
 SECTIONS = {

@@ -73,12 +73,13 @@ def trial(node, transport: Transport, peers: dict[int, str], clock: Clock, round
     spec = node.spec
     duration = rounds * spec.algorithm.local_steps * spec.step_time
     scratch = node.run_dir / "calibration" / f"n{spec.node_id:03d}"
-    saved = (node.transport, node.metrics, node.snapshot_dir, node.spec, node.clock)
+    saved = (node.transport, node.metrics, node.snapshot_dir, node.spec, node.clock, node.timeline)
     with _scratch(node):
         node.algorithm = node.new_algorithm()
         node.counters = fresh_counters()
         rounds_seen = _RoundClock(node.counters if rounds > 1 else None)
         node.transport, node.metrics, node.snapshot_dir = transport, rounds_seen, scratch
+        node.timeline = None  # a trial is not the run
         interval = min(spec.eval_interval, duration)
         # a trial is static: the run's scenario starts with the run
         node.spec = replace(
@@ -108,6 +109,13 @@ def trial(node, transport: Transport, peers: dict[int, str], clock: Clock, round
                 "gate_wait_s": node.gate.waited - waited,
             }
         finally:
-            node.transport, node.metrics, node.snapshot_dir, node.spec, node.clock = saved
+            (
+                node.transport,
+                node.metrics,
+                node.snapshot_dir,
+                node.spec,
+                node.clock,
+                node.timeline,
+            ) = saved
             shutil.rmtree(scratch, ignore_errors=True)
     return result

@@ -104,4 +104,5 @@ class NodeSpec:
     # The run's CURVE key pair (None: plain sockets); never written to the run's folder
     curve: CurveKeys | None = None
     sharing: SharingConfig | None = None  # the run's codec (None: full)
+    timeline: int = 0  # events this node keeps for the run's timeline (0: none recorded)
     extra: dict = field(default_factory=dict)

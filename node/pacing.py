@@ -32,7 +32,7 @@ class Pacing:
             gated = steps > 1 and spec.pace
             if gated:
                 self.gate.acquire(self.deadline + steps * spec.step_time)
-            cpu = time.thread_time()
+            cpu, burst_start = time.thread_time(), self.deadline
             try:
                 for _ in range(steps):
                     if self.stop.is_set() or self.deadline >= self.horizon:
@@ -43,6 +43,8 @@ class Pacing:
                 if gated:
                     self.gate.release()
                 self.counters["cpu_compute_s"] += time.thread_time() - cpu
+            if self.timeline:
+                self.timeline.compute(burst_start, self.deadline)
             self._reach(self.deadline, steps * spec.step_time)
             received += self._drain()
             self._snapshots_until(self.deadline)

@@ -22,6 +22,7 @@ from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
 from node.pacing import Pacing
 from node.sharing import FULL
+from node.timeline import Timeline
 from transport import Clock, Gate, Message, NoGate, Transport
 
 
@@ -41,6 +42,8 @@ class Node(Pacing):
         self.counters = fresh_counters()
         self.round_, self.horizon = 0, spec.duration
         self.membership = Membership(spec, self.run_dir)  # when it is up, how it comes back
+        path = self.run_dir / "timeline" / f"{spec.node_id:03d}.jsonl"
+        self.timeline = Timeline(path, spec.timeline) if spec.timeline else None
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
@@ -136,6 +139,8 @@ class Node(Pacing):
                 break
             if end < spec.duration:
                 self.counters["left"] += 1  # gracefully: the transport loses what comes now
+        while self.timeline and (msg := self.transport.receive()) is not None:
+            self._record(msg)  # delivered by the end, never taken: on the timeline all the same
         last_snapshot = self.next_snapshot - spec.eval_interval
         if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
             self._snapshot(spec.duration)
@@ -160,6 +165,8 @@ class Node(Pacing):
                 self.deadline = max(self.deadline, self.clock.now())
                 self._snapshots_until(min(self.deadline, self.horizon))
             merge = self.algorithm.aggregate(self.round_, self.flat)
+            if self.timeline:
+                self.timeline.merge(max(self.deadline, self.clock.now()), self.round_, received)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
             self.metrics.write(
@@ -186,8 +193,9 @@ class Node(Pacing):
         if self.spec.pace:
             self.clock.quiet_until(t)  # away, it sends nothing
             self.clock.sleep_until(t, self.stop)
-        while self.transport.receive() is not None:  # delivered before it left, never taken
+        while (msg := self.transport.receive()) is not None:  # came before it left, not taken
             self.counters["stale_on_join"] += 1
+            self._record(msg)
         self.deadline, self.counters["joined"] = t, self.counters["joined"] + 1
         self.membership.restore(t, self)
         self.algorithm = self.new_algorithm(salt=round(t * 1e6))
@@ -226,7 +234,12 @@ class Node(Pacing):
             return []  # `on_message` refuses it too, and counts it
         return outgoing(self.spec.node_id, self.counters["rounds"], replies)
 
+    def _record(self, msg: Message) -> None:
+        if self.timeline:
+            self.timeline.received(msg.src, msg.kind, msg.t_start, msg.t_end, msg.delivered_at)
+
     def _handle(self, msg: Message) -> None:
+        self._record(msg)
         try:
             replies = self.algorithm.on_message(incoming(msg), self.flat)
         except Rejected:
@@ -236,7 +249,8 @@ class Node(Pacing):
             self._send(replies, replace=False)
 
     def _wait_ready(self, round_: int) -> int:
-        received, give_up = 0, self.clock.now() + self.algorithm.ready_timeout
+        received, start = 0, self.clock.now()
+        give_up = start + self.algorithm.ready_timeout
         while not self.algorithm.ready(round_) and not self.stop.is_set():
             now = self.clock.now()
             if now >= self.horizon:
@@ -251,6 +265,8 @@ class Node(Pacing):
             if msg is not None:
                 self._handle(msg)
                 received += 1 + self._drain()
+        if self.timeline:
+            self.timeline.wait(start, self.clock.now())
         return received
 
     def _send(self, messages: list[Outgoing], replace: bool) -> None:
@@ -280,3 +296,5 @@ class Node(Pacing):
             self.clock.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.timeline is not None:
+            self.timeline.close()

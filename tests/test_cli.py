@@ -508,7 +508,7 @@ def scenario_run(tmp_path_factory, shared_data):
     proc = launch(
         tmp, f"num_nodes={SCENARIO_NODES}", "duration=8", "eval.interval=1",
         f"scenario.events=[{SCENARIO_EVENTS}]", f"scenario.trace={trace}",
-        data_root=shared_data,
+        "timeline.enabled=true", data_root=shared_data,
     )  # fmt: skip
     run = tmp / "run"
     try:
@@ -574,6 +574,21 @@ def test_a_crash_through_the_cli(scenario_run):
     assert 3.0 <= summary["crashed"][str(CRASHED)][0] < 3.5
     assert summary["absent"][str(CRASHED)] == [[3.0, None]] and not summary["departed"]
     assert max(round_times(run, CRASHED)) < 3.5 and f"node {CRASHED} crashed at t=" in out
+
+
+def test_the_timeline_shows_absences_the_crash_and_every_message_taken(scenario_run):
+    summary, _, _, run = scenario_run
+    trace = json.loads((run / "timeline.json").read_text())
+    events = trace["traceEvents"]
+    absent = {e["pid"] for e in events if e.get("name") == "absent"}
+    assert absent == {int(n) for n in summary["absent"]}
+    assert [e["pid"] for e in events if e.get("name") == "crash"] == [CRASHED]
+    flows = sum(e["ph"] == "s" for e in events)
+    assert 0 < flows == trace["otherData"]["messages"]
+    # the crashed node's events up to its last round boundary, written before it was killed
+    crashed = [e["ts"] / 1e6 for e in events if e.get("name") == "merge" and e["pid"] == CRASHED]
+    assert crashed and max(crashed) < 3.5
+    assert (run / "timeline.png").stat().st_size > 10_000
 
 
 def test_link_changes_and_a_trace_through_the_cli(scenario_run):

@@ -12,6 +12,7 @@ when its last byte leaves; the host does one wake-up per batch instead of two pe
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ class DownlinkQueue:
             if lost is not None:
                 self.stats.count_lost(lost, entry.size, sending=False)
                 continue
-            out.append((entry.msg, entry.size))
+            out.append((dataclasses.replace(entry.msg, delivered_at=entry.at), entry.size))
         return out
 
     def flush(self, src: int, at: float) -> None:

@@ -48,6 +48,7 @@ class Message:
     aux: dict[str, int | float | bool] = field(default_factory=dict)
     t_start: float = 0.0
     t_end: float = 0.0
+    delivered_at: float = 0.0  # set by the receiver's downlink; never on the wire
 
     @property
     def payload_bytes(self) -> int:

@@ -15,6 +15,7 @@ from launcher.report.curves import (
 )
 from launcher.report.metric import METRICS, metric_of_summary, time_to_targets
 from launcher.report.plots import plot_run
+from launcher.report.timeline import write_timeline
 from node.data import TASKS
 from node.files import write_json_atomic
 from transport import Reachability
@@ -312,4 +313,7 @@ def write_report(plan, outcome) -> dict:
     links = {str(n): report.links for n, report in sorted(outcome.done.items())}
     write_json_atomic(plan.run_dir / "links.json", links)
     plot_run(summary, plan.run_dir / "accuracy.png")
+    if plan.run.timeline is not None:
+        settings = plan.run.timeline
+        write_timeline(plan.run_dir, summary, settings.lanes, settings.window)
     return summary

@@ -84,6 +84,7 @@ ADDED_EMPTY = {
     "clock": "wall",  # virtual time came later (MACHINE asks for wall)
     "stall_timeout": 120.0,
     "sharing": {"name": "full"},  # codecs came later; every recorded setting sends whole models
+    "timeline": None,  # off unless asked; came later
 }
 # Changed on purpose since the record: the paper's experiments fixed a factor for dilated wall
 # time; virtual time, the default now, needs none (clock=wall calibrates one).
