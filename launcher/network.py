@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
 
+from launcher.heterogeneity.wan import read_wan_matrix
 from launcher.sections import typed
 from node.config import LinkSpec, at_least, hinted, node_ids, require
 
@@ -102,6 +104,9 @@ class Geo(Profile):
     rate_scale: float = hinted("e.g. 1.0 for the rates as given")
     uplink_mbps: float | None = hinted("Mbit/s, or null", None)
     downlink_mbps: float | None = hinted("Mbit/s, or null", None)
+    # A WAN matrix CSV (src,dst,mbps,ms) instead of region_names and matrix_mbps (read by
+    # `_profile` before the checks below)
+    matrix_file: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -242,7 +247,20 @@ def _profile(cfg: dict) -> Profile:
             f"is a key of the {owner} profile, not of {name}",
             f"remove it, or use network={owner}",
         )
+    if name == "geo" and raw.get("matrix_file"):
+        raw = _with_matrix(raw)
     return typed(PROFILES[name], raw, "network")
+
+
+def _with_matrix(raw: dict) -> dict:
+    """The geo section with its regions, rates and latency from `matrix_file`; a rate within
+    a region in the file replaces intra_region_mbps."""
+    wan = read_wan_matrix(Path(raw["matrix_file"]))
+    raw = {**raw, "region_names": wan.region_names, "matrix_mbps": wan.matrix_mbps}
+    raw["latency_ms"] = wan.latency_ms
+    if wan.intra_region_mbps is not None:
+        raw["intra_region_mbps"] = wan.intra_region_mbps
+    return raw
 
 
 def plan_network(cfg: dict, num_nodes: int) -> NetworkConfig:

@@ -40,7 +40,14 @@ class Scenario:
     """The events of `scenario.events` (and the link trace file, if any) for a run of
     `num_nodes` nodes and `duration` emulated seconds; `actions` is the expanded timeline."""
 
-    def __init__(self, events: list, num_nodes: int, duration: float, trace: str | None = None):
+    def __init__(
+        self,
+        events: list,
+        num_nodes: int,
+        duration: float,
+        trace: str | None = None,
+        availability: list[Action] | None = None,
+    ):
         self.num_nodes, self.duration = num_nodes, duration
         require(isinstance(events, list), "scenario.events", "is not a list", "a list of events")
         actions: list[Action] = []
@@ -48,6 +55,7 @@ class Scenario:
             actions += self._expand(raw, f"scenario.events[{i}]", len(actions))
         if trace:
             actions += read_trace(Path(trace), num_nodes, duration, len(actions))
+        actions += availability or []  # leaves and joins from an availability trace
         self.actions = sorted(actions)
         self._check_membership()
         self._check_partitions()
@@ -261,10 +269,13 @@ class Scenario:
 _CHANGES = {"up_mbps": "up_changes", "down_mbps": "down_changes", "latency_ms": "latency_changes"}
 
 
-def plan_scenario(cfg: dict, num_nodes: int, duration: float, cwd: str | None) -> Scenario:
-    """The `scenario` section checked and expanded (a relative trace path is the caller's)."""
+def plan_scenario(
+    cfg: dict, num_nodes: int, duration: float, cwd: str | None, availability=None
+) -> Scenario:
+    """The `scenario` section checked and expanded (a relative trace path is the caller's),
+    with the leaves and joins of an availability trace, if any."""
     section = typed(ScenarioSection, cfg.get("scenario") or {}, "scenario")
     trace = section.trace
     if trace and not Path(trace).is_absolute():
         trace = str(Path(cwd or ".") / trace)
-    return Scenario(section.events, num_nodes, duration, trace)
+    return Scenario(section.events, num_nodes, duration, trace, availability)

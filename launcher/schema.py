@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from launcher.heterogeneity import TracePlan, TracesSection, heterogeneity, with_rates
 from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
 from launcher.scenario import plan_scenario
@@ -65,6 +66,7 @@ class RunConfig:
     scenario: tuple[Action, ...] = ()  # what changes during the run, in emulated time
     sharing: SharingConfig = FULL  # the codec of the algorithms that exchange models
     timeline: Timeline | None = None  # what timeline.json and timeline.png hold; None: off
+    traces: TracePlan | None = None  # which trace client each node is; None: no trace
 
 
 def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
@@ -178,7 +180,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
     top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario", "sharing"}
-    top |= {"timeline"}
+    top |= {"timeline", "traces"}
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
@@ -218,8 +220,12 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     algorithm, algorithm_class = _algorithm(cfg, num_nodes)
     sharing = _sharing(cfg, algorithm_class)
     timeline = typed(Timeline, cfg.get("timeline") or {}, "timeline")
-    scenario = plan_scenario(cfg, num_nodes, run.duration, cwd)
+    traces = typed(TracesSection, cfg.get("traces") or {}, "traces")
+    hetero = heterogeneity(traces, num_nodes, run.duration, compute.step_time, cwd)
+    scenario = plan_scenario(cfg, num_nodes, run.duration, cwd, list(hetero.actions))
     network = plan_network(cfg, num_nodes)
+    if hetero.rates:
+        network = dataclasses.replace(network, links=with_rates(network.links, hetero.rates))
     network = dataclasses.replace(network, links=scenario.with_link_changes(network.links))
     return RunConfig(
         num_nodes=num_nodes,
@@ -228,7 +234,7 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         clock=run.clock,
         tdf=None if run.tdf == "auto" else float(run.tdf),
         lag_tolerance=run.lag_tolerance,
-        step_times=compute.step_times(num_nodes),
+        step_times=compute.step_times(num_nodes, hetero.step_times),
         threads=compute.threads,
         pace=compute.pace,
         pacing=compute.pacing,
@@ -259,4 +265,5 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         scenario=tuple(scenario.actions),
         sharing=sharing,
         timeline=timeline if timeline.enabled else None,
+        traces=hetero.plan,
     )

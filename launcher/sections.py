@@ -126,10 +126,11 @@ class Compute:
         for node, step in self.overrides.items():
             at_least(step, 1e-6, f"compute.overrides.{node}")
 
-    def step_times(self, num_nodes: int) -> tuple[float, ...]:
-        """Each node's emulated step time: stragglers slowed down, then the overrides."""
+    def step_times(self, num_nodes: int, base=None) -> tuple[float, ...]:
+        """Each node's emulated step time (`base`: per node, from a device trace; else
+        step_time): stragglers slowed down, then the overrides."""
         node_ids(self.stragglers, "compute.stragglers", num_nodes)
-        times = [self.step_time] * num_nodes
+        times = list(base) if base else [self.step_time] * num_nodes
         for node in self.stragglers:
             times[node] = self.step_time * self.slowdown
         for node, step in self.overrides.items():

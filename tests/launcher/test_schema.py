@@ -259,9 +259,19 @@ def test_compute_stragglers_take_slowdown_times_the_step_and_overrides_still_win
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def traces_root(tmp_path_factory):
+    """A data root with made-up FedScale traces, for the experiments that read them."""
+    from launcher.heterogeneity.__main__ import synthesize
+
+    root = tmp_path_factory.mktemp("data")
+    synthesize(root / "traces", clients=100)
+    return root
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_validates(experiment):
-    run = validate(composed(f"+experiment={experiment}"))
+def test_every_experiment_composes_and_validates(experiment, traces_root):
+    run = validate(composed(f"+experiment={experiment}", f"data_root={traces_root}"))
     assert run.num_nodes == 60
 
 

@@ -85,6 +85,7 @@ ADDED_EMPTY = {
     "stall_timeout": 120.0,
     "sharing": {"name": "full"},  # codecs came later; every recorded setting sends whole models
     "timeline": None,  # off unless asked; came later
+    "traces": None,  # none unless given; came later
 }
 # Changed on purpose since the record: the paper's experiments fixed a factor for dilated wall
 # time; virtual time, the default now, needs none (clock=wall calibrates one).
