@@ -60,7 +60,8 @@ def chrome_trace(run_dir: Path, summary: dict) -> dict:
                 flows += 1
                 src, name = r["src"], r["kind"]
                 events.append(_slice(f"send {name}", src, NETWORK, r["t0"], r["t1"] - r["t0"]))
-                events.append(_slice(f"{name} from {src}", node, NETWORK, r["t"], 0.0))
+                # 1 µs long: a flow's end binds to the slice around it
+                events.append(_slice(f"{name} from {src}", node, NETWORK, r["t"], 1 / US))
                 common = {"name": name, "cat": "message", "id": flows}
                 events.append({**common, "ph": "s", "pid": src, "tid": NETWORK, "ts": r["t0"] * US})
                 events.append(

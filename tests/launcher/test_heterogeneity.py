@@ -179,3 +179,24 @@ def test_synthesized_traces_drive_a_validated_run(tmp_path):
     assert len(set(run.step_times)) > 1 and len({link.up_mbps for link in run.network.links}) > 1
     record = dataclasses.asdict(run)["traces"]
     assert len(record["device_clients"]) == len(record["availability_clients"]) == 12
+
+
+def test_fetch_unpacks_fedscales_archive_and_converts_its_pickles(tmp_path):
+    """The real download path, from a local archive of FedScale's layout (file:// URL)."""
+    import tarfile
+
+    inner = tmp_path / "device_info"
+    inner.mkdir()
+    write_pickle(inner / "client_device_capacity", DEVICES)
+    trace = {1: {"active": [0.0], "inactive": [60.0], "finish_time": 100.0}}
+    write_pickle(inner / "client_behave_trace", trace)
+    archive = tmp_path / "device_info.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(inner, arcname="device_info")
+    out = tmp_path / "traces"
+    code = heterogeneity_cli(["fetch", "--out", str(out), "--url", archive.as_uri()])
+    assert code == 0
+    assert read_devices(out / "client_device_capacity.csv") == read_devices(
+        inner / "client_device_capacity"
+    )
+    assert read_availability(out / "client_behave_trace.csv") == {1: [(0.0, 60.0)]}
