@@ -67,10 +67,14 @@ def test_the_csv_and_the_pickle_read_the_same_and_convert_round_trips(tmp_path):
     ],
 )
 def test_a_broken_device_csv_names_the_file_and_line(tmp_path, text, where, problem):
-    path = tmp_path / "devices.csv"
+    assert_refused(read_devices, tmp_path / "devices.csv", text, where, problem)
+
+
+def assert_refused(reader, path: Path, text: str, where: str, problem: str) -> None:
+    """`reader` refuses the file holding `text`, naming it, the line and the problem."""
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
-        read_devices(path)
+        reader(path)
     assert f"{path} {where}" in str(err.value) and problem in str(err.value)
 
 
@@ -122,11 +126,7 @@ def test_availability_becomes_leaves_and_joins_at_exactly_the_intervals_instants
     ],
 )
 def test_a_broken_availability_csv_names_the_file_and_line(tmp_path, text, where, problem):
-    path = tmp_path / "behave.csv"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        read_availability(path)
-    assert f"{path} {where}" in str(err.value) and problem in str(err.value)
+    assert_refused(read_availability, tmp_path / "behave.csv", text, where, problem)
 
 
 def test_too_few_clients_for_the_nodes_is_a_config_error(tmp_path):
@@ -162,11 +162,7 @@ def test_a_wan_matrix_loads_into_the_geo_profile(tmp_path):
     ],
 )
 def test_a_broken_wan_matrix_names_the_file_and_line(tmp_path, text, where, problem):
-    path = tmp_path / "wan.csv"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as err:
-        read_wan_matrix(path)
-    assert f"{path} {where}" in str(err.value) and problem in str(err.value)
+    assert_refused(read_wan_matrix, tmp_path / "wan.csv", text, where, problem)
 
 
 def test_synthesized_traces_drive_a_validated_run(tmp_path):
