@@ -179,8 +179,8 @@ def _mapping(cfg: dict, key: str) -> dict:
 def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
     """Turn the composed config (a plain dict) into a RunConfig, or raise ConfigError."""
     scalars = {f.name for f in fields(TopLevel)}
-    top = scalars | set(SECTIONS) | {"algorithm", "network", "dataset", "scenario", "sharing"}
-    top |= {"timeline", "traces"}
+    sections = {"algorithm", "network", "dataset", "scenario", "sharing", "timeline", "traces"}
+    top = scalars | set(SECTIONS) | sections
     unknown = set(cfg) - top - {"hydra"}
     require(
         not unknown,
