@@ -127,14 +127,15 @@ def availability_actions(
         where = f"traces.availability ({path} client {client})"
         up = []  # emulated [start, end) within the run, merged where they touch
         for a, b in spans[client]:
-            start = max(0.0, (a - section.offset) * section.time_scale)
-            end = min(duration, (b - section.offset) * section.time_scale)
+            # rounded to the microsecond: instants in the run, not float noise
+            start = round(max(0.0, (a - section.offset) * section.time_scale), 6)
+            end = round(min(duration, (b - section.offset) * section.time_scale), 6)
             if end <= start:
                 continue
             if up and start <= up[-1][1]:
                 up[-1] = (up[-1][0], max(up[-1][1], end))
             else:
-                up.append((round(start, 6), round(end, 6)))
+                up.append((start, end))
         if not up:
             actions.append(Action(0.0, node, "leave", node, {}, where))
             continue
