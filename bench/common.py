@@ -183,7 +183,7 @@ def launcher(run_dir: Path, sizes: Sizes, *overrides: str, timeout: float = 3600
 _BARE_STEP = """
 import json, sys, time
 import torch
-from node.config import DataSpec
+from node.spec import DataSpec
 from node.data import task
 from node.models import Batches, build_model, flatten_parameters
 from node.torch_setup import configure_torch

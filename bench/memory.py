@@ -46,7 +46,7 @@ def bench_memory(sizes: Sizes, results: Path) -> None:
 _SHARD_PROBE = """
 import json, sys
 import numpy as np, psutil
-from node.config import DataSpec
+from node.spec import DataSpec
 from node.data import cifar10, task
 root, what = sys.argv[1], sys.argv[2]
 spec = DataSpec(name="cifar10", root=root, partition="kshard", partition_seed=1234)
@@ -64,8 +64,8 @@ def bench_cifar_shard(sizes: Sizes, results: Path) -> None:
     """RSS a node gains loading its kshard shard of 60, against loading the whole training set,
     side by side on full-size CIFAR-10 files written in the real format (random pixels)."""
     from bench.data_files import write_cifar10
-    from node.config import DataSpec
     from node.data import task
+    from node.spec import DataSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         write_cifar10(Path(tmp), per_batch=sizes.cifar_per_batch, test=sizes.cifar_per_batch)

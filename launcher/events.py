@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.config import hinted
+from node.checks import hinted
 
 NODES_FIX = "a list of node ids, e.g. [3, 4]"
 

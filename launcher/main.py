@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from launcher.plan import make_plan
 from launcher.plugins import add_plugin_paths, register_config_defaults
-from launcher.report.summary import render, write_report
+from launcher.report.summary import render
+from launcher.run_report import write_report
 from launcher.schema import validate
 from launcher.spawn import run_plan
-from node.config import ConfigError
+from node.checks import ConfigError
 from node.data import DataError
 from node.files import write_json_atomic
 

@@ -12,7 +12,8 @@ from omegaconf import MISSING
 
 from launcher.heterogeneity.wan import read_wan_matrix
 from launcher.sections import typed
-from node.config import LinkSpec, at_least, hinted, node_ids, require
+from node.checks import at_least, hinted, node_ids, require
+from transport import LinkSpec
 
 
 @dataclass

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.schema import RunConfig
-from node.config import NodeSpec
 from node.data import task as data_task
+from node.spec import NodeSpec
 from transport.dynamics import REACHABILITY, crash_rejoins
 from transport.security import CurveKeys
 

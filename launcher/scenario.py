@@ -19,7 +19,7 @@ from typing import Any
 from launcher.events import KINDS, NODES_FIX, Churn
 from launcher.sections import typed
 from launcher.trace import read_trace
-from node.config import at_least, require
+from node.checks import at_least, require
 from transport import LinkSpec
 from transport.dynamics import MEMBERSHIP, REACHABILITY, Action
 

@@ -13,9 +13,10 @@ from launcher.report.metric import METRICS, Metric
 from launcher.scenario import plan_scenario
 from launcher.sections import PLACEMENTS, SECTIONS, Timeline, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
-from node.config import DataSpec, require
+from node.checks import require
 from node.data import MODEL_DATASET, TASKS
 from node.sharing import CODECS, FULL, SharingConfig
+from node.spec import DataSpec
 from transport import Action
 from transport.security import binds_off_loopback
 

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from node.config import at_least, hinted, node_ids, require
+from node.checks import at_least, hinted, node_ids, require
 from node.models import MODELS
 
 

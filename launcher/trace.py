@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from node.config import at_least, require
+from node.checks import at_least, require
 from transport.dynamics import Action
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from node import control
-from node.config import DataSpec
 from node.data import task as data_task
 from node.files import JsonlWriter
 from node.models import build_model, flatten_parameters
+from node.spec import DataSpec
 from node.torch_setup import configure_torch_for_evaluation
 from transport.control_channel import ControlAddress, ControlClient
 

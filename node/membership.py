@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from node.algorithms import View
-from node.config import NodeSpec
+from node.spec import NodeSpec
 from transport import Reachability
 
 

@@ -13,7 +13,6 @@ import torch
 
 from node import control
 from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, View, load_algorithm
-from node.config import NodeSpec
 from node.counters import fresh_counters
 from node.data import task as data_task
 from node.files import JsonlWriter, save_npy_atomic
@@ -22,6 +21,7 @@ from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
 from node.pacing import Pacing
 from node.sharing import FULL
+from node.spec import NodeSpec
 from node.timeline import Timeline
 from transport import Clock, Gate, Message, NoGate, Transport
 

@@ -15,7 +15,7 @@ from launcher.heterogeneity.fedscale import (
     read_availability,
     read_devices,
 )
-from node.config import at_least, hinted
+from node.checks import at_least, hinted
 from transport import Action, LinkSpec
 
 

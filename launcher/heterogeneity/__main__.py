@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from launcher.heterogeneity.fedscale import read_availability, read_devices
-from node.config import ConfigError
+from node.checks import ConfigError
 
 FEDSCALE_DEVICE_INFO = "https://fedscale.eecs.umich.edu/dataset/device_info.tar.gz"
 DEVICE_CSV, AVAILABILITY_CSV = "client_device_capacity.csv", "client_behave_trace.csv"

@@ -12,7 +12,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import ConfigError, require
+from node.checks import ConfigError, require
 from node.data.safe_pickle import load_restricted
 
 DEVICE_COLUMNS = ("client_id", "computation", "communication")

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import require
+from node.checks import require
 
 COLUMNS = ("src", "dst", "mbps", "ms")
 

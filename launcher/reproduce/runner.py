@@ -25,7 +25,7 @@ from launcher.plugins import register_config_defaults
 from launcher.report.runs import read_json
 from launcher.reproduce.suite import PlannedRun, SuiteError
 from launcher.schema import RunConfig, validate
-from node.config import ConfigError
+from node.checks import ConfigError
 from node.data import DataError, task
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from node.algorithms.base import (
     decoded,
     sharing_codec,
 )
-from node.config import require
+from node.checks import require
 from node.sharing import Encoded, Part, mean_of_parts
 
 

@@ -16,7 +16,7 @@ from node.algorithms.base import (
     Rejected,
     model_values,
 )
-from node.config import require
+from node.checks import require
 
 
 @dataclass(frozen=True, kw_only=True)

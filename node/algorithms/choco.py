@@ -9,7 +9,7 @@ import torch
 
 from node.algorithms.base import Incoming, NodeContext, Outgoing, Rejected, decoded
 from node.algorithms.dpsgd import DPSGD, DPSGDConfig
-from node.config import require
+from node.checks import require
 from node.sharing import Part
 
 

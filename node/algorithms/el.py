@@ -19,7 +19,7 @@ from node.algorithms.base import (
     decoded,
     sharing_codec,
 )
-from node.config import require
+from node.checks import require
 from node.sharing import Part, mean_of_parts
 
 NOTHING = np.zeros(0, dtype=np.float32)  # the "not working with you this round" message

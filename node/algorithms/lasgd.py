@@ -58,7 +58,7 @@ from node.algorithms.base import (
     View,
 )
 from node.algorithms.ring import Ring, pieces, split
-from node.config import require
+from node.checks import require
 
 ON_ABSENT = ("reform", "error")
 

@@ -16,7 +16,7 @@ from node.algorithms.base import (
     Rejected,
     model_values,
 )
-from node.config import require
+from node.checks import require
 
 TOPOLOGIES = ("chain", "binary_tree", "double_binary_tree")
 FILLS = ("initial", "own", "counts")

@@ -17,7 +17,7 @@ from node.algorithms.base import (
     decoded,
     sharing_codec,
 )
-from node.config import require
+from node.checks import require
 from node.sharing import Part, mean_of_parts
 
 

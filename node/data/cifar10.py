@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec
 from node.data.download import fetch_and_unpack
 from node.data.partition import PARTITIONS, partition_labels
 from node.data.safe_pickle import load_restricted
 from node.data.task import DataError, Downloaded, Sharded, Tester, classification_tester
 from node.files import save_npy_atomic, write_json_atomic
+from node.spec import DataSpec
 
 # torchvision.datasets.CIFAR10's layout (a test checks these against torchvision's own).
 FOLDER = "cifar-10-batches-py"

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec, at_least, hinted, require
+from node.checks import at_least, hinted, require
 from node.data.partition import PARTITIONS, partition_labels
 from node.data.task import Sharded, Tester, classification_tester
 from node.files import write_atomic
+from node.spec import DataSpec
 
 
 def _cache_path(root: str | Path, num_samples: int, seed: int, train_split: float) -> Path:

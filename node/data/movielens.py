@@ -14,11 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from node.config import DataSpec, hinted, require
+from node.checks import hinted, require
 from node.data.download import fetch_and_unpack
 from node.data.partition import user_blocks
 from node.data.task import DataError, Downloaded, Tester
 from node.files import save_npy_atomic, write_json_atomic
+from node.spec import DataSpec
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 FOLDER = "ml-latest-small"

@@ -9,7 +9,8 @@ from typing import ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 
-from node.config import REQUIRED, DataSpec, at_least, hinted, require
+from node.checks import REQUIRED, at_least, hinted, require
+from node.spec import DataSpec
 
 ALPHA_FIX = "use e.g. dataset.alpha=0.1 (Dirichlet concentration; smaller is more skewed)"
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from node.config import require
+from node.checks import require
 
 
 class CodecError(ValueError):

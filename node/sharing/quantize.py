@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from node.config import require
+from node.checks import require
 from node.sharing.base import (
     Codec,
     CodecError,

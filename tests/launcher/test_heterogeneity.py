@@ -17,7 +17,7 @@ from launcher.heterogeneity.__main__ import main as heterogeneity_cli
 from launcher.heterogeneity.fedscale import read_availability, read_devices
 from launcher.heterogeneity.wan import read_wan_matrix
 from launcher.schema import validate
-from node.config import ConfigError
+from node.checks import ConfigError
 from tests.launcher.test_schema import composed
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from launcher.scenario import Scenario
 from launcher.schema import validate
-from node.config import ConfigError
+from node.checks import ConfigError
 from tests.launcher.test_schema import composed
 
 

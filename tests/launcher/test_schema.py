@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from launcher.main import CONF_DIR
 from launcher.schema import validate
-from node.config import ConfigError
+from node.checks import ConfigError
 
 
 def composed(*overrides):

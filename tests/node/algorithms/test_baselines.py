@@ -14,7 +14,7 @@ from node.algorithms.base import Incoming, NodeContext, Rejected, uniform_mean
 from node.algorithms.dpsgd import DPSGD, DPSGDConfig, metropolis_hastings, neighbours
 from node.algorithms.el import ELConfig, EpidemicLearning
 from node.algorithms.swift import Swift, SwiftConfig
-from node.config import ConfigError
+from node.checks import ConfigError
 
 LAYERS = (3, 2)
 SIZE = sum(LAYERS)

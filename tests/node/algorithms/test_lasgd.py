@@ -15,7 +15,7 @@ import torch
 from node.algorithms import builtin_algorithms
 from node.algorithms.base import Incoming, NodeContext, Rejected, View
 from node.algorithms.lasgd import LASGD, LASGDConfig, pieces, split
-from node.config import ConfigError
+from node.checks import ConfigError
 from node.messages import incoming
 from transport import DilatedClock, LinkSpec, Message, ZmqTransport
 

@@ -10,7 +10,7 @@ import torch
 
 from node.algorithms.base import Incoming, NodeContext, Rejected
 from node.algorithms.relaysgd import RelaySGD, RelaySGDConfig, binary_tree, chain, trees
-from node.config import ConfigError
+from node.checks import ConfigError
 
 LAYERS = (3, 2)
 SIZE = sum(LAYERS)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bench.data_files import write_cifar10
-from node.config import DataSpec
 from node.data import DataError, task
 from node.data import cifar10 as cifar
 from node.data.torchvision_compat import import_torchvision
 from node.models import build_model
+from node.spec import DataSpec
 
 PER_BATCH = 100  # 500 training images, 50 test images
 

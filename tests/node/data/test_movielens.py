@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bench.data_files import write_ratings
-from node.config import DataSpec
 from node.data import DataError, task
 from node.data import movielens as ml
 from node.models import build_model
+from node.spec import DataSpec
 
 USERS = 24
 
