@@ -14,6 +14,8 @@ from node.algorithms import View
 from node.spec import NodeSpec
 from transport import Reachability
 
+INITIAL = "initial"  # joins with the run's initial model
+
 
 class Membership:
     """Pure but for the checkpoint file: read once the node has set up."""
@@ -66,11 +68,12 @@ class Membership:
             periods = [(max(a, spec.start_at), b) for a, b in periods if b > spec.start_at]
         return periods
 
-    def restore(self, t: float, node) -> None:
-        """The model `node` joins with at `t`: the run's initial one, its checkpoint (a new
-        process after a crash, kept), or the one it has (kept)."""
-        if self.join_models.get(t) == "initial":
-            node.flat.copy_(node.initial)
-            node.optimizer.state.clear()
-        elif t == self.spec.start_at and self.checkpoint.is_file():
-            node.flat.copy_(torch.from_numpy(np.load(self.checkpoint, allow_pickle=False)))
+    def join_model(self, t: float) -> str | torch.Tensor | None:
+        """What the node joins with at `t`: "initial" (the run's initial model, its optimizer
+        state dropped), its checkpoint (a new process after a crash, kept), or None (the model
+        it has, kept). The node applies it: its model is its own."""
+        if self.join_models.get(t) == INITIAL:
+            return INITIAL
+        if t == self.spec.start_at and self.checkpoint.is_file():
+            return torch.from_numpy(np.load(self.checkpoint, allow_pickle=False))
+        return None

@@ -16,7 +16,7 @@ from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, View, lo
 from node.counters import fresh_counters
 from node.data import task as data_task
 from node.files import JsonlWriter, save_npy_atomic
-from node.membership import Membership
+from node.membership import INITIAL, Membership
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
 from node.pacing import Pacing
@@ -42,6 +42,11 @@ class Node(Pacing):
         self.counters = fresh_counters()
         self.round_, self.horizon = 0, spec.duration
         self.membership = Membership(spec, self.run_dir)  # when it is up, how it comes back
+        # The hot loop's own state, set afresh by run(): where this node's emulated time
+        # stands, the next evaluation instant and the model evaluated there, the round's lag
+        self.deadline, self.next_snapshot = 0.0, spec.eval_interval
+        self.settled: torch.Tensor | None = None
+        self.behind_round = self.last_report = 0.0
         path = self.run_dir / "timeline" / f"{spec.node_id:03d}.jsonl"
         self.timeline = Timeline(path, spec.timeline) if spec.timeline else None
 
@@ -197,7 +202,12 @@ class Node(Pacing):
             self.counters["stale_on_join"] += 1
             self._record(msg)
         self.deadline, self.counters["joined"] = t, self.counters["joined"] + 1
-        self.membership.restore(t, self)
+        model = self.membership.join_model(t)
+        if isinstance(model, str) and model == INITIAL:
+            self.flat.copy_(self.initial)
+            self.optimizer.state.clear()
+        elif model is not None:
+            self.flat.copy_(model)
         self.algorithm = self.new_algorithm(salt=round(t * 1e6))
         self.settled.copy_(self.flat)
         self.next_snapshot = math.ceil(t / self.spec.eval_interval - 1e-9) * self.spec.eval_interval
