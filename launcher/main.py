@@ -16,12 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from launcher.plan import make_plan
-from launcher.plugins import add_plugin_paths, register_config_defaults
+from launcher.config.plan import make_plan
+from launcher.config.plugins import add_plugin_paths, register_config_defaults
+from launcher.config.schema import validate
 from launcher.report.summary import render
-from launcher.run_report import write_report
-from launcher.schema import validate
-from launcher.spawn import run_plan
+from launcher.running.run_report import write_report
+from launcher.running.spawn import run_plan
 from node.checks import ConfigError
 from node.data import DataError
 from node.files import write_json_atomic

@@ -20,11 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from launcher.config.plugins import register_config_defaults
+from launcher.config.schema import RunConfig, validate
 from launcher.main import CONF_DIR
-from launcher.plugins import register_config_defaults
 from launcher.report.runs import read_json
 from launcher.reproduce.suite import PlannedRun, SuiteError
-from launcher.schema import RunConfig, validate
 from node.checks import ConfigError
 from node.data import DataError, task
 

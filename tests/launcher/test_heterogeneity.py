@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from launcher.config.schema import validate
 from launcher.heterogeneity import TracesSection, availability_actions, device_heterogeneity
 from launcher.heterogeneity.__main__ import main as heterogeneity_cli
 from launcher.heterogeneity.fedscale import read_availability, read_devices
 from launcher.heterogeneity.wan import read_wan_matrix
-from launcher.schema import validate
 from node.checks import ConfigError
-from tests.launcher.test_schema import composed
+from tests.launcher.config.test_schema import composed
 
 
 def write_pickle(path: Path, data) -> Path:

@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from launcher.config.plan import Plan, make_plan
+from launcher.config.schema import validate
 from launcher.main import CONF_DIR
-from launcher.plan import Plan, make_plan
-from launcher.schema import validate
 from node.algorithms import load_algorithm
 from node.algorithms.adpsgd import ADPSGD
 from node.algorithms.base import (

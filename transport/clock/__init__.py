@@ -4,8 +4,8 @@ the shaper (through `now`) and the launcher. Three clocks keep it:
 - `DilatedClock` (dilated.py): wall time slowed down by a factor, `(monotonic() - t0) / tdf`;
 - `FollowerClock` (follower.py): a node process's end of the launcher's virtual clock, which
   moves when every node waits and every message handed over has been received (the keeper is
-  launcher/timekeeper.py, driven by launcher/virtual_time.py; what they say to each other is
-  keeper_link.py);
+  launcher/running/timekeeper.py, driven by launcher/running/virtual_time.py; what they say
+  to each other is keeper_link.py);
 - `VirtualClock` (virtual.py): the same rule for threads of one process (the in-memory twin).
 """
 

@@ -210,8 +210,8 @@ def test_a_movielens_claim_is_judged_on_rmse_lower_is_better():
 
 
 def test_the_sharing_suite_makes_each_method_by_its_overrides_and_every_run_validates():
-    from launcher.schema import validate
-    from tests.launcher.test_schema import composed
+    from launcher.config.schema import validate
+    from tests.launcher.config.test_schema import composed
 
     suite = load_suite("sharing")
     runs = {r.algorithm: r for r in plan_runs(suite)}

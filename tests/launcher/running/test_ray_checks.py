@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.outcome import StartupError
-from launcher.ray_backend import check_reachable
+from launcher.running.outcome import StartupError
+from launcher.running.ray_backend import check_reachable
 
 
 def test_loopback_is_fine_while_every_node_is_on_the_launcher_s_machine():

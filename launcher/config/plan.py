@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.schema import RunConfig
+from launcher.config.schema import RunConfig
 from node.data import task as data_task
 from node.spec import NodeSpec
 from transport.dynamics import REACHABILITY, crash_rejoins

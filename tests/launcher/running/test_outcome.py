@@ -1,8 +1,8 @@
 """A run's status: ok; degraded when some nodes died and the others went on to the end;
 failed when nothing was emulated, the run was interrupted, or every node died."""
 
-from launcher.outcome import Outcome
 from launcher.report.summary import render
+from launcher.running.outcome import Outcome
 from tests.launcher.report.run_dirs import summary_to_render
 
 

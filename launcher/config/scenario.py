@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.events import KINDS, NODES_FIX, Churn
-from launcher.sections import typed
-from launcher.trace import read_trace
+from launcher.config.events import KINDS, NODES_FIX, Churn
+from launcher.config.sections import typed
+from launcher.config.trace import read_trace
 from node.checks import at_least, require
 from transport import LinkSpec
 from transport.dynamics import MEMBERSHIP, REACHABILITY, Action

@@ -1,15 +1,16 @@
 """Where a run's node processes start and how they stop: OS processes on this host from a
 torch-preloaded forkserver (`local`), or one Ray actor per node on a cluster (`ray`,
-launcher.ray_backend). Both drive their processes through the same control channel; the launch
-sees each node as a process handle (exitcode, is_alive, kill, join) and its channel."""
+launcher.running.ray_backend). Both drive their processes through the same control channel;
+the launch sees each node as a process handle (exitcode, is_alive, kill, join) and its
+channel."""
 
 from __future__ import annotations
 
 import os
 
-from launcher.calibration import Hosts
-from launcher.plan import Plan
-from launcher.processes import forkserver_context, start_evaluators, start_node, start_nodes
+from launcher.config.plan import Plan
+from launcher.running.calibration import Hosts
+from launcher.running.processes import forkserver_context, start_evaluators, start_node, start_nodes
 from transport import GateServer
 from transport.control_channel import ControlServer
 
@@ -63,7 +64,7 @@ class LocalBackend:
 
 def make_backend(plan: Plan):
     if plan.run.backend == "ray":
-        from launcher.ray_backend import RayBackend  # Ray is an optional extra
+        from launcher.running.ray_backend import RayBackend  # Ray is an optional extra
 
         return RayBackend(plan)
     return LocalBackend(plan)

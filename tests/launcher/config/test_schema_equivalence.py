@@ -1,6 +1,6 @@
 """Validation did not change when its network planning and data-set rules moved out of
 schema.py: every shipped experiment, profile, data set and algorithm validates to the typed
-config recorded before the move (tests/launcher/golden/validated.json)."""
+config recorded before the move (tests/launcher/config/golden/validated.json)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.schema import validate
-from tests.launcher.test_schema import composed
+from launcher.config.schema import validate
+from tests.launcher.config.test_schema import composed
 
 GOLDEN = Path(__file__).parent / "golden" / "validated.json"
 # Fixed so the record does not depend on the machine (cores) or the working directory; on

@@ -1,7 +1,7 @@
 """The launcher's side of virtual time (`clock=virtual`): the thread that drives a pure
-`TimeKeeper` (launcher/timekeeper.py) over the keeper's socket and is the run's clock, and a
-run's start, record and watchdog in virtual time, as launcher/calibration.py holds dilated wall
-time's start."""
+`TimeKeeper` (launcher/running/timekeeper.py) over the keeper's socket and is the run's
+clock, and a run's start, record and watchdog in virtual time, as
+launcher/running/calibration.py holds dilated wall time's start."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from launcher.timekeeper import Advance, Crash, End, Stuck, Sync, TimeKeeper
+from launcher.running.timekeeper import Advance, Crash, End, Stuck, Sync, TimeKeeper
 from node import control
 from node.algorithms import load_algorithm
 from transport.clock.keeper_link import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from launcher.plan import Plan
+from launcher.config.plan import Plan
 from node import control
 from node.entry import run_node
 from node.evaluator import run_evaluator

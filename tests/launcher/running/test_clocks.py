@@ -10,8 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher.clocks import PROBES, ClockEstimate, Sample, best_of, clock_record, synchronise
-from launcher.outcome import StartupError
+from launcher.running.clocks import (
+    PROBES,
+    ClockEstimate,
+    Sample,
+    best_of,
+    clock_record,
+    synchronise,
+)
+from launcher.running.outcome import StartupError
 from node import control
 from node.entry import calibrate
 

@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from launcher.config.network import NetworkConfig, plan_network
+from launcher.config.scenario import plan_scenario
+from launcher.config.sections import PLACEMENTS, SECTIONS, Timeline, TopLevel, typed
 from launcher.heterogeneity import TracePlan, TracesSection, heterogeneity, with_rates
-from launcher.network import NetworkConfig, plan_network
 from launcher.report.metric import METRICS, Metric
-from launcher.scenario import plan_scenario
-from launcher.sections import PLACEMENTS, SECTIONS, Timeline, TopLevel, typed
 from node.algorithms import AlgorithmConfig, load_algorithm
 from node.checks import require
 from node.data import MODEL_DATASET, TASKS

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from launcher.calibration import (
+from launcher.running.calibration import (
     MAX_RAISE,
     MAX_TRIALS,
     MIN_SLACK,

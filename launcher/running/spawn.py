@@ -9,11 +9,12 @@ import shutil
 import signal
 import time
 
-from launcher.backends import make_backend
-from launcher.calibration import start_dilated
-from launcher.outcome import Outcome, StartupError
-from launcher.plan import Plan
-from launcher.processes import (
+from launcher.config.plan import Plan
+from launcher.report.metric import METRICS
+from launcher.running.backends import make_backend
+from launcher.running.calibration import start_dilated
+from launcher.running.outcome import Outcome, StartupError
+from launcher.running.processes import (
     CrashSchedule,
     finish_evaluators,
     measure_pss,
@@ -21,10 +22,9 @@ from launcher.processes import (
     tell,
     write_pids,
 )
-from launcher.progress import ProgressDisplay, status
-from launcher.rejoin import Rejoins
-from launcher.report.metric import METRICS
-from launcher.virtual_time import KeeperThread, handle_stalls, keeper_record, start_virtual
+from launcher.running.progress import ProgressDisplay, status
+from launcher.running.rejoin import Rejoins
+from launcher.running.virtual_time import KeeperThread, handle_stalls, keeper_record, start_virtual
 from node import control
 from node.data import TASKS
 from node.files import write_json_atomic

@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from launcher.config.schema import validate
 from launcher.main import CONF_DIR
-from launcher.schema import validate
 from node.checks import ConfigError
 
 
@@ -67,7 +67,7 @@ def test_curve_is_on_when_asked_or_when_nodes_bind_off_loopback(overrides, curve
 
 
 def test_a_run_with_curve_gives_every_node_one_key_pair_and_writes_no_secret(tmp_path):
-    from launcher.plan import make_plan
+    from launcher.config.plan import make_plan
 
     small = ("num_nodes=3", "algorithm.degree=2", f"data_root={tmp_path}")
     run = validate(composed(*small, "transport.curve=on"))
@@ -161,7 +161,7 @@ def test_bad_config_names_the_key_and_the_fix(overrides, key, fix):
 def test_sharing_validates_to_the_codecs_typed_config_and_reaches_every_node(
     overrides, expected, tmp_path, shared_data_root
 ):
-    from launcher.plan import make_plan
+    from launcher.config.plan import make_plan
 
     small = ("num_nodes=8", "algorithm.degree=2", f"data_root={shared_data_root}")
     run = validate(composed(*small, *overrides))

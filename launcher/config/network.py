@@ -10,8 +10,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from launcher.config.sections import typed
 from launcher.heterogeneity.wan import read_wan_matrix
-from launcher.sections import typed
 from node.checks import at_least, hinted, node_ids, require
 from transport import LinkSpec
 

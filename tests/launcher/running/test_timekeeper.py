@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from launcher.timekeeper import Advance, Crash, Stuck, Sync, TimeKeeper
+from launcher.running.timekeeper import Advance, Crash, Stuck, Sync, TimeKeeper
 from transport.clock.keeper_link import Report
 
 INF = math.inf

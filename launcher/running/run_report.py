@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from launcher.clocks import clock_record
 from launcher.report.curves import (
     accuracy_curve,
     bytes_sent_at,
@@ -16,6 +15,7 @@ from launcher.report.curves import (
 from launcher.report.metric import METRICS, time_to_targets
 from launcher.report.plots import plot_run
 from launcher.report.timeline import write_timeline
+from launcher.running.clocks import clock_record
 from node.data import TASKS
 from node.files import write_json_atomic
 from transport import Reachability

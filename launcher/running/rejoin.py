@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from launcher.clocks import synchronise
-from launcher.outcome import StartupError
-from launcher.processes import write_pids
+from launcher.running.clocks import synchronise
+from launcher.running.outcome import StartupError
+from launcher.running.processes import write_pids
 from node import control
 from transport.dynamics import crash_rejoins
 

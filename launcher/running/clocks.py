@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from launcher.outcome import StartupError
+from launcher.running.outcome import StartupError
 from node import control
 
 PROBES = 8  # per node, one at a time: a probe answered while others queue would read long

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from launcher.clocks import synchronise
+from launcher.running.clocks import synchronise
 from node import control
 from transport import DilatedClock
 

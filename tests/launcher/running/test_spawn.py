@@ -6,7 +6,7 @@ import multiprocessing as mp
 
 import pytest
 
-from launcher.spawn import Launch, StartupError
+from launcher.running.spawn import Launch, StartupError
 from node import control
 
 
@@ -27,7 +27,7 @@ def test_a_broadcast_to_a_dead_node_is_a_startup_error_naming_it():
 
 
 def test_the_crash_schedule_hands_out_each_due_crash_once_in_time_order():
-    from launcher.processes import CrashSchedule
+    from launcher.running.processes import CrashSchedule
     from transport import Action
 
     schedule = CrashSchedule(

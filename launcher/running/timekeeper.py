@@ -2,7 +2,7 @@
 by the conservative rule. Time stands still while any node has work at the current instant; it
 moves to the next instant anything is due only when every live node waits and every message
 handed over has been admitted by its destination. This pure `TimeKeeper` decides;
-launcher/virtual_time.py's `KeeperThread` carries its decisions out over the keeper's socket
+launcher/running/virtual_time.py's `KeeperThread` carries its decisions out over the keeper's socket
 (transport/clock/keeper_link.py)."""
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from launcher.calibration import Hosts
-from launcher.outcome import StartupError
-from launcher.plan import Plan
-from launcher.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
+from launcher.config.plan import Plan
+from launcher.running.calibration import Hosts
+from launcher.running.outcome import StartupError
+from launcher.running.ray_actors import NODE_IP, EvaluatorActor, GateActor, NodeActor
 from node.files import JsonlWriter, write_atomic, write_json_atomic
 from transport.control_channel import ControlServer
 from transport.security import LOOPBACK_HOSTS

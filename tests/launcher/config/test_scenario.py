@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.scenario import Scenario
-from launcher.schema import validate
+from launcher.config.scenario import Scenario
+from launcher.config.schema import validate
 from node.checks import ConfigError
-from tests.launcher.test_schema import composed
+from tests.launcher.config.test_schema import composed
 
 
 def kinds(scenario):

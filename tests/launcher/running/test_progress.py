@@ -7,8 +7,8 @@ import io
 import logging
 from types import SimpleNamespace
 
-from launcher.progress import ProgressDisplay, status
 from launcher.report.metric import RMSE
+from launcher.running.progress import ProgressDisplay, status
 
 
 class FakeClock:
@@ -58,7 +58,7 @@ def test_a_movielens_run_shows_its_rmse_not_its_accuracy():
 def test_without_a_terminal_a_log_line_every_interval(caplog):
     clock = FakeClock()
     display = ProgressDisplay(duration=10, interval=5, stream=io.StringIO(), clock=clock)
-    with caplog.at_level(logging.INFO, logger="launcher.progress"):
+    with caplog.at_level(logging.INFO, logger="launcher.running.progress"):
         for step in range(23):  # 0.5 s apart: lines at 5, 10 s of wall time
             clock.now += 0.5
             display.show(step * 0.1, f"line {step}")
@@ -70,7 +70,7 @@ def test_without_a_terminal_a_log_line_every_interval(caplog):
 def test_the_end_is_logged_even_before_the_first_interval(caplog):
     clock = FakeClock()
     display = ProgressDisplay(duration=10, interval=5, stream=io.StringIO(), clock=clock)
-    with caplog.at_level(logging.INFO, logger="launcher.progress"):
+    with caplog.at_level(logging.INFO, logger="launcher.running.progress"):
         clock.now += 1.0
         display.show(3.0, "not yet")
         display.finish(10.0, "4/4 alive")
@@ -81,7 +81,7 @@ def test_the_end_is_logged_even_before_the_first_interval(caplog):
 def test_on_a_terminal_a_bar_of_emulated_time_redrawn_at_its_own_pace(caplog):
     clock, terminal = FakeClock(), Terminal()
     display = ProgressDisplay(duration=10, interval=5, stream=terminal, clock=clock)
-    with caplog.at_level(logging.INFO, logger="launcher.progress"):
+    with caplog.at_level(logging.INFO, logger="launcher.running.progress"):
         for step in range(1, 5):
             clock.now += 0.3
             display.show(2.5 * step, f"{step}/4 alive")
