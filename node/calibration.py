@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from node.counters import fresh_counters
 from node.models import Batches
+from node.timeline import Timeline
 from transport import Clock, Transport
 
 
@@ -79,7 +80,7 @@ def trial(node, transport: Transport, peers: dict[int, str], clock: Clock, round
         node.counters = fresh_counters()
         rounds_seen = _RoundClock(node.counters if rounds > 1 else None)
         node.transport, node.metrics, node.snapshot_dir = transport, rounds_seen, scratch
-        node.timeline = None  # a trial is not the run
+        node.timeline = Timeline(scratch, 0)  # a trial is not the run: records nothing
         interval = min(spec.eval_interval, duration)
         # a trial is static: the run's scenario starts with the run
         node.spec = replace(

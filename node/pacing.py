@@ -43,8 +43,7 @@ class Pacing:
                 if gated:
                     self.gate.release()
                 self.counters["cpu_compute_s"] += time.thread_time() - cpu
-            if self.timeline:
-                self.timeline.compute(burst_start, self.deadline)
+            self.timeline.compute(burst_start, self.deadline)
             self._reach(self.deadline, steps * spec.step_time)
             received += self._drain()
             self._snapshots_until(self.deadline)

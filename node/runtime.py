@@ -42,13 +42,10 @@ class Node(Pacing):
         self.counters = fresh_counters()
         self.round_, self.horizon = 0, spec.duration
         self.membership = Membership(spec, self.run_dir)  # when it is up, how it comes back
-        # The hot loop's own state, set afresh by run(): where this node's emulated time
-        # stands, the next evaluation instant and the model evaluated there, the round's lag
-        self.deadline, self.next_snapshot = 0.0, spec.eval_interval
-        self.settled: torch.Tensor | None = None
+        # The hot loop's state (set afresh by run()): emulated time, evaluation, the round's lag
+        self.deadline, self.next_snapshot, self.settled = 0.0, spec.eval_interval, None
         self.behind_round = self.last_report = 0.0
-        path = self.run_dir / "timeline" / f"{spec.node_id:03d}.jsonl"
-        self.timeline = Timeline(path, spec.timeline) if spec.timeline else None
+        self.timeline = Timeline.for_node(self.run_dir, spec.node_id, spec.timeline)  # 0: off
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
@@ -144,8 +141,8 @@ class Node(Pacing):
                 break
             if end < spec.duration:
                 self.counters["left"] += 1  # gracefully: the transport loses what comes now
-        while self.timeline and (msg := self.transport.receive()) is not None:
-            self._record(msg)  # delivered by the end, never taken: on the timeline all the same
+        while self.timeline.enabled and (msg := self.transport.receive()) is not None:
+            self.timeline.received(msg)  # delivered by the end, never taken: drawn too
         last_snapshot = self.next_snapshot - spec.eval_interval
         if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
             self._snapshot(spec.duration)
@@ -170,8 +167,7 @@ class Node(Pacing):
                 self.deadline = max(self.deadline, self.clock.now())
                 self._snapshots_until(min(self.deadline, self.horizon))
             merge = self.algorithm.aggregate(self.round_, self.flat)
-            if self.timeline:
-                self.timeline.merge(max(self.deadline, self.clock.now()), self.round_, received)
+            self.timeline.merge(max(self.deadline, self.clock.now()), self.round_, received)
             self.settled.copy_(self.flat)
             self.counters["rounds"] += 1
             self.metrics.write(
@@ -200,10 +196,10 @@ class Node(Pacing):
             self.clock.sleep_until(t, self.stop)
         while (msg := self.transport.receive()) is not None:  # came before it left, not taken
             self.counters["stale_on_join"] += 1
-            self._record(msg)
+            self.timeline.received(msg)
         self.deadline, self.counters["joined"] = t, self.counters["joined"] + 1
         model = self.membership.join_model(t)
-        if isinstance(model, str) and model == INITIAL:
+        if model is INITIAL:
             self.flat.copy_(self.initial)
             self.optimizer.state.clear()
         elif model is not None:
@@ -244,12 +240,8 @@ class Node(Pacing):
             return []  # `on_message` refuses it too, and counts it
         return outgoing(self.spec.node_id, self.counters["rounds"], replies)
 
-    def _record(self, msg: Message) -> None:
-        if self.timeline:
-            self.timeline.received(msg.src, msg.kind, msg.t_start, msg.t_end, msg.delivered_at)
-
     def _handle(self, msg: Message) -> None:
-        self._record(msg)
+        self.timeline.received(msg)
         try:
             replies = self.algorithm.on_message(incoming(msg), self.flat)
         except Rejected:
@@ -275,8 +267,7 @@ class Node(Pacing):
             if msg is not None:
                 self._handle(msg)
                 received += 1 + self._drain()
-        if self.timeline:
-            self.timeline.wait(start, self.clock.now())
+        self.timeline.wait(start, self.clock.now())
         return received
 
     def _send(self, messages: list[Outgoing], replace: bool) -> None:
@@ -306,5 +297,4 @@ class Node(Pacing):
             self.clock.close()
         if self.metrics is not None:
             self.metrics.close()
-        if self.timeline is not None:
-            self.timeline.close()
+        self.timeline.close()
