@@ -13,6 +13,7 @@ from launcher.report.metric import Metric, metric_of_summary, time_to_targets
 from launcher.report.runs import read_json
 from launcher.reproduce.stats import NONE, Estimate, band, mean_interval, paired_bootstrap
 from launcher.reproduce.suite import ClaimSpec, PlannedRun, Suite
+from launcher.reproduce.traffic import at_budget, has_traffic, traffic_stats
 
 NO_EFFECT = {"speedup": 1.0, "accuracy_gain": 0.0, "loss_reduction": 0.0}
 
@@ -87,14 +88,10 @@ def cell_stats(cell: Cell, targets, metric: Metric) -> dict:
         reached = [t for t in times if t is not None]
         est = mean_interval(reached) if valid and len(reached) == len(valid) else NONE
         tta[key] = {**est.as_dict(), "reached": len(reached), "of": len(valid)}
-    traffic = all(r.curve and "mb_sent" in r.curve[-1] for r in valid)  # older runs: none
     return {
         "algorithm": cell.algorithm,
         "seeds": [r.run.seed for r in valid],
-        "mb_total": mean_interval(
-            [r.curve[-1]["mb_sent"] for r in valid] if traffic else []
-        ).as_dict(),
-        "mb_to": {key: mb_to(valid, key, metric) for key in tta} if traffic else {},
+        **traffic_stats(valid, tta, metric),
         "flagged": [
             {"seed": r.run.seed, "flag": r.flag, "run": r.run.key} for r in cell.results if r.flag
         ],
@@ -102,13 +99,6 @@ def cell_stats(cell: Cell, targets, metric: Metric) -> dict:
         "time_to": tta,
         "curve": cell_curve(valid, metric),
     }
-
-
-def mb_to(valid: list[RunResult], key: str, metric: Metric) -> dict:
-    """MB all nodes had sent when the target was reached, with its interval, when every
-    valid run reached it."""
-    sent = [r.summary.get(f"mb_to_{metric.key}", {}).get(key) for r in valid]
-    return mean_interval(sent if sent and None not in sent else []).as_dict()
 
 
 def cell_curve(valid: list[RunResult], metric: Metric) -> dict:
@@ -123,8 +113,7 @@ def cell_curve(valid: list[RunResult], metric: Metric) -> dict:
         return np.interp(grid, [p["t"] for p in r.curve], [p[key] for p in r.curve])
 
     mean, low, high = band([at(r, metric.mean) for r in valid])
-    traffic = all("mb_sent" in r.curve[-1] for r in valid)
-    mb = np.mean([at(r, "mb_sent") for r in valid], axis=0).tolist() if traffic else []
+    mb = np.mean([at(r, "mb_sent") for r in valid], axis=0).tolist() if has_traffic(valid) else []
     return {
         "t": grid.tolist(),
         "mean": mean.tolist(),
@@ -132,33 +121,6 @@ def cell_curve(valid: list[RunResult], metric: Metric) -> dict:
         "high": high.tolist(),
         "mb": mb,
     }
-
-
-def at_budget(cells: list[Cell], rows: list[dict], metric: Metric) -> float | None:
-    """Compares at a byte budget: the least MB any algorithm of the scenario sent in all (its
-    mean over seeds); adds to each row its metric when its nodes had sent that much (linear
-    between evaluation instants). None when no run has a traffic curve."""
-
-    def total(row: dict) -> float | None:
-        return row.get("mb_total", {}).get("value")
-
-    totals = [total(row) for row in rows if total(row) is not None]
-    if not totals:
-        return None
-    budget = min(totals)
-    for cell, row in zip(cells, rows, strict=True):
-        if total(row) is None:
-            continue
-        values = [
-            float(
-                np.interp(
-                    budget, [p["mb_sent"] for p in r.curve], [p[metric.mean] for p in r.curve]
-                )
-            )
-            for r in cell.valid
-        ]
-        row["at_budget"] = mean_interval(values).as_dict()
-    return budget
 
 
 def common_target(ref: Cell, other: Cell, targets, metric: Metric) -> float | None:
