@@ -86,12 +86,21 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(result: dict) -> str:
-    header, rows = table_rows(result)
+    return _markdown(*table_rows(result))
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, a cell's own | escaped."""
 
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
+def _mb_to(group: dict, target: str, metric) -> dict:
+    """The group's MB sent to `target` (mean and std; None when not every seed reached it)."""
+    return group.get(f"mb_to_{metric.key}", {}).get(target, {"mean": None, "std": None})
 
 
 def traffic_table(result: dict) -> str:
@@ -102,13 +111,10 @@ def traffic_table(result: dict) -> str:
     for g in result["groups"]:
         cells = []
         for t in targets:
-            stats = g.get(f"mb_to_{metric.key}", {}).get(t, {"mean": None, "std": None})
+            stats = _mb_to(g, t, metric)
             cells.append("not reached" if stats["mean"] is None else _fmt(stats, g["runs"] > 1))
         rows.append([g["label"], *cells])
-    return "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    )
+    return _markdown(header, rows)
 
 
 def render_markdown(result: dict) -> str:
@@ -182,7 +188,7 @@ def render_csv(result: dict) -> str:
             row += [g[m]["mean"], g[m]["std"]]
         row += [g["lagged_runs"], *(g["speedup"][t] for t in targets)]
         for t in targets:
-            stats = g.get(f"mb_to_{metric.key}", {}).get(t, {"mean": None, "std": None})
+            stats = _mb_to(g, t, metric)
             row += [stats["mean"], stats["std"]]
         writer.writerow(["" if v is None else v for v in row])
     return out.getvalue()

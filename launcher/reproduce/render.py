@@ -67,6 +67,12 @@ def claim_details(c: dict) -> list[str]:
     return lines + [""]
 
 
+def if_every_seed(stats: dict, target: str, text: str) -> str:
+    """`text`, a figure about `target`, if every seed reached it; else how many did."""
+    tt = stats["time_to"][target]
+    return text if tt["reached"] == tt["of"] else f"reached in {tt['reached']} of {tt['of']}"
+
+
 def scenario_table(part: dict, scenario: dict) -> list[str]:
     targets = part["targets"]
     head = f"| algorithm | seeds | final {part['metric']} | " + " | ".join(
@@ -76,13 +82,7 @@ def scenario_table(part: dict, scenario: dict) -> list[str]:
     for stats in scenario["algorithms"]:
         if not stats:
             continue
-        cells = []
-        for t in targets:
-            tt = stats["time_to"][t]
-            text = fmt(tt, 1)
-            if tt["reached"] < tt["of"]:
-                text = f"reached in {tt['reached']} of {tt['of']}"
-            cells.append(text)
+        cells = [if_every_seed(stats, t, fmt(stats["time_to"][t], 1)) for t in targets]
         lines.append(
             f"| {stats['algorithm']} | {len(stats['seeds'])} | {fmt(stats['final'], 3)} | "
             + " | ".join(cells)
@@ -111,14 +111,7 @@ def traffic_table(part: dict, scenario: dict) -> list[str]:
     for stats in scenario["algorithms"]:
         if not stats or "at_budget" not in stats:
             continue
-        cells = []
-        for t in targets:
-            tt = stats["time_to"][t]
-            cells.append(
-                fmt(stats["mb_to"][t], 1)
-                if tt["reached"] == tt["of"]
-                else f"reached in {tt['reached']} of {tt['of']}"
-            )
+        cells = [if_every_seed(stats, t, fmt(stats["mb_to"].get(t), 1)) for t in targets]
         lines.append(
             f"| {stats['algorithm']} | {fmt(stats['mb_total'], 1)} | "
             + " | ".join(cells)
