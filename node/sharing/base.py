@@ -93,9 +93,14 @@ def expect_array(array, dtype, length: int, what: str) -> np.ndarray:
     return array
 
 
-def expect_no_extra(extra: tuple, aux: dict, keys: tuple[str, ...] = ()) -> None:
-    if extra:
-        raise CodecError(f"{len(extra)} arrays more than this codec sends")
+def expect_extra(
+    extra: tuple, aux: dict, arrays: tuple[str, ...] = (), keys: tuple[str, ...] = ()
+) -> None:
+    """A message carries, after its values, exactly the named `arrays`, and of the codecs'
+    header fields (codec_*) only `keys`; else CodecError."""
+    if len(extra) != len(arrays):
+        sent = ", ".join(("values", *arrays))
+        raise CodecError(f"expected {sent}: {1 + len(arrays)} arrays, got {1 + len(extra)}")
     unknown = [k for k in aux if k.startswith("codec_") and k not in keys]
     if unknown:
         raise CodecError(f"header fields {unknown} this codec does not send")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from node.sharing.base import Codec, Encoded, Part, expect_array, expect_no_extra
+from node.sharing.base import Codec, Encoded, Part, expect_array, expect_extra
 
 
 class Full(Codec):
@@ -17,7 +17,7 @@ class Full(Codec):
         return Encoded(vector.clone().numpy())
 
     def decompress(self, values: np.ndarray, extra: tuple, aux: dict) -> Part:
-        expect_no_extra(extra, aux)
+        expect_extra(extra, aux)
         values = expect_array(values, np.float32, self.size, "values")
         return Part(None, torch.from_numpy(values.copy()))  # not the receive buffer
 

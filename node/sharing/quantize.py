@@ -16,7 +16,7 @@ from node.sharing.base import (
     Part,
     SharingConfig,
     expect_array,
-    expect_no_extra,
+    expect_extra,
 )
 
 BITS = (1, 2, 4, 8)  # widths that pack whole into bytes
@@ -79,9 +79,7 @@ class Quantize(Codec):
         return Encoded(pack(codes.reshape(-1), self.bits), (scales.astype(np.float32),))
 
     def decompress(self, values: np.ndarray, extra: tuple, aux: dict) -> Part:
-        if len(extra) != 1:
-            raise CodecError(f"expected codes and scales, got {1 + len(extra)} arrays")
-        expect_no_extra((), aux)
+        expect_extra(extra, aux, ("scales",))
         packed = expect_array(values, np.uint8, self.packed_bytes, "codes")
         scales = expect_array(extra[0], np.float32, self.blocks, "scales")
         if not np.all(np.isfinite(scales)) or np.any(scales < 0):

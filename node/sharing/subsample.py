@@ -17,7 +17,7 @@ from node.sharing.base import (
     check_fraction,
     count_of,
     expect_array,
-    expect_no_extra,
+    expect_extra,
 )
 
 SEED = "codec_seed"  # the header field carrying it
@@ -56,7 +56,7 @@ class RandomSubset(Codec):
         return Encoded(vector[indices].numpy(), (), {SEED: seed})
 
     def decompress(self, values: np.ndarray, extra: tuple, aux: dict) -> Part:
-        expect_no_extra(extra, aux, (SEED,))
+        expect_extra(extra, aux, keys=(SEED,))
         seed = aux.get(SEED)
         if type(seed) is not int or not 0 <= seed < MAX_SEED:
             raise CodecError(f"no valid {SEED} in the header: {seed!r}")

@@ -17,7 +17,7 @@ from node.sharing.base import (
     check_fraction,
     count_of,
     expect_array,
-    expect_no_extra,
+    expect_extra,
 )
 
 
@@ -82,9 +82,7 @@ class TopK(Codec):
         return Encoded(params[indices].numpy(), (indices.to(torch.int32).numpy(),))
 
     def decompress(self, values: np.ndarray, extra: tuple, aux: dict) -> Part:
-        if len(extra) != 1:
-            raise CodecError(f"expected values and indices, got {1 + len(extra)} arrays")
-        expect_no_extra((), aux)
+        expect_extra(extra, aux, ("indices",))
         values = expect_array(values, np.float32, self.k, "values")
         indices = expect_array(extra[0], np.int32, self.k, "indices")
         if indices[0] < 0 or indices[-1] >= self.size or np.any(np.diff(indices) <= 0):
