@@ -12,7 +12,7 @@ from launcher.config.scenario import plan_scenario
 from launcher.config.sections import PLACEMENTS, SECTIONS, Timeline, TopLevel, typed
 from launcher.heterogeneity import TracePlan, TracesSection, heterogeneity, with_rates
 from launcher.report.metric import METRICS, Metric
-from node.algorithms import AlgorithmConfig, load_algorithm
+from node.algorithms import Algorithm, AlgorithmConfig, load_algorithm
 from node.checks import require
 from node.data import MODEL_DATASET, TASKS
 from node.sharing import CODECS, FULL, SharingConfig
@@ -70,8 +70,8 @@ class RunConfig:
     traces: TracePlan | None = None  # which trace client each node is; None: no trace
 
 
-def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
-    """The algorithm's typed config and the dotted path of its class (`_target_`)."""
+def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str, type[Algorithm]]:
+    """The algorithm's typed config, the dotted path of its class (`_target_`) and the class."""
     algo = cfg.get("algorithm")
     require(isinstance(algo, dict), "algorithm", "missing or not a mapping", "use algorithm=NAME")
     target = algo.get("_target_")
@@ -94,16 +94,15 @@ def _algorithm(cfg: dict, num_nodes: int) -> tuple[AlgorithmConfig, str]:
     values = {k: v for k, v in algo.items() if k != "_target_"}
     config = typed(algorithm_class.config_class, values, "algorithm")
     config.check(num_nodes)  # the algorithm's own whole-run checks (e.g. its graph)
-    return config, target
+    return config, target, algorithm_class
 
 
-def _sharing(cfg: dict, algorithm_class: str) -> SharingConfig:
+def _sharing(cfg: dict, cls: type[Algorithm]) -> SharingConfig:
     """The codec's typed config; an algorithm that does not send through a codec takes full."""
     raw = cfg.get("sharing", {"name": "full"})
     name = raw.get("name") if isinstance(raw, dict) else None
     require(name in CODECS, "sharing.name", f"unknown codec {name!r}", f"use one of {list(CODECS)}")
     config = typed(CODECS[name].config_class, raw, "sharing")
-    cls = load_algorithm(algorithm_class)
     if name != "full" and not cls.uses_codec:
         require(
             False,
@@ -218,8 +217,8 @@ def validate(cfg: dict, cwd: str | None = None) -> RunConfig:
         f"{model} is built for {MODEL_DATASET[model]}, not dataset {dataset.name}",
         f"use model={' or model='.join(fits)} with dataset={dataset.name}",
     )
-    algorithm, algorithm_class = _algorithm(cfg, num_nodes)
-    sharing = _sharing(cfg, algorithm_class)
+    algorithm, algorithm_class, cls = _algorithm(cfg, num_nodes)
+    sharing = _sharing(cfg, cls)
     timeline = typed(Timeline, cfg.get("timeline") or {}, "timeline")
     traces = typed(TracesSection, cfg.get("traces") or {}, "traces")
     hetero = heterogeneity(traces, num_nodes, run.duration, compute.step_time, cwd)
