@@ -31,11 +31,11 @@ def _slice(name: str, node: int, lane: int, start: float, dur: float, **args) ->
     return {**event, "args": args} if args else event
 
 
-def chrome_trace(run_dir: Path, summary: dict) -> dict:
-    """Every node's compute bursts, waits and merges, each message as a flow from its sender
-    (the span it took to leave) to its receiver (its delivery), and absences and crashes."""
+def chrome_trace(recorded: dict[int, list[dict]], summary: dict) -> dict:
+    """Every node's compute bursts, waits and merges (`recorded`: `node_events`), each message
+    as a flow from its sender (the span it took to leave) to its receiver (its delivery), and
+    absences and crashes."""
     events, flows, dropped = [], 0, {}
-    recorded = node_events(run_dir)
     nodes = range(summary.get("num_nodes") or len(recorded))
     for n in nodes:
         events.append({"ph": "M", "name": "process_name", "pid": n, "args": {"name": f"node {n}"}})
@@ -84,13 +84,14 @@ def chrome_trace(run_dir: Path, summary: dict) -> dict:
     }
 
 
-def plot_timeline(run_dir: Path, summary: dict, lanes: int, window: float | None, path: Path):
+def plot_timeline(
+    recorded: dict[int, list[dict]], summary: dict, lanes: int, window: float | None, path: Path
+):
     """One lane per node for the first `lanes` nodes over the first `window` emulated seconds:
     compute (blue), waits (orange), absences (grey), merges (ticks), and each message between
     two drawn nodes as a line from when it started leaving to its delivery."""
     end = summary.get("duration_emulated_s") or 1.0
     window = min(window or end, end)
-    recorded = node_events(run_dir)
     shown = sorted(n for n in recorded if n < lanes)
     stragglers = set(summary.get("stragglers") or [])
     fig, ax = plt.subplots(figsize=(12, 0.45 * max(len(shown), 4) + 1.2), dpi=110)
@@ -135,7 +136,8 @@ def plot_timeline(run_dir: Path, summary: dict, lanes: int, window: float | None
 
 def write_timeline(run_dir: Path, summary: dict, lanes: int, window: float | None) -> dict:
     """timeline.json and timeline.png in `run_dir`; returns the trace's otherData."""
-    trace = chrome_trace(run_dir, summary)
+    recorded = node_events(run_dir)  # read once: up to tens of MB at 60 nodes
+    trace = chrome_trace(recorded, summary)
     write_json_atomic(Path(run_dir) / "timeline.json", trace, indent=None)  # compact: it is big
-    plot_timeline(run_dir, summary, lanes, window, Path(run_dir) / "timeline.png")
+    plot_timeline(recorded, summary, lanes, window, Path(run_dir) / "timeline.png")
     return trace["otherData"]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from launcher.report.timeline import chrome_trace, write_timeline
+from launcher.report.timeline import chrome_trace, node_events, write_timeline
 from tests.node import twin
 
 ARGS = [
@@ -35,7 +35,7 @@ def ran(request, tmp_path_factory, shared_data_root):
 
 def test_the_trace_is_valid_json_with_one_flow_per_delivered_message(ran, tmp_path):
     plan, result, summary = ran
-    trace = json.loads(json.dumps(chrome_trace(plan.run_dir, summary)))  # serialisable
+    trace = json.loads(json.dumps(chrome_trace(node_events(plan.run_dir), summary)))  # serialisable
     events = trace["traceEvents"]
     assert all({"ph", "pid"} <= set(e) for e in events)
     starts = [e for e in events if e["ph"] == "s"]
@@ -50,7 +50,7 @@ def test_the_trace_is_valid_json_with_one_flow_per_delivered_message(ran, tmp_pa
 
 def test_compute_slices_add_up_to_the_steps_emulated_time(ran):
     plan, result, summary = ran
-    events = chrome_trace(plan.run_dir, summary)["traceEvents"]
+    events = chrome_trace(node_events(plan.run_dir), summary)["traceEvents"]
     for n in range(4):
         computed = sum(e["dur"] for e in events if e.get("name") == "compute" and e["pid"] == n)
         steps = result.nodes[n].counters["steps"]
@@ -62,7 +62,7 @@ def test_compute_slices_add_up_to_the_steps_emulated_time(ran):
 
 def test_a_synchronous_algorithm_waits_and_the_picture_is_drawn(ran, tmp_path):
     plan, result, summary = ran
-    events = chrome_trace(plan.run_dir, summary)["traceEvents"]
+    events = chrome_trace(node_events(plan.run_dir), summary)["traceEvents"]
     waits = [e for e in events if e.get("name") == "wait"]
     if summary["algorithm"] == "dpsgd":  # the straggler's neighbours wait for its model
         assert waits and all(e["dur"] > 0 for e in waits)
@@ -82,5 +82,5 @@ def test_events_beyond_the_bound_are_counted_not_kept(tmp_path):
     timeline.close()
     lines = (tmp_path / "timeline" / "000.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[-1]) == {"k": "dropped", "n": 2}
-    trace = chrome_trace(tmp_path, {"num_nodes": 1})
+    trace = chrome_trace(node_events(tmp_path), {"num_nodes": 1})
     assert trace["otherData"]["events_not_kept"] == {0: 2}
