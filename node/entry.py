@@ -157,7 +157,7 @@ def _run_node(spec, conn: Connection, start_timeout: float) -> None:
         control.send(conn, control.Ready(spec.node_id, endpoint))
         peers = control.expect(conn, control.Peers, start_timeout, spec.node_id)
         if peers.gate is not None:
-            node.gate = GateClient(spec.node_id, peers.gate, stop)
+            node.use_gate(GateClient(spec.node_id, peers.gate, stop))
         node.connect(peers.peers)
         control.send(conn, control.Connected(spec.node_id))
         message = calibrate(node, conn, lambda: make_transport(threading.Event()), start_timeout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
@@ -15,48 +14,61 @@ from node import control
 from node.algorithms import Algorithm, NodeContext, Outgoing, Rejected, View, load_algorithm
 from node.counters import fresh_counters
 from node.data import task as data_task
-from node.files import JsonlWriter, save_npy_atomic
+from node.files import JsonlWriter
 from node.membership import INITIAL, Membership
 from node.messages import incoming, outgoing
 from node.models import Batches, build_model, flatten_parameters
-from node.pacing import Pacing
+from node.pacing import Pacer
 from node.sharing import FULL
+from node.snapshots import Snapshots
 from node.spec import NodeSpec
 from node.timeline import Timeline
 from transport import Clock, Gate, Message, NoGate, Transport
 
 
-class Node(Pacing):
-    """Builds model, data and algorithm around a transport; `run()` is the hot loop."""
+class Node:
+    """Builds model, data and algorithm around a transport; `run()` is the hot loop. Its
+    emulated instants are its `pacer`'s, the models it leaves to test its `snapshots`'."""
 
     def __init__(
-        self, spec: NodeSpec, transport: Transport, stop: threading.Event, gate: Gate | None = None
+        self,
+        spec: NodeSpec,
+        transport: Transport | None,
+        stop: threading.Event,
+        gate: Gate | None = None,
+        metrics=None,  # where each round's record goes (None: the run's nodes/NNN.jsonl)
+        counters: dict | None = None,
     ):
         self.spec, self.transport, self.stop = spec, transport, stop
         self.gate = gate or NoGate()
         self.algorithm_class = load_algorithm(spec.algorithm_class)
         self.run_dir = Path(spec.run_dir)
-        self.snapshot_dir = self.run_dir / "snapshots"
         self.clock: Clock | None = None
-        self.metrics: JsonlWriter | None = None
-        self.counters = fresh_counters()
-        self.round_, self.horizon = 0, spec.duration
+        self.metrics = metrics
+        self.counters = fresh_counters() if counters is None else counters
+        self.round_, self.last_report = 0, 0.0
         self.membership = Membership(spec, self.run_dir)  # when it is up, how it comes back
-        # The hot loop's state (set afresh by run()): emulated time, evaluation, the round's lag
-        self.deadline, self.next_snapshot, self.settled = 0.0, spec.eval_interval, None
-        self.behind_round = self.last_report = 0.0
         self.timeline = Timeline.for_node(self.run_dir, spec.node_id, spec.timeline)  # 0: off
+        round_merges = self.algorithm_class.merges_at == "round" and spec.pacing == "burst"
+        self.burst = spec.algorithm.local_steps if round_merges else 1
+        self.pacer = Pacer(spec, self.burst, stop, self.counters, self.timeline)
+        self.snapshots = Snapshots(spec, self.membership.checkpoint if spec.checkpoint else None)
 
     # ---- set-up, before the shared start instant -------------------------------------------
     def setup(self) -> str:
         """Load the shard, build the model and algorithm, bind the inbound side: its address."""
         spec = self.spec
-        task = data_task(spec.data.name)
-        x, y = task.train_shard(spec.data, spec.node_id, spec.num_nodes)
-        self.loss_fn = task.loss
-        self.batches = Batches(
-            x, y, spec.algorithm.batch_size, seed=spec.seed * 100_003 + spec.node_id
-        )
+        self.build(*data_task(spec.data.name).train_shard(spec.data, spec.node_id, spec.num_nodes))
+        endpoint = self.transport.bind()
+        self.attach(self.transport)
+        return endpoint
+
+    def build(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Model, optimizer, batches and algorithm on the shard `x`, `y` (read only)."""
+        spec = self.spec
+        self.loss_fn = data_task(spec.data.name).loss
+        order = spec.seed * 100_003 + spec.node_id  # each node its own batch order
+        self.batches = Batches(x, y, spec.algorithm.batch_size, seed=order)
         # Same seed: the same initial model everywhere.
         self.model = build_model(spec.model, spec.seed, **spec.model_dims)
         self.flat = flatten_parameters(self.model)
@@ -66,13 +78,8 @@ class Node(Pacing):
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=spec.algorithm.lr, **self.algorithm.optimizer_options()
         )
-        round_merges = self.algorithm_class.merges_at == "round" and spec.pacing == "burst"
-        self.burst = spec.algorithm.local_steps if round_merges else 1
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
-        endpoint = self.transport.bind()
-        self.attach(self.transport)
-        return endpoint
+        if self.metrics is None:
+            self.metrics = JsonlWriter(self.run_dir / "nodes" / f"{spec.node_id:03d}.jsonl")
 
     def new_algorithm(self, salt: int = 0) -> Algorithm:
         """The algorithm as it starts, with its own RNG (`salt`: a rejoin's own draws), given
@@ -93,8 +100,7 @@ class Node(Pacing):
         return algorithm
 
     def _view_at(self, t: float) -> View:
-        """Whom this node can reach at `t`; everyone in a static run and in a calibration trial
-        (its spec has no scenario), until the launcher announces a death."""
+        """Whom this node can reach at `t`: everyone in a static run (and a trial) until a death."""
         if not self.spec.scenario and not self.membership.departed:
             return self.membership.everyone  # built once: this is asked at every message
         return self.membership.view(t)
@@ -108,9 +114,14 @@ class Node(Pacing):
         """Open the outbound side to every peer; sending waits for `start`."""
         self.transport.connect(peers)
 
+    def use_gate(self, gate: Gate) -> None:
+        """The host's compute gate, once the launcher has named it (before `start`)."""
+        self.gate = gate
+
     def start(self, clock: Clock) -> None:
         """Arm the shared clock: training begins at emulated 0."""
         self.clock = clock
+        self.pacer.start(clock, self.gate)
         self.transport.start(clock)
 
     def depart(self, node: int, t: float) -> None:
@@ -122,20 +133,17 @@ class Node(Pacing):
     # ---- the hot loop ----------------------------------------------------------------------
     def run(self, report=None) -> None:
         """Train through each period the node is up (all of the run without a scenario)."""
-        spec, clock = self.spec, self.clock
-        self.deadline, self.next_snapshot = 0.0, spec.eval_interval
-        clock.sleep_until(0.0, self.stop)
-        # Evaluated at instant t: the model after the last aggregation before t, as DL papers
-        # and the artifact test post-aggregation models (mid-round ones have drifted locally).
-        self.settled = self.flat.clone()
-        self.round_, periods = 0, Membership(spec, self.run_dir).periods()  # spec: a trial's too
+        spec, pacer, snapshots = self.spec, self.pacer, self.snapshots
+        self.clock.sleep_until(0.0, self.stop)
+        snapshots.begin(self.flat)
+        self.round_, periods = 0, self.membership.periods()
         if periods and periods[0][0] == 0.0:
-            self._snapshot(0.0)
+            snapshots.write(0.0)
         self.last_report, cpu_run = time.monotonic(), time.process_time()
         for start, end in periods:
             if start > 0.0:
                 self._join(start)
-            self.horizon = end
+            pacer.enter_period(start, end)  # from 0, or where it joined
             self._train(report)
             if self.stop.is_set():
                 break
@@ -143,18 +151,20 @@ class Node(Pacing):
                 self.counters["left"] += 1  # gracefully: the transport loses what comes now
         while self.timeline.enabled and (msg := self.transport.receive()) is not None:
             self.timeline.received(msg)  # delivered by the end, never taken: drawn too
-        last_snapshot = self.next_snapshot - spec.eval_interval
-        if self.deadline >= spec.duration and last_snapshot < spec.duration - 1e-9:
-            self._snapshot(spec.duration)
+        if pacer.deadline >= spec.duration:
+            snapshots.finish(spec.duration)
         self.counters["cpu_s"] = time.process_time() - cpu_run
 
     def _train(self, report) -> None:
         """Rounds until the end of this up period (`horizon`): compute, exchange, merge."""
-        spec = self.spec
-        while not self.stop.is_set() and self.deadline < self.horizon:
-            cpu_start, self.behind_round = time.thread_time(), 0.0
-            waited, wall_start = self.gate.waited, time.perf_counter()
-            losses, received = self._compute_round(self.round_, report)
+        spec, pacer = self.spec, self.pacer
+        while not self.stop.is_set() and pacer.deadline < pacer.horizon:
+            cpu_start, wall_start = time.thread_time(), time.perf_counter()
+            waited = self.gate.waited
+            pacer.new_round()
+            losses, received = pacer.compute_round(
+                self.local_step, lambda t: self._after_burst(t, report), self.snapshots.until
+            )
             if len(losses) < spec.algorithm.local_steps:
                 break  # the period ended mid-round: no exchange for a partial round
             self._send(
@@ -164,21 +174,20 @@ class Node(Pacing):
             if self.algorithm.ready_timeout > 0 and spec.pace:
                 # A synchronous round resumes computing when its wait ended; the evaluation
                 # grid instants passed while waiting saw the model from before the wait.
-                self.deadline = max(self.deadline, self.clock.now())
-                self._snapshots_until(min(self.deadline, self.horizon))
+                self.snapshots.until(min(pacer.catch_up(), pacer.horizon))
             merge = self.algorithm.aggregate(self.round_, self.flat)
-            self.timeline.merge(max(self.deadline, self.clock.now()), self.round_, received)
-            self.settled.copy_(self.flat)
+            self.timeline.merge(max(pacer.deadline, self.clock.now()), self.round_, received)
+            self.snapshots.settle(self.flat)
             self.counters["rounds"] += 1
             self.metrics.write(
                 {
-                    "t": round(self.deadline, 6),  # this node's emulated time; lag is separate
+                    "t": round(pacer.deadline, 6),  # this node's emulated time; lag is separate
                     "round": self.round_,
                     "train_loss": float(np.mean(losses)),
                     # CPU seconds this thread spent per local step, exchange included
                     "cpu_per_step": (time.thread_time() - cpu_start) / len(losses),
                     "received": received,
-                    "behind_max": round(self.behind_round, 6),
+                    "behind_max": round(pacer.behind_round, 6),
                     # wall seconds this round waited for the compute gate, and took in all
                     "gate_wait_s": round(self.gate.waited - waited, 6),
                     "wall_s": round(time.perf_counter() - wall_start, 6),
@@ -191,13 +200,11 @@ class Node(Pacing):
     def _join(self, t: float) -> None:
         """Back at emulated `t` after leaving (or at its first join, or in a new process after
         a crash), its algorithm started afresh: what it expected of its peers is void."""
-        if self.spec.pace:
-            self.clock.quiet_until(t)  # away, it sends nothing
-            self.clock.sleep_until(t, self.stop)
+        self.pacer.wait_until(t)
         while (msg := self.transport.receive()) is not None:  # came before it left, not taken
             self.counters["stale_on_join"] += 1
             self.timeline.received(msg)
-        self.deadline, self.counters["joined"] = t, self.counters["joined"] + 1
+        self.counters["joined"] += 1
         model = self.membership.join_model(t)
         if model is INITIAL:
             self.flat.copy_(self.initial)
@@ -205,17 +212,21 @@ class Node(Pacing):
         elif model is not None:
             self.flat.copy_(model)
         self.algorithm = self.new_algorithm(salt=round(t * 1e6))
-        self.settled.copy_(self.flat)
-        self.next_snapshot = math.ceil(t / self.spec.eval_interval - 1e-9) * self.spec.eval_interval
-        self._snapshots_until(t)
+        self.snapshots.resume(t, self.flat)
 
-    def _snapshots_until(self, t: float) -> None:
-        """Every evaluation instant up to `t`: the model settled at the last aggregation."""
-        while t >= self.next_snapshot - 1e-9:
-            self._snapshot(self.next_snapshot)
-            self.next_snapshot += self.spec.eval_interval
+    def _after_burst(self, t: float, report) -> int:
+        """At a burst's emulated end `t`: what arrived meanwhile handed to the algorithm (how
+        many), the evaluation instants passed, a progress report now and then."""
+        received = self._drain()
+        self.snapshots.until(t)
+        if report and time.monotonic() - self.last_report >= self.spec.progress_every:
+            stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}
+            report(control.Progress(self.spec.node_id, t, self.round_, stats))
+            self.last_report = time.monotonic()
+        return received
 
-    def _local_step(self) -> float:
+    def local_step(self) -> float:
+        """One step of SGD on the next batch: its loss."""
         x, y = self.batches.next()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model(x), y)
@@ -255,15 +266,14 @@ class Node(Pacing):
         give_up = start + self.algorithm.ready_timeout
         while not self.algorithm.ready(round_) and not self.stop.is_set():
             now = self.clock.now()
-            if now >= self.horizon:
-                # The run (or this node's up period) is over: a neighbour that ended mid-round
-                # will never send this round, and anything later could not change what is
-                # evaluated any more.
+            if now >= self.pacer.horizon:
+                # The run (or this up period) is over: a neighbour that ended mid-round will
+                # never send this round, and nothing later could change what is evaluated.
                 break
             if now >= give_up:
                 self.counters["ready_misses"] += 1
                 break
-            msg = self.transport.receive(until=min(give_up, self.horizon))
+            msg = self.transport.receive(until=min(give_up, self.pacer.horizon))
             if msg is not None:
                 self._handle(msg)
                 received += 1 + self._drain()
@@ -276,16 +286,6 @@ class Node(Pacing):
         sent = outgoing(self.spec.node_id, self.counters["rounds"], messages)
         if not self.transport.send(sent, replace):
             self.counters["outbox_overflow"] += len(sent)
-
-    def _snapshot(self, t: float) -> None:
-        name = f"n{self.spec.node_id:03d}_t{round(t * 1000):09d}.npy"
-        save_npy_atomic(self.snapshot_dir / name, self.settled.numpy())
-        if self.spec.checkpoint:  # what a crash will not take: the model settled by t
-            save_npy_atomic(self.membership.checkpoint, self.settled.numpy())
-
-    def _progress(self, round_: int, deadline: float) -> control.Progress:
-        stats = {"behind_max": self.counters["behind_max"], **self.transport.stats.totals()}
-        return control.Progress(node=self.spec.node_id, t=deadline, round=round_, stats=stats)
 
     def close(self) -> None:
         """Stop and close the transport (sockets in their owner threads), the gate, the clock's

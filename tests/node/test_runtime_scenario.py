@@ -157,7 +157,7 @@ def test_every_algorithm_goes_on_when_a_peer_leaves_and_a_partition_comes_and_go
     lost = sum(t["messages_lost_down"] + t["messages_lost_partition"] for t in totals)
     assert lost > 0 or algorithm in ("local", "lasgd")  # a ring sends only within its view
     for node in (0, 1, 3):  # the ones that stayed trained to the end
-        assert result.nodes[node].deadline == pytest.approx(0.6, abs=0.06)
+        assert result.nodes[node].pacer.deadline == pytest.approx(0.6, abs=0.06)
         if synchronous:
             assert result.nodes[node].counters["ready_misses"] > 0
     if algorithm == "lasgd":  # rings of 3 (after the leave), 1 and 2 (partition), 3 (healed)
@@ -201,6 +201,9 @@ def test_a_calibration_trial_is_static_whatever_the_scenario(tmp_path, data_root
         }
         peers = {n: t.bind() for n, t in transports.items()}
         results = {}
+        cpu, wall = calibration.burst(nodes[0], 3)
+        assert cpu > 0 and wall > 0
+        before = {n: untouched(node) for n, node in nodes.items()}
 
         def trial(n):
             try:
@@ -217,3 +220,16 @@ def test_a_calibration_trial_is_static_whatever_the_scenario(tmp_path, data_root
             thread.join(30)
     assert set(results) == {0, 1}
     assert results[0]["delivered"] == 2 and results[1]["delivered"] == 2
+    # the burst and the trials ran on nodes of their own: the run's nodes are as they were
+    assert all(untouched(node) == before[n] for n, node in nodes.items())
+    assert not any((plan.run_dir / "calibration").iterdir())  # each trial's scratch removed
+
+
+def untouched(node: Node) -> tuple:
+    """What a calibration must not change of a node: model bits, optimizer state, counters,
+    algorithm, batch order, emulated instants, log."""
+    return (
+        node.flat.numpy().tobytes(), len(node.optimizer.state), dict(node.counters),
+        id(node.algorithm), node.batches.pos, node.batches.order.tolist(), node.pacer.deadline,
+        node.clock, node.metrics.file.tell(),
+    )  # fmt: skip
