@@ -6,72 +6,43 @@ from __future__ import annotations
 
 import math
 import queue
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import zmq
 
 from transport.clock import Clock
-from transport.connections import DEFAULT_MAX_CONNECTIONS
-from transport.dynamics import Reachability
 from transport.link import (
     IDLE_S,
     INBOX_SIZE,
     MAX_PENDING_BYTES,
     OUTBOX_SIZE,
-    LinkSpec,
     check_sendable,
 )
 from transport.receiver import ReceiverThread
 from transport.schedule import DownlinkQueue, PackedBatch, Uplink
-from transport.security import CurveKeys, start_authenticator
+from transport.security import start_authenticator
 from transport.sender import SenderThread
-from transport.stats import LinkStats
 from transport.wire import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     FLUSH,
     Message,
-    check_kinds,
     pack,
     wire_size,
 )
+from transport.zmq_base import ZmqEndpoint
 
 
-class ZmqTransport:
+class ZmqTransport(ZmqEndpoint):
     """`bind` starts the receiver thread on `bind_address` (port 0: any free port), `connect`
     the sender thread with one PUSH socket per peer, `start` arms both on the shared clock.
     Every socket lives and dies in its owner thread; `close` joins both before terminating
     the context, so a thread stuck on a socket can never hang the process in `term()`."""
 
-    def __init__(
-        self,
-        node_id: int,
-        link: LinkSpec,
-        kinds: frozenset[str],
-        stop: threading.Event,
-        bind_address: str = "tcp://127.0.0.1:0",
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        reach: Reachability | None = None,
-        curve: CurveKeys | None = None,
-    ):
-        self.reach = reach or Reachability()  # a scenario's who-reaches-whom
-        self.curve = curve  # the run's key pair: every data socket speaks CURVE with it
-        self.authenticator = None
-        self.node_id, self.link, self.stop = node_id, link, stop
-        self.kinds = check_kinds(kinds)
-        self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
-        self.max_connections = max_connections
-        self.stats = LinkStats()
+    def __init__(self, *args, **kwargs):  # ZmqEndpoint's: node, link, kinds, stop, options
+        super().__init__(*args, **kwargs)
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
         self.outbox: queue.Queue[PackedBatch] = queue.Queue(maxsize=OUTBOX_SIZE)
-        self.ctx: zmq.Context | None = None
         self.sender: SenderThread | None = None
         self.receiver: ReceiverThread | None = None
-        self.clock: Clock | None = None
-        self.peers: dict[int, str] = {}
-        self.ready: deque[Message] = deque()  # released, not yet received (no `on_deliver`)
 
     def _now(self) -> float:
         return self.clock.now()

@@ -12,64 +12,39 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import zmq
 
 from transport.clock import Clock
 from transport.clock.keeper_link import ORDER
-from transport.connections import DEFAULT_MAX_CONNECTIONS, Connections
-from transport.dynamics import Reachability
-from transport.link import MAX_PENDING_BYTES, LinkSpec, check_sendable
+from transport.connections import Connections
+from transport.link import MAX_PENDING_BYTES, check_sendable
 from transport.receiver import admissible, close_inbound, inbound_socket
 from transport.schedule import DownlinkQueue, Uplink
-from transport.security import CurveKeys, refusals, start_authenticator
+from transport.security import refusals, start_authenticator
 from transport.sender import GONE_RETRY, HAND_OVER_TIMEOUT, flush_notice, outbound_socket
-from transport.stats import LinkStats
-from transport.wire import DEFAULT_MAX_MESSAGE_BYTES, FLUSH, Message, check_kinds, pack, stamp
+from transport.wire import FLUSH, Message, pack, stamp
+from transport.zmq_base import ZmqEndpoint
 
 WAIT_MS = 200  # how soon a thread waiting for messages owed notices `stop`
 CONNECT_TIMEOUT = 30.0  # wall seconds for every connection opened before the run to be up
 
 
-class VirtualZmqTransport:
+class VirtualZmqTransport(ZmqEndpoint):
     """A `Transport` for a node on the launcher's virtual clock (`FollowerClock`), and that
     clock's source: it says what it handed over and admitted, and acts at each ADVANCE.
     Create, use and close it in the node's training thread."""
 
-    def __init__(
-        self,
-        node_id: int,
-        link: LinkSpec,
-        kinds: frozenset[str],
-        stop: threading.Event,
-        bind_address: str = "tcp://127.0.0.1:0",
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        reach: Reachability | None = None,
-        curve: CurveKeys | None = None,
-    ):
-        self.node_id, self.link, self.stop = node_id, link, stop
-        self.kinds = check_kinds(kinds)
+    def __init__(self, *args, **kwargs):  # ZmqEndpoint's: node, link, kinds, stop, options
+        super().__init__(*args, **kwargs)
         self.accepted = self.kinds | {FLUSH}
-        self.bind_address, self.max_message_bytes = bind_address, max_message_bytes
-        self.max_connections, self.reach, self.curve = (
-            max_connections,
-            reach or Reachability(),
-            curve,
-        )
-        self.stats = LinkStats()
-        self.ctx: zmq.Context | None = None
-        self.authenticator = None
         self.inbound = self.monitor = None
         self.outbound: Connections | None = None
         self.uplink: Uplink | None = None
-        self.clock: Clock | None = None
-        self.peers: dict[int, str] = {}
         self.known_sources: frozenset[int] = frozenset()
         self.on_deliver: Callable[[Message], None] | None = None
-        self.ready: deque[Message] = deque()  # released, not yet received
         # Read off the inbound socket, not yet handed to the downlink: (gen, src, seq, msg, size)
         self.staged: list[tuple[int, int, int, Message, int]] = []
         self.admitted = 0  # messages read in all
