@@ -6,20 +6,34 @@ import multiprocessing as mp
 
 import pytest
 
-from launcher.running.spawn import Launch, StartupError
+from launcher.running.fleet import Fleet
+from launcher.running.outcome import StartupError
 from node import control
 
 
+class PipeBackend:
+    """Nodes that are only their channels: no evaluators, no processes."""
+
+    def __init__(self, conns: dict):
+        self.conns = conns
+
+    def start_evaluators(self, control_server) -> dict:
+        return {}
+
+    def start_nodes(self, control_server) -> dict:
+        return {node: (None, conn) for node, conn in self.conns.items()}
+
+
 def test_a_broadcast_to_a_dead_node_is_a_startup_error_naming_it():
-    launch = Launch(plan=None)
+    fleet = Fleet(listener=lambda sender, message: None, start_timeout=1.0)
     alive_parent, alive_child = mp.Pipe(duplex=True)
     dead_parent, dead_child = mp.Pipe(duplex=True)
     dead_child.close()  # what a SIGKILLed node leaves behind
-    launch.conns = {0: alive_parent, 1: dead_parent}
+    fleet.start(PipeBackend({0: alive_parent, 1: dead_parent}), control_server=None)
     try:
         with pytest.raises(StartupError, match="node 1 is gone"):
             for _ in range(3):  # the first write into a closed pipe may still be buffered
-                launch._broadcast(control.Calibrate(steps=1))
+                fleet.broadcast(control.Calibrate(steps=1))
         assert alive_child.poll(1.0)
     finally:
         for conn in (alive_parent, alive_child, dead_parent):
