@@ -1,15 +1,20 @@
 """The fleet of a run's processes, on pipes and stand-in processes: what it hears goes to its
-listener first, a death fails the start with the node's last words."""
+listener first, a death fails the start with the node's last words, the watchdog stops live
+nodes through it and says why."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from launcher.running.fleet import Fleet
 from launcher.running.outcome import StartupError
+from launcher.running.virtual_time import handle_stalls
 from node import control
 
 
@@ -115,3 +120,35 @@ def test_a_fleet_that_never_started_stops_nothing_and_has_nothing_to_close():
     assert fleet.poll(0) == [] and fleet.stop(grace=1.0) == {}
     assert fleet.finish_evaluators(finish=True, grace=1.0) is True  # none was owed
     assert fleet.close() is None
+
+
+def stalled_keeper(*stalls, error=None):
+    events = SimpleNamespace(stalls=queue.Queue())
+    for stall in stalls:
+        events.stalls.put(stall)
+    return SimpleNamespace(error=error, stop=threading.Event(), events=events, now=lambda: 2.5)
+
+
+def test_a_stall_stops_the_live_nodes_it_waits_on_and_says_why(pipes):
+    procs = {n: StandIn(10 + n, exitcode=None if n != 2 else 0) for n in range(4)}
+    fleet = Fleet(lambda sender, message: None, start_timeout=1.0)
+    fleet.start(PipeBackend({n: (p, pipes()[0]) for n, p in procs.items()}), PipeControl())
+    waiting = {"busy": [1], "in_flight": [2], "joins": []}
+    stopped = handle_stalls(stalled_keeper(waiting), fleet, stall_timeout=30.0)
+    assert list(stopped) == [1] and procs[1].killed and not procs[2].killed
+    assert stopped[1].startswith("node 1 did not go idle within 30 wall seconds (time stood at")
+    stopped = handle_stalls(stalled_keeper({"waiting_for_ever": [0, 3]}), fleet, 30.0)
+    assert stopped == {
+        n: f"node {n} waits for ever: every live node did, so time could not move" for n in (0, 3)
+    }
+    assert handle_stalls(stalled_keeper(error=RuntimeError("x")), fleet, 30.0) == {}
+
+
+def test_a_failed_keeper_stops_every_live_node_once(pipes):
+    procs = {0: StandIn(10, exitcode=None), 1: StandIn(11, exitcode=0)}
+    fleet = Fleet(lambda sender, message: None, start_timeout=1.0)
+    fleet.start(PipeBackend({n: (p, pipes()[0]) for n, p in procs.items()}), PipeControl())
+    keeper = stalled_keeper({"waiting_for_ever": [0]}, error=RuntimeError("socket"))
+    stopped = handle_stalls(keeper, fleet, stall_timeout=30.0)
+    assert stopped == {0: "the time keeper failed: RuntimeError('socket')"}
+    assert keeper.stop.is_set() and handle_stalls(keeper, fleet, 30.0) == {}
