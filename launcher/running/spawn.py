@@ -152,8 +152,8 @@ class Launch:
         self.t0 = self.clock.t0
 
     def _stop(self) -> None:
-        """Every process stopped and reaped, the keeper and the channels closed, each's record
-        kept."""
+        """Every process stopped and reaped, the keeper and the control channel closed; what
+        each ended with recorded."""
         for n, code in self.fleet.stop(self.plan.run.stop_grace).items():
             self.outcome.exit_codes[n] = code
             planned = n in self.outcome.killed
@@ -172,10 +172,6 @@ class Launch:
             self.outcome.control = counts
         if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
             shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
-
-    def _errors_text(self, nodes: list[int]) -> str:
-        errors = self.outcome.errors
-        return "; ".join(errors.get(n, "no report").strip().splitlines()[-1] for n in nodes)
 
     # ---- for rejoins -------------------------------------------------------------------------
     def peers_message(self, node: int) -> control.Peers:
@@ -271,7 +267,8 @@ class Launch:
         if self.keeper is not None:
             self.keeper.depart(n)
         self.fleet.tell(control.Departed(n, self.outcome.departed[n]))
-        log.error("node %d failed at t=%.2f s: %s", n, died, self._errors_text([n]))
+        why = self.outcome.errors.get(n, "no report").strip().splitlines()[-1]
+        log.error("node %d failed at t=%.2f s: %s", n, died, why)
 
     def _crash_due(self, wait: float) -> float:
         """Kill hard (SIGKILL, no goodbye) every node whose scheduled crash has come; the wall
