@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from launcher.running.clocks import synchronise
 from node import control
 from transport import DilatedClock
 
@@ -124,12 +123,13 @@ def chosen_factor(trials: list[Trial]) -> float:
 
 
 class Calibrator:
-    """Drives the nodes through the calibration; `launch` owns the channels and the gates.
-    Every machine's nodes run each trial at once, on their own machine: the factor chosen is
-    the smallest the busiest machine keeps up at (the largest any machine needs)."""
+    """Drives the nodes through the calibration over `fleet`'s channels (launcher.running.fleet:
+    broadcast, collect). Every machine's nodes run each trial at once, on their own machine:
+    the factor chosen is the smallest the busiest machine keeps up at (the largest any machine
+    needs)."""
 
-    def __init__(self, launch, hosts: Hosts):
-        self.launch, self.run, self.hosts = launch, launch.plan.run, hosts
+    def __init__(self, fleet, run, hosts: Hosts):
+        self.fleet, self.run, self.hosts = fleet, run, hosts
         self.cores = sum(hosts.cores.values())
 
     def __call__(self) -> tuple[float, dict]:
@@ -170,20 +170,20 @@ class Calibrator:
         return chosen, record
 
     def _burst(self) -> dict[int, float]:
-        self.launch._broadcast(control.Calibrate(BURST_STEPS))
-        reports = self.launch._collect(control.Calibrated, time.monotonic())
+        self.fleet.broadcast(control.Calibrate(BURST_STEPS))
+        reports = self.fleet.collect(control.Calibrated, time.monotonic())
         return {n: r.cpu_per_step for n, r in reports.items()}
 
     def _trial(self, tdf: float) -> Trial:
         started = time.monotonic()
-        self.launch._broadcast(control.TrialPrepare())
-        ready = self.launch._collect(control.TrialReady, time.monotonic())
+        self.fleet.broadcast(control.TrialPrepare())
+        ready = self.fleet.collect(control.TrialReady, time.monotonic())
         peers = {node: message.endpoint for node, message in ready.items()}
         t0 = time.monotonic() + START_SLACK
         rounds = self.run.calibration_rounds
-        self.launch._broadcast(control.TrialStart(peers, t0, tdf, rounds))
+        self.fleet.broadcast(control.TrialStart(peers, t0, tdf, rounds))
         span = rounds * max(self.run.step_times) * self.run.algorithm.local_steps * tdf
-        reports = self.launch._collect(control.TrialDone, t0 + span)
+        reports = self.fleet.collect(control.TrialDone, t0 + span)
         done = [r.stats for r in reports.values()]
         behind = max(r["behind_max"] for r in done)
         slack = min(r["slack_min"] for r in done)
@@ -206,18 +206,11 @@ class Calibrator:
         )
 
 
-def start_dilated(launch) -> None:
-    """A run's start on dilated wall time (`launch`: a spawn.Launch past its barrier): clock
-    offsets, the factor (calibrated or given), a shared t0."""
-    run = launch.plan.run
-    launch.outcome.clocks = synchronise(launch.conns, run.start_timeout)
-    if run.tdf is None:
-        calibrate = Calibrator(launch, launch.backend.hosts())
-        launch.outcome.tdf, launch.outcome.calibration = calibrate()
-    else:
-        launch.outcome.tdf = run.tdf
-    tdf = launch.outcome.tdf
-    log.info("time-dilation factor %.2f (%s)", tdf, "auto" if run.tdf is None else "fixed")
-    launch.t0 = time.monotonic() + START_SLACK
-    launch.clock = DilatedClock(launch.t0, tdf)
-    launch._broadcast(control.Start(launch.t0, tdf))
+def start_dilated(fleet, tdf: float, auto: bool) -> DilatedClock:
+    """A run's start on dilated wall time (`fleet`: past its barrier, its clocks synchronised):
+    every node told the factor `tdf` (calibrated if `auto`, else given) and a shared t0; the
+    run's clock."""
+    log.info("time-dilation factor %.2f (%s)", tdf, "auto" if auto else "fixed")
+    clock = DilatedClock(time.monotonic() + START_SLACK, tdf)
+    fleet.broadcast(control.Start(clock.t0, tdf))
+    return clock

@@ -1,12 +1,10 @@
 """The OS processes of a run: a torch-preloaded forkserver, one process per node and per
-evaluator, each with its control channel to the launcher, their memory, and their stop."""
+evaluator, each with its control channel to the launcher, their memory, and their reaping."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import time
-from pathlib import Path
 
 import psutil
 
@@ -14,10 +12,7 @@ from launcher.config.plan import Plan
 from node import control
 from node.entry import run_node
 from node.evaluator import run_evaluator
-from node.files import write_json_atomic
 from transport.control_channel import Channel, ControlServer
-
-DRAIN_TIMEOUT = 600.0  # wall seconds the evaluators may take after the nodes are done
 
 
 def forkserver_context(threads: int) -> mp.context.BaseContext:
@@ -83,16 +78,6 @@ def start_node(ctx, spec, control: ControlServer) -> tuple[mp.Process, Channel]:
     return proc, channel
 
 
-def write_pids(run_dir: Path, nodes: dict, evaluators: dict) -> dict:
-    """For operators and tests: which OS process is which node (pids.json); returned."""
-    pids = {
-        "nodes": {str(n): p.pid for n, p in nodes.items()},
-        "evaluators": {str(w): p.pid for w, p in evaluators.items()},
-    }
-    write_json_atomic(run_dir / "pids.json", pids)
-    return pids
-
-
 def reap(procs, grace: float) -> None:
     """Join each process, killing one still alive after `grace` wall seconds."""
     for proc in procs:
@@ -126,45 +111,3 @@ def tell(conns: dict, message) -> None:
             control.send(conn, message)
         except (OSError, ValueError):
             pass
-
-
-def stop_nodes(launch) -> None:
-    """Stop and SIGTERM (a node not reading its pipe takes it as Stop), SIGKILL at last."""
-    grace = launch.plan.run.stop_grace
-    tell(launch.conns, control.Stop())
-    for p in [p for p in launch.nodes.values() if p.is_alive()]:
-        p.terminate()
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(p.is_alive() for p in launch.nodes.values()):
-        launch._poll(0.1)
-    alive = [p for p in launch.nodes.values() if p.is_alive()]
-    for p in alive:
-        p.kill()
-    for p in alive:
-        p.join(timeout=grace)
-    launch._poll(0)
-    for n, p in launch.nodes.items():
-        p.join(timeout=1.0)
-        launch.outcome.exit_codes[n] = p.exitcode
-        planned = n in launch.outcome.killed
-        if p.exitcode not in (0, None) and n not in launch.outcome.errors and not planned:
-            launch.outcome.errors[n] = f"exited with code {p.exitcode}"
-        p.close() if p.exitcode is not None else None
-
-
-def finish_evaluators(launch) -> None:
-    """After a normal run the evaluators test every snapshot left; on Ctrl-C they just stop."""
-    finish = not launch.outcome.interrupted
-    tell(launch.eval_conns, control.Finish() if finish else control.Stop())
-    deadline = time.monotonic() + (DRAIN_TIMEOUT if finish else launch.plan.run.stop_grace)
-
-    def pending() -> set[int]:
-        return {
-            w for w in set(launch.evaluators) - launch.eval_done if launch.evaluators[w].is_alive()
-        }
-
-    while pending() and time.monotonic() < deadline:
-        launch._poll(0.2)
-    launch._poll(0)  # a worker may have said 'done' just before exiting
-    launch.outcome.evaluation_complete = finish and launch.eval_done == set(launch.evaluators)
-    reap(launch.evaluators.values(), launch.plan.run.stop_grace)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import multiprocessing as mp
 import shutil
 import signal
 import time
@@ -12,40 +12,39 @@ import time
 from launcher.config.plan import Plan
 from launcher.report.metric import METRICS
 from launcher.running.backends import make_backend
-from launcher.running.calibration import start_dilated
+from launcher.running.calibration import Calibrator, start_dilated
+from launcher.running.fleet import Fleet
 from launcher.running.outcome import Outcome, StartupError
-from launcher.running.processes import (
-    CrashSchedule,
-    finish_evaluators,
-    measure_pss,
-    stop_nodes,
-    tell,
-    write_pids,
-)
+from launcher.running.processes import CrashSchedule
 from launcher.running.progress import ProgressDisplay, status
 from launcher.running.rejoin import Rejoins
-from launcher.running.virtual_time import KeeperThread, handle_stalls, keeper_record, start_virtual
+from launcher.running.virtual_time import (
+    KeeperThread,
+    bare_step,
+    handle_stalls,
+    keeper_record,
+    start_virtual,
+    time_keeper,
+)
 from node import control
 from node.data import TASKS
 from node.files import write_json_atomic
 from transport import Reachability
-from transport.control_channel import Channel, ControlServer
+from transport.control_channel import ControlServer
 
 log = logging.getLogger(__name__)
 
 
 class Launch:
-    """One run's processes from start to reaping: the barrier, the calibration, the monitor."""
+    """One run's processes from start to reaping: the barrier, the calibration, the monitor.
+    Its fields and its outcome change only in its own methods; the processes and their channels
+    are its `fleet`'s. Rejoins (launcher.running.rejoin) read `clock`, `keeper`, `fleet` and the
+    outcome, and ask for the rest: `restart`, `peers_message`, `start_message`."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
         self.outcome = Outcome()
-        self.nodes: dict[int, mp.Process] = {}
-        self.control: ControlServer | None = None
-        self.conns: dict[int, Channel] = {}
-        self.evaluators: dict[int, mp.Process] = {}
-        self.eval_conns: dict[int, Channel] = {}
-        self.eval_done: set[int] = set()
+        self.fleet = Fleet(self._record, plan.run.start_timeout)
         self.backend = None  # where processes start and how they stop: local or ray
         self.crashes = CrashSchedule()  # the scenario's: the launcher kills them
         self.peers: dict[int, str] = {}
@@ -65,26 +64,22 @@ class Launch:
             self.backend = backend = make_backend(self.plan)
             # Nodes carry the run's keys (if CURVE is on): the control channel speaks CURVE too.
             curve = self.plan.nodes[0].curve if self.plan.nodes else None
-            self.control = ControlServer(backend.control_host(), curve)
-            for w, (proc, conn) in backend.start_evaluators(self.control).items():
-                self.evaluators[w], self.eval_conns[w] = proc, conn
-            for n, (proc, conn) in backend.start_nodes(self.control).items():
-                self.nodes[n], self.conns[n] = proc, conn
-            self.outcome.pids = write_pids(self.plan.run_dir, self.nodes, self.evaluators)
+            self.fleet.start(backend, ControlServer(backend.control_host(), curve))
+            self._write_pids()
             # In virtual time the keeper is the compute gate: it wakes a machine's cores' worth
             if run.clock == "wall":
                 self.gates = backend.start_gates()
             else:
                 self.gates = {spec.node_id: None for spec in self.plan.nodes}
-            self.peers = peers = self._barrier(started)
-            for node, conn in list(self.conns.items()):  # each its own machine's gate
-                self._broadcast(control.Peers(peers, self.gates[node]), {node: conn})
-            self._collect(control.Connected, started)
+            self.peers = self._barrier(started)
+            for node in self.fleet.connected():  # each its own machine's gate
+                self.fleet.broadcast(self.peers_message(node), [node])
+            self.fleet.collect(control.Connected, started)
             self.outcome.cores = sum(backend.hosts().cores.values())
             if run.clock == "virtual":
-                start_virtual(self, started)
+                self._start_virtual(started)
             else:
-                start_dilated(self)
+                self._start_dilated()
             self.outcome.start_seconds = self.t0 - started
             self._monitor()
         except KeyboardInterrupt:
@@ -98,59 +93,35 @@ class Launch:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             try:
-                stop_nodes(self)
-                if self.keeper is not None:
-                    self.keeper.close()
-                    self.outcome.keeper = keeper_record(self.keeper)
-                finish_evaluators(self)
-                if self.backend is not None:
-                    self.backend.close()
-                if self.control is not None:
-                    self.outcome.control = self.control.counts()
-                    self.control.close()
-                if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
-                    shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
+                self._stop()
             finally:
                 signal.signal(signal.SIGINT, previous)
                 signal.signal(signal.SIGTERM, previous_term)
         self.outcome.wall_seconds = time.monotonic() - started
         return self.outcome
 
-    def _broadcast(self, message, conns: dict | None = None) -> None:
-        """Start-up messages to every node (or those of `conns`); a node whose channel is gone
-        fails the start cleanly."""
-        for node, conn in list((self.conns if conns is None else conns).items()):
-            try:
-                control.send(conn, message)
-            except (OSError, ValueError) as err:  # killed between two start-up steps
-                raise StartupError(
-                    f"node {node} is gone before the start ({type(err).__name__})"
-                ) from err
+    def _record(self, sender: int, message) -> None:
+        """What a node (`sender`) or an evaluator (-1 - its number) reports, into the outcome."""
+        if sender < 0:
+            if isinstance(message, control.Evaluated):
+                self.outcome.evals.append(message.record())
+        elif isinstance(message, control.Progress):
+            self.outcome.progress[sender] = message
+        elif isinstance(message, control.Done):
+            self.outcome.done[sender] = message
+        elif isinstance(message, control.Failed):
+            self.outcome.errors[sender] = message.error
 
-    def _collect(self, kind: type, started: float) -> dict:
-        """One `kind` message from every node, within the start timeout; a death fails fast."""
-        return self._collect_from(kind, started, list(self.nodes))
-
-    def _collect_from(self, kind: type, started: float, nodes: list[int]) -> dict:
-        got: dict = {}
-        deadline = started + self.plan.run.start_timeout
-        while len(got) < len(nodes):
-            if time.monotonic() > deadline:
-                missing = sorted(set(nodes) - set(got))
-                raise StartupError(f"nodes {missing} sent no {kind.__name__} in time")
-            for node, message in self._poll(0.2):
-                if isinstance(message, kind) and node in nodes:
-                    got[node] = message
-            dead = [n for n, p in self.nodes.items() if p.exitcode is not None]
-            if dead:
-                raise StartupError(f"nodes {dead} died before the start: {self._errors_text(dead)}")
-        return got
+    def _write_pids(self) -> None:
+        """For operators and tests: which OS process is which node (pids.json)."""
+        self.outcome.pids = self.fleet.pids()
+        write_json_atomic(self.plan.run_dir / "pids.json", self.outcome.pids)
 
     def _barrier(self, started: float) -> dict[int, str]:
         """Wait until every node has bound its socket and loaded its shard."""
-        ready = self._collect(control.Ready, started)
+        ready = self.fleet.collect(control.Ready, started)
         self.outcome.ready_seconds = time.monotonic() - started
-        self.outcome.pss_mib = measure_pss(self.nodes)
+        self.outcome.pss_mib = self.fleet.memory()
         log.info("%d nodes ready in %.1f s", len(ready), self.outcome.ready_seconds)
         peers = {node: message.endpoint for node, message in ready.items()}
         # For operators and tools (the reliability benchmark's fuzzer): where each node listens
@@ -159,44 +130,77 @@ class Launch:
         )
         return peers
 
-    def _errors_text(self, nodes: list[int]) -> str:
-        errors = self.outcome.errors
-        return "; ".join(errors.get(n, "no report").strip().splitlines()[-1] for n in nodes)
+    def _start_virtual(self, started: float) -> None:
+        """Node 0 times a bare burst alone (what the efficiency is judged by), then the time
+        keeper starts and every node follows it from emulated 0."""
+        hosts = self.backend.hosts()
+        self.outcome.calibration = {"mode": "virtual"}
+        self.outcome.bare_step = bare_step(self.fleet, started)
+        self.keeper = self.clock = time_keeper(self.plan, hosts, self.backend.control_host())
+        self.t0 = start_virtual(self.fleet, self.keeper)
+
+    def _start_dilated(self) -> None:
+        """Clock offsets, the factor (calibrated or given), a shared t0."""
+        run = self.plan.run
+        self.outcome.clocks = self.fleet.synchronise(run.start_timeout)
+        if run.tdf is None:
+            calibrate = Calibrator(self.fleet, run, self.backend.hosts())
+            self.outcome.tdf, self.outcome.calibration = calibrate()
+        else:
+            self.outcome.tdf = run.tdf
+        self.clock = start_dilated(self.fleet, self.outcome.tdf, auto=run.tdf is None)
+        self.t0 = self.clock.t0
+
+    def _stop(self) -> None:
+        """Every process stopped and reaped, the keeper and the control channel closed; what
+        each ended with recorded."""
+        for n, code in self.fleet.stop(self.plan.run.stop_grace).items():
+            self.outcome.exit_codes[n] = code
+            planned = n in self.outcome.killed
+            if code not in (0, None) and n not in self.outcome.errors and not planned:
+                self.outcome.errors[n] = f"exited with code {code}"
+        if self.keeper is not None:
+            self.keeper.close()
+            self.outcome.keeper = keeper_record(self.keeper)
+        finish = not self.outcome.interrupted  # after Ctrl-C the evaluators just stop
+        complete = self.fleet.finish_evaluators(finish, self.plan.run.stop_grace)
+        self.outcome.evaluation_complete = complete
+        if self.backend is not None:
+            self.backend.close()
+        counts = self.fleet.close()
+        if counts is not None:
+            self.outcome.control = counts
+        if self.plan.nodes and self.plan.nodes[0].bind.startswith("ipc://"):
+            shutil.rmtree(self.plan.nodes[0].bind[len("ipc://") :], ignore_errors=True)
+
+    # ---- for rejoins -------------------------------------------------------------------------
+    def peers_message(self, node: int) -> control.Peers:
+        """Where every node listens, and `node`'s compute gate."""
+        return control.Peers(self.peers, self.gates[node])
+
+    def restart(self, node: int, t: float) -> None:
+        """`node`'s new process (its old one is dead), to join at emulated `t` listening where
+        the old one did; watched as any other from now on."""
+        spec = dataclasses.replace(self.plan.nodes[node], start_at=t, endpoint=self.peers[node])
+        self.fleet.replace(node, spec)
+        self.outcome.exit_codes.pop(node, None)
+        self.outcome.killed.discard(node)
+        self.outcome.rejoined.setdefault(node, []).append(t)
+        self._write_pids()
+
+    def start_message(self, node: int, probe_timeout: float) -> control.Start:
+        """The run's clock for `node`'s new process: the time keeper (its next incarnation), or
+        the shared t0 and factor after probing its clock, as every node's at the start."""
+        keeper = self.keeper
+        if keeper is not None:
+            incarnation = len(self.outcome.rejoined[node])
+            endpoint = keeper.address.endpoint
+            t, gen = keeper.keeper.t, keeper.keeper.gen
+            return control.Start(0.0, 1.0, endpoint, incarnation, t, gen)
+        self.outcome.clocks.update(self.fleet.synchronise(probe_timeout, [node]))
+        return control.Start(self.clock.t0, self.clock.tdf)
 
     # ---- run ---------------------------------------------------------------------------------
-    def _poll(self, timeout: float) -> list[tuple[int, object]]:
-        """Messages from nodes and evaluators; evaluation results are recorded here."""
-        if self.control is None:  # the start failed before the channel was open
-            return []
-        by_conn = {conn: ("node", n) for n, conn in self.conns.items()}
-        by_conn.update({conn: ("eval", w) for w, conn in self.eval_conns.items()})
-        messages = []
-        for conn in self.control.wait(list(by_conn), timeout):
-            role, ident = by_conn[conn]
-            try:
-                message = control.receive(conn, 0)
-            except (EOFError, OSError, control.ControlError):
-                (self.conns if role == "node" else self.eval_conns).pop(ident, None)
-                continue
-            if message is None:
-                continue
-            if role == "eval":
-                if isinstance(message, control.Evaluated):
-                    self.outcome.evals.append(message.record())
-                    self.backend.record_evaluation(ident, message.record())
-                elif isinstance(message, control.EvaluatorDone):
-                    self.eval_done.add(ident)
-                messages.append((-1 - ident, message))
-                continue
-            if isinstance(message, control.Progress):
-                self.outcome.progress[ident] = message
-            elif isinstance(message, control.Done):
-                self.outcome.done[ident] = message
-            elif isinstance(message, control.Failed):
-                self.outcome.errors[ident] = message.error
-            messages.append((ident, message))
-        return messages
-
     def _monitor(self) -> None:
         display = ProgressDisplay(self.plan.run.duration, self.plan.run.progress_interval)
         try:
@@ -206,7 +210,7 @@ class Launch:
             display.close()
 
     def _watch(self, display: ProgressDisplay) -> None:
-        run, clock = self.plan.run, self.clock
+        run, clock, fleet = self.plan.run, self.clock, self.fleet
         hard_deadline = None
         if not clock.virtual:  # paced nodes end at the run's end; un-paced ones (benchmarks)
             tdf = self.outcome.tdf  # when their steps do. Virtual time has its watchdog.
@@ -218,43 +222,43 @@ class Launch:
         rejoins = Rejoins(self, run.scenario)
         metric = METRICS[TASKS[run.dataset.name].metric]  # what the progress line shows
         while True:
-            rejoins.step(self._poll(self._crash_due(0.2)))
+            rejoins.step(fleet.poll(self._crash_due(0.2)))
             if pss_due and clock.now() >= 0.5 * run.duration:
-                self.outcome.pss_run_mib, pss_due = measure_pss(self.nodes), False
-            finished = {n for n, p in self.nodes.items() if p.exitcode is not None}
+                self.outcome.pss_run_mib, pss_due = fleet.memory(), False
+            finished, nodes = fleet.finished(), fleet.node_ids()
             for n in finished - set(self.outcome.exit_codes):
-                self.outcome.exit_codes[n] = self.nodes[n].exitcode
+                self.outcome.exit_codes[n] = fleet.exitcode(n)
                 self.backend.forget(n)  # a node dead while holding its gate must not block it
                 if n in self.outcome.killed:
                     log.info(
                         "node %d crashed at t=%.2f s, as scheduled", n, self.outcome.crashed[n][-1]
                     )
-                elif self.nodes[n].exitcode != 0:
-                    reason = getattr(self.nodes[n], "exit_reason", None)  # a Ray actor's
-                    code = self.nodes[n].exitcode
+                elif fleet.exitcode(n) != 0:
+                    reason = fleet.exit_reason(n)  # a Ray actor's
+                    code = fleet.exitcode(n)
                     self.outcome.errors.setdefault(n, reason or f"exited with code {code}")
                     self._departed(n)
-            if len(finished) == len(self.nodes):
+            if len(finished) == len(nodes):
                 self.outcome.training_wall_seconds = time.monotonic() - self.t0
                 ended = sum(code == 0 for code in self.outcome.exit_codes.values())
                 per_s = self.outcome.training_wall_seconds / run.duration if clock.virtual else None
-                line = status(
-                    self.outcome, ended, len(self.nodes), reach, run.duration, per_s, metric
-                )
+                line = status(self.outcome, ended, len(nodes), reach, run.duration, per_s, metric)
                 display.finish(run.duration, line)
                 return
             if hard_deadline is not None and time.monotonic() > hard_deadline:
-                late = sorted(set(self.nodes) - finished)
+                late = sorted(set(nodes) - finished)
                 for n in late:
                     self.outcome.errors.setdefault(n, "did not finish before the deadline")
                 log.error("nodes %s still running past the deadline: stopping them", late)
                 return
             if self.keeper is not None:
-                handle_stalls(self)
+                stopped = handle_stalls(self.keeper, fleet, run.stall_timeout)
+                for n, why in stopped.items():
+                    self.outcome.errors.setdefault(n, why)
             t = min(run.duration, max(0.0, clock.now()))
-            alive = len(self.nodes) - len(finished)
+            alive = len(nodes) - len(finished)
             per_s = (time.monotonic() - self.t0) / t if clock.virtual and t > 0 else None
-            display.show(t, status(self.outcome, alive, len(self.nodes), reach, t, per_s, metric))
+            display.show(t, status(self.outcome, alive, len(nodes), reach, t, per_s, metric))
 
     def _departed(self, n: int) -> None:
         """`n` died unplanned: its peers and the keeper count on it no more."""
@@ -262,8 +266,9 @@ class Launch:
         self.outcome.departed[n] = min(self.plan.run.duration, died)
         if self.keeper is not None:
             self.keeper.depart(n)
-        tell(self.conns, control.Departed(n, self.outcome.departed[n]))
-        log.error("node %d failed at t=%.2f s: %s", n, died, self._errors_text([n]))
+        self.fleet.tell(control.Departed(n, self.outcome.departed[n]))
+        why = self.outcome.errors.get(n, "no report").strip().splitlines()[-1]
+        log.error("node %d failed at t=%.2f s: %s", n, died, why)
 
     def _crash_due(self, wait: float) -> float:
         """Kill hard (SIGKILL, no goodbye) every node whose scheduled crash has come; the wall
@@ -277,9 +282,9 @@ class Launch:
         else:
             due = [(n, self.clock.now()) for n in self.crashes.due(self.clock.now())]
         for node, t in due:
-            code = self.nodes[node].exitcode
+            code = self.fleet.exitcode(node)
             if code is None:
-                self.nodes[node].kill()  # SIGKILL, or the actor killed
+                self.fleet.kill(node)  # SIGKILL, or the actor killed
             if code in (None, 0):  # (in virtual time it may have ended on its own at t)
                 self.outcome.killed.add(node)
                 self.outcome.crashed.setdefault(node, []).append(t)

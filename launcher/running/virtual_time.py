@@ -173,13 +173,11 @@ class KeeperThread(threading.Thread):
             self.finished.set()
 
 
-def start_virtual(launch, started: float) -> None:
-    """A run's start in virtual time (`launch`: a spawn.Launch past its barrier): node 0
-    times a bare burst alone (what the efficiency is judged by), then the time keeper starts
-    and every node follows it from emulated 0."""
-    run, hosts = launch.plan.run, launch.backend.hosts()
-    launch.outcome.calibration = {"mode": "virtual"}
-    launch.outcome.bare_step = bare_step(launch, started)
+def time_keeper(plan, hosts, host: str) -> KeeperThread:
+    """A run's time keeper, not started: every node of `plan` from emulated 0, the scenario's
+    crashes and joins, each machine of `hosts` computing its cores' worth at once (the compute
+    gate), its socket on `host`."""
+    run = plan.run
     slots = None
     if run.gate_slots > 0:
         # auto: a core each for nodes computing rounds at once; per-step nodes compute one
@@ -191,30 +189,36 @@ def start_virtual(launch, started: float) -> None:
             for machine, cores in hosts.cores.items()
         }
     keeper = TimeKeeper(
-        [spec.node_id for spec in launch.plan.nodes],
+        [spec.node_id for spec in plan.nodes],
         machine_of=hosts.machine_of,
         slots=slots,
         crashes=[(a.t, a.node) for a in run.scenario if a.kind == "crash"],
         joins=[(a.t, a.node) for a in crash_rejoins(run.scenario)],
     )
-    curve = launch.plan.nodes[0].curve if launch.plan.nodes else None
-    launch.keeper = KeeperThread(keeper, launch.backend.control_host(), curve, run.stall_timeout)
-    address = launch.keeper.start_and_bind()
-    launch.clock = launch.keeper
+    curve = plan.nodes[0].curve if plan.nodes else None
+    return KeeperThread(keeper, host, curve, run.stall_timeout)
+
+
+def start_virtual(fleet, keeper: KeeperThread) -> float:
+    """A run's start in virtual time (`fleet`: past its barrier and node 0's bare step): the
+    keeper bound, and every node told to follow it from emulated 0; the wall instant t0."""
+    address = keeper.start_and_bind()
+    slots = keeper.keeper.slots
     log.info("virtual time: the launcher keeps the clock (%s per machine)", slots or "no gate")
-    launch.t0 = time.monotonic()
-    launch._broadcast(control.Start(0.0, 1.0, keeper=address.endpoint))
+    t0 = time.monotonic()
+    fleet.broadcast(control.Start(0.0, 1.0, keeper=address.endpoint))
+    return t0
 
 
-def bare_step(launch, started: float) -> dict | None:
+def bare_step(fleet, started: float) -> dict | None:
     """A burst of local steps on node 0 alone, every other node idle: CPU and wall per
     step (the smaller of two bursts)."""
-    if 0 not in launch.conns:
+    if 0 not in fleet.connected():
         return None
     best = None
     for _ in range(2):
-        launch._broadcast(control.Calibrate(BARE_STEPS), {0: launch.conns[0]})
-        got = launch._collect_from(control.Calibrated, started, [0])[0]
+        fleet.broadcast(control.Calibrate(BARE_STEPS), [0])
+        got = fleet.collect(control.Calibrated, started, [0])[0]
         if best is None or got.cpu_per_step < best.cpu_per_step:
             best = got
     return {"cpu_s": best.cpu_per_step, "wall_s": best.wall_per_step, "steps": BARE_STEPS}
@@ -233,33 +237,35 @@ def keeper_record(keeper: KeeperThread) -> dict:
     }
 
 
-def handle_stalls(launch) -> None:
+def handle_stalls(keeper: KeeperThread, fleet, stall_timeout: float) -> dict[int, str]:
     """Virtual time stood still past the watchdog: name what it waits on and stop those
     nodes (the others go on); every live node waiting for ever ends the run. A keeper
-    that failed ends it at once."""
-    if launch.keeper.error is not None and not launch.keeper.stop.is_set():
-        launch.keeper.stop.set()
-        log.error("the time keeper failed: %r; stopping every node", launch.keeper.error)
-        for n, proc in launch.nodes.items():
-            if proc.exitcode is None:
-                launch.outcome.errors.setdefault(
-                    n, f"the time keeper failed: {launch.keeper.error!r}"
-                )
-                proc.kill()
-    while not launch.keeper.events.stalls.empty():
-        waiting = launch.keeper.events.stalls.get_nowait()
+    that failed ends it at once. Each node stopped, and why."""
+    stopped: dict[int, str] = {}
+
+    def stop(n: int, why: str) -> None:
+        if fleet.exitcode(n) is None:
+            stopped.setdefault(n, why)
+            fleet.kill(n)
+
+    if keeper.error is not None and not keeper.stop.is_set():
+        keeper.stop.set()
+        log.error("the time keeper failed: %r; stopping every node", keeper.error)
+        for n in fleet.node_ids():
+            stop(n, f"the time keeper failed: {keeper.error!r}")
+    while not keeper.events.stalls.empty():
+        waiting = keeper.events.stalls.get_nowait()
         if "waiting_for_ever" in waiting:
             nodes = waiting["waiting_for_ever"]
             why = "waits for ever: every live node did, so time could not move"
         else:
             nodes = sorted(set(waiting["busy"]) | set(waiting["in_flight"]))
             why = (
-                f"did not go idle within {launch.plan.run.stall_timeout:g} wall seconds "
-                f"(time stood at t={launch.clock.now():.4f} s; messages owed: "
+                f"did not go idle within {stall_timeout:g} wall seconds "
+                f"(time stood at t={keeper.now():.4f} s; messages owed: "
                 f"{waiting['in_flight']}; joins awaited: {waiting['joins']})"
             )
         log.error("virtual time stood still: nodes %s %s", nodes, why)
         for n in nodes:
-            if launch.nodes[n].exitcode is None:
-                launch.outcome.errors.setdefault(n, f"node {n} {why}")
-                launch.nodes[n].kill()
+            stop(n, f"node {n} {why}")
+    return stopped
