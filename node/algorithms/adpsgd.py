@@ -16,6 +16,7 @@ from node.algorithms.base import (
     decoded,
     sharing_codec,
 )
+from node.algorithms.latest import Latest
 from node.checks import require
 from node.sharing import Encoded, Part, mean_of_parts
 
@@ -60,7 +61,7 @@ class ADPSGD(Algorithm):
         self.pings = config.degree // 2
         self.codec = sharing_codec(ctx)
         self.latest_sent: Encoded | None = None  # what a pong answers with
-        self.received: dict[int, tuple[int, Part]] = {}  # sender -> (round, model)
+        self.received: Latest[Part] = Latest()  # by sender: its round, its model
         self.pongs_sent = 0  # written by the receiver thread only
 
     def init(self, params: torch.Tensor) -> None:
@@ -88,16 +89,12 @@ class ADPSGD(Algorithm):
         if msg.kind not in self.kinds:
             raise Rejected(f"unexpected {msg.kind}")
         part = decoded(self.codec, msg)
-        if msg.src not in self.received or self.received[msg.src][0] <= msg.round:
-            self.received[msg.src] = (msg.round, part)
+        self.received.offer(msg.src, msg.round, part)
         return []
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         stats = {"models_merged": len(self.received), "pongs_sent": self.pongs_sent}
         if self.received:
-            stats["staleness"] = sum(round - r for r, _ in self.received.values()) / len(
-                self.received
-            )
-            params.copy_(mean_of_parts(params, [v for _, v in self.received.values()]))
-            self.received.clear()
+            stats["staleness"] = self.received.staleness(round)
+            params.copy_(mean_of_parts(params, [part for _, part in self.received.take()]))
         return stats

@@ -16,6 +16,7 @@ from node.algorithms.base import (
     check_degree,
     model_values,
 )
+from node.algorithms.latest import Latest
 from node.checks import require
 
 
@@ -93,7 +94,7 @@ class DivShare(Algorithm):
         self.indices = fragment_indices(ctx.layer_sizes, self.num_fragments, ctx.partition_seed)
         self.degree = min(config.degree, len(ctx.peers))
         # Latest copy per (sender, fragment): (round it was cut in, values).
-        self.latest: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}
+        self.latest: Latest[torch.Tensor] = Latest()  # by (sender, fragment)
 
     def round_messages(self, round: int, params: torch.Tensor) -> list[Outgoing]:
         messages = []
@@ -108,17 +109,13 @@ class DivShare(Algorithm):
         if msg.kind != self.kind or not 0 <= msg.frag < self.num_fragments:
             raise Rejected(f"unexpected {msg.kind} fragment {msg.frag}")
         values = model_values(msg, len(self.indices[msg.frag]))  # the fragment's own size
-        key = (msg.src, msg.frag)
-        if key not in self.latest or self.latest[key][0] <= msg.round:
-            self.latest[key] = (msg.round, values)
+        self.latest.offer((msg.src, msg.frag), msg.round, values)
         return []
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         if not self.latest:
             return {"fragments_merged": 0, "staleness": 0.0}
-        received = [(self.indices[f], v) for (_, f), (_, v) in self.latest.items()]
-        staleness = sum(round - r for r, _ in self.latest.values()) / len(self.latest)
-        stats = {"fragments_merged": len(self.latest), "staleness": staleness}
+        stats = {"fragments_merged": len(self.latest), "staleness": self.latest.staleness(round)}
+        received = [(self.indices[f], v) for (_, f), v in self.latest.take()]
         params.copy_(per_coordinate_mean(params, received))
-        self.latest.clear()
         return stats

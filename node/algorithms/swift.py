@@ -17,6 +17,7 @@ from node.algorithms.base import (
     decoded,
     sharing_codec,
 )
+from node.algorithms.latest import Latest
 from node.checks import require
 from node.sharing import Part, mean_of_parts
 
@@ -57,7 +58,7 @@ class Swift(Algorithm):
         super().__init__(config, ctx)
         self.degree = min(config.degree, len(ctx.peers))
         self.codec = sharing_codec(ctx)
-        self.latest: dict[int, tuple[int, Part]] = {}  # sender -> (round it was cut in, model)
+        self.latest: Latest[Part] = Latest()  # by sender: the round it was cut in, the model
 
     def init(self, params: torch.Tensor) -> None:
         self.codec.start(params)
@@ -73,15 +74,12 @@ class Swift(Algorithm):
         if msg.kind != "model" or msg.frag != 0:
             raise Rejected(f"unexpected {msg.kind} fragment {msg.frag}")
         part = decoded(self.codec, msg)
-        if msg.src not in self.latest or self.latest[msg.src][0] <= msg.round:
-            self.latest[msg.src] = (msg.round, part)
+        self.latest.offer(msg.src, msg.round, part)
         return []
 
     def aggregate(self, round: int, params: torch.Tensor) -> dict[str, float]:
         if not self.latest:
             return {"fragments_merged": 0, "staleness": 0.0}
-        staleness = sum(round - r for r, _ in self.latest.values()) / len(self.latest)
-        stats = {"fragments_merged": len(self.latest), "staleness": staleness}
-        params.copy_(mean_of_parts(params, [part for _, part in self.latest.values()]))
-        self.latest.clear()
+        stats = {"fragments_merged": len(self.latest), "staleness": self.latest.staleness(round)}
+        params.copy_(mean_of_parts(params, [part for _, part in self.latest.take()]))
         return stats
