@@ -111,13 +111,19 @@ def count_of(fraction: float, size: int) -> int:
     return min(size, max(1, round(fraction * size)))
 
 
-def check_fraction(fraction: float) -> None:
-    require(
-        0 < fraction <= 1,
-        "sharing.fraction",
-        f"{fraction} is outside (0, 1]",
-        "use e.g. 0.1 to send a tenth of the coordinates",
-    )
+@dataclass(frozen=True, kw_only=True)
+class FractionConfig(SharingConfig):
+    """A codec that sends a fraction of the coordinates (top-k, random)."""
+
+    fraction: float = 0.1  # of the coordinates sent per message
+
+    def __post_init__(self) -> None:
+        require(
+            0 < self.fraction <= 1,
+            "sharing.fraction",
+            f"{self.fraction} is outside (0, 1]",
+            "use e.g. 0.1 to send a tenth of the coordinates",
+        )
 
 
 def seed_from(rng: random.Random) -> int:

@@ -12,9 +12,8 @@ from node.sharing.base import (
     Codec,
     CodecError,
     Encoded,
+    FractionConfig,
     Part,
-    SharingConfig,
-    check_fraction,
     count_of,
     expect_array,
     expect_extra,
@@ -25,11 +24,8 @@ MAX_SEED = 2**62
 
 
 @dataclass(frozen=True, kw_only=True)
-class RandomConfig(SharingConfig):
-    fraction: float = 0.1  # of the coordinates sent per message
-
-    def __post_init__(self) -> None:
-        check_fraction(self.fraction)
+class RandomConfig(FractionConfig):
+    """`sharing=random`: its `fraction`, drawn afresh for each message."""
 
 
 def drawn_indices(seed: int, size: int, k: int) -> torch.Tensor:

@@ -12,9 +12,8 @@ from node.sharing.base import (
     Codec,
     CodecError,
     Encoded,
+    FractionConfig,
     Part,
-    SharingConfig,
-    check_fraction,
     count_of,
     expect_array,
     expect_extra,
@@ -22,11 +21,8 @@ from node.sharing.base import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class TopKConfig(SharingConfig):
-    fraction: float = 0.1  # of the coordinates sent per message
-
-    def __post_init__(self) -> None:
-        check_fraction(self.fraction)
+class TopKConfig(FractionConfig):
+    """`sharing=topk`: its `fraction`, the k largest of each message."""
 
 
 def largest(vector: torch.Tensor, k: int) -> torch.Tensor:
